@@ -1,0 +1,294 @@
+"""Turning one spreadsheet cell into one typed value, strictly.
+
+Each parser takes the raw cell value as the reader produced it and returns the typed value,
+or raises CellValueError saying what was expected. A value whose meaning is certain but
+whose form is not the canonical one (a number typed as text, an id with stray spaces) is
+accepted and the change is reported through the `notes` list the caller passes in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+
+
+@dataclass(frozen=True)
+class ErrorCell:
+    """An Excel error value such as #DIV/0! or #N/A."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class FormulaCell:
+    """A formula whose result was never saved (the file was written by a program, not Excel)."""
+
+    formula: str
+
+
+class CellValueError(ValueError):
+    """The cell does not hold what the column expects."""
+
+
+# Characters that are invisible on screen but make two ids differ.
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u180e\u202a-\u202e]")
+_SPACES = re.compile(r"[\s\u00a0\u2007\u202f]+")
+EXCEL_ERRORS = frozenset(
+    {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
+     "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#UNKNOWN!", "#CONNECT!", "#BUSY!"}
+)
+
+
+def is_blank(value: object) -> bool:
+    """True for an empty cell or one holding only white space."""
+    if value is None:
+        return True
+    return isinstance(value, str) and not _INVISIBLE.sub("", value).strip()
+
+
+def describe(value: object) -> str:
+    """A short human description of a raw cell value for error messages."""
+    if isinstance(value, ErrorCell):
+        return f"the error value {value.code}"
+    if isinstance(value, FormulaCell):
+        return f"the formula {value.formula} with no saved result"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, datetime | date | time):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _reject_special(value: object) -> None:
+    if isinstance(value, ErrorCell):
+        raise CellValueError(f"the cell holds {describe(value)}; fix the formula or type the value")
+    if isinstance(value, FormulaCell):
+        raise CellValueError(
+            f"the cell holds {describe(value)}; open and save the workbook in Excel "
+            "or LibreOffice so the value is stored, or type the value"
+        )
+    if isinstance(value, str) and value.strip().upper() in EXCEL_ERRORS:
+        raise CellValueError(f"the cell holds the error text {value.strip()!r}")
+
+
+def clean_text(value: str, notes: list[str] | None = None) -> str:
+    """NFKC-normalise, drop invisible characters, fold runs of white space, strip."""
+    out = unicodedata.normalize("NFKC", value)
+    out = _INVISIBLE.sub("", out)
+    out = _SPACES.sub(" ", out).strip()
+    if notes is not None and out != value:
+        if _INVISIBLE.search(unicodedata.normalize("NFKC", value)):
+            notes.append("removed invisible characters")
+        elif out != value.strip():
+            notes.append("normalised Unicode and white space")
+        else:
+            notes.append("removed surrounding spaces")
+    return out
+
+
+def parse_text(value: object, notes: list[str]) -> str | None:
+    """Free text (names, descriptions); numbers are written as they look."""
+    _reject_special(value)
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime | date | time):
+        raise CellValueError(f"expected text, got {describe(value)}")
+    return clean_text(str(value), notes)
+
+
+def parse_id(value: object, notes: list[str]) -> str | None:
+    """An identifier or label: text; a number typed as 2026 is the label '2026'."""
+    _reject_special(value)
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        raise CellValueError(f"expected an id (text), got {describe(value)}")
+    if isinstance(value, datetime | date | time):
+        raise CellValueError(
+            f"expected an id or period label (text), got {describe(value)}; "
+            "format the cell as text and type the label"
+        )
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CellValueError(f"expected an id (text), got {value}")
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = clean_text(str(value), notes)
+    if "," in text or ";" in text or "|" in text:
+        raise CellValueError(f"expected a single id, got {text!r} (ids cannot hold , ; or |)")
+    return text
+
+
+def parse_id_list(value: object, notes: list[str]) -> list[str]:
+    """A comma-separated list of ids/tags; blanks between commas are dropped."""
+    _reject_special(value)
+    if is_blank(value):
+        return []
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [parse_id(value, notes)]  # type: ignore[list-item]
+    if not isinstance(value, str):
+        raise CellValueError(f"expected a comma-separated list, got {describe(value)}")
+    parts = [clean_text(p) for p in clean_text(value, notes).split(",")]
+    items = [p for p in parts if p]
+    if len(items) != len(set(items)):
+        seen: set[str] = set()
+        dupes = sorted({p for p in items if p in seen or seen.add(p)})  # type: ignore[func-returns-value]
+        raise CellValueError(f"the list names {', '.join(dupes)} more than once")
+    return items
+
+
+_TRUE = {"yes", "true", "1", "y"}
+_FALSE = {"no", "false", "0", "n"}
+
+
+def parse_bool(value: object, notes: list[str]) -> bool | None:
+    """yes/no, true/false, 1/0 (any case), or an Excel boolean."""
+    _reject_special(value)
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = clean_text(value).lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise CellValueError(f"expected yes/no, true/false or 1/0, got {describe(value)}")
+
+
+_GROUPED_SPACE = re.compile(r"^[+-]?\d{1,3}( \d{3})+([.,]\d+)?$")
+_PLAIN = re.compile(r"^[+-]?(\d+)?(\.\d+)?([eE][+-]?\d+)?$")
+
+
+def _number_from_text(raw: str, notes: list[str]) -> Decimal:
+    text = clean_text(raw.replace("\u00a0", " ").replace("\u202f", " ").replace("\u2007", " "))
+    percent = text.endswith("%")
+    if percent:
+        text = text[:-1].strip()
+    if text.lower() in {"inf", "+inf", "-inf", "infinity", "nan", "-nan"}:
+        raise CellValueError(f"expected a finite number, got {raw!r}")
+    compact = text
+    if " " in text:
+        if not _GROUPED_SPACE.match(text):
+            raise CellValueError(f"expected a number, got {raw!r}")
+        compact = text.replace(" ", "")
+    value = _decimal_from_separators(compact, raw)
+    if percent:
+        value = value / 100
+    notes.append(f"read the text {raw!r} as the number {_plain(value)}")
+    return value
+
+
+def _decimal_from_separators(text: str, raw: str) -> Decimal:
+    """Resolve thousands/decimal separators; refuse what a reader could take two ways."""
+    if _PLAIN.match(text) and text not in {"", "+", "-", "."}:
+        dots = text.count(".")
+        if dots == 1 and re.fullmatch(r"[+-]?[1-9]\d{0,2}\.\d{3}", text):
+            raise CellValueError(
+                f"{raw!r} is ambiguous: it reads as {text} with a decimal point or as "
+                f"{text.replace('.', '')} with a thousands separator; type the number "
+                "without separators or store it as a number"
+            )
+        return Decimal(text)
+    commas, dots = text.count(","), text.count(".")
+    sign = ""
+    if text[:1] in "+-":
+        sign, text = text[0], text[1:]
+    if commas and dots:
+        dec, grp = ("," , ".") if text.rfind(",") > text.rfind(".") else (".", ",")
+        int_part, _, frac = text.rpartition(dec)
+        if frac == "" or not frac.isdigit() or not _grouped(int_part, grp):
+            raise CellValueError(f"expected a number, got {raw!r}")
+        return Decimal(sign + int_part.replace(grp, "") + "." + frac)
+    sep = "," if commas else "." if dots else None
+    if sep is None or (commas or dots) == 0:
+        raise CellValueError(f"expected a number, got {raw!r}")
+    count = commas or dots
+    if count > 1:
+        if not _grouped(text, sep):
+            raise CellValueError(f"expected a number, got {raw!r}")
+        return Decimal(sign + text.replace(sep, ""))
+    int_part, _, frac = text.partition(sep)
+    if not frac.isdigit() or (int_part and not int_part.isdigit()):
+        raise CellValueError(f"expected a number, got {raw!r}")
+    if len(frac) == 3 and int_part not in {"", "0"}:
+        raise CellValueError(
+            f"{raw!r} is ambiguous: it reads as {int_part}.{frac} with a decimal "
+            f"{'comma' if sep == ',' else 'point'} or as {int_part}{frac} with a thousands "
+            "separator; type the number without separators or store it as a number"
+        )
+    return Decimal(sign + (int_part or "0") + "." + frac)
+
+
+def _grouped(text: str, sep: str) -> bool:
+    groups = text.split(sep)
+    return (
+        1 <= len(groups[0]) <= 3
+        and groups[0].isdigit()
+        and all(len(g) == 3 and g.isdigit() for g in groups[1:])
+    )
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text
+
+
+def parse_decimal(value: object, notes: list[str]) -> Decimal | None:
+    """A finite number; text numbers are accepted when their separators are unambiguous."""
+    _reject_special(value)
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        raise CellValueError(f"expected a number, got {describe(value)}")
+    if isinstance(value, datetime | date | time):
+        raise CellValueError(f"expected a number, got {describe(value)}")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CellValueError(f"expected a finite number, got {value}")
+        return Decimal(repr(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise CellValueError(f"expected a finite number, got {value}")
+        return value
+    try:
+        return _number_from_text(str(value), notes)
+    except InvalidOperation as exc:  # pragma: no cover - regexes guard Decimal()
+        raise CellValueError(f"expected a number, got {describe(value)}") from exc
+
+
+def parse_float(value: object, notes: list[str]) -> float | None:
+    """parse_decimal, as a float (for quantities that only ever reach the solver)."""
+    number = parse_decimal(value, notes)
+    return None if number is None else float(number)
+
+
+def parse_int(value: object, notes: list[str]) -> int | None:
+    """A whole number."""
+    number = parse_decimal(value, notes)
+    if number is None:
+        return None
+    if number != number.to_integral_value():
+        raise CellValueError(f"expected a whole number, got {_plain(number)}")
+    return int(number)

@@ -1,0 +1,202 @@
+"""Solving a validated round: model, stages, rounding, and the typed result.
+
+The library entry point. `solve_round(round)` returns a `Solution` whose tables are pandas
+DataFrames; the report and the decision record are written from it, never from the solver.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.errors import InfeasibleRoundError
+from allocator.formulation import Formulation, RuleGroup, create_model
+from allocator.round import Op, Round
+from allocator.rounding import Rounded, round_allocation
+from allocator.solve import (
+    Columns,
+    MatrixProgram,
+    RowRef,
+    StageResult,
+    Status,
+    compile_model,
+    fix_integers,
+    raise_for_status,
+    solve_program,
+    tiebreak_program,
+)
+
+
+@dataclass
+class Solution:
+    """An optimal (or time-limited) allocation of one round, rounded, with its explanation data."""
+
+    round: Round
+    status: Status
+    allocation: pd.DataFrame  # program_id region_id fund_id period units amount trainees
+    stages: list[StageResult]
+    rules: pd.DataFrame  # one row per rule group
+    index: AllocationIndex
+    lp_amounts: np.ndarray  # unrounded amount per eligible x
+    rounded: Rounded
+    row_refs: list[RowRef]
+    prices: StageResult  # the LP whose duals price rules and budgets
+    timings: dict[str, float] = field(default_factory=dict)
+    mip: bool = False
+    columns: Columns | None = None
+
+    @property
+    def objective(self) -> float:
+        """Outcome value of the rounded allocation."""
+        return float(self.allocation["value"].sum()) if len(self.allocation) else 0.0
+
+    @property
+    def optimal_objective(self) -> float:
+        return float(self.stages[0].objective or 0.0)
+
+    @property
+    def unit(self) -> Decimal:
+        return self.round.settings.rounding_unit
+
+
+def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
+    """Build, solve every stage, round; raises InfeasibleRoundError / SolverStoppedError."""
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    index = allocation_index(rnd)
+    form = create_model(rnd, index)
+    timings["build"] = time.perf_counter() - tick
+    _raise_for_trivial_rows(form)
+    tick = time.perf_counter()
+    program, cols, refs = compile_model(form)
+    timings["handover"] = time.perf_counter() - tick
+    settings = rnd.settings
+    stages: list[StageResult] = []
+    tick = time.perf_counter()
+    first = solve_program(program, "outcome", time_limit=settings.time_limit_s,
+                          mip_gap=settings.mip_gap, method=method, threads=threads)
+    stages.append(first)
+    raise_for_status(first)
+    prices, fixed = first, program
+    if program.integer.any():
+        fixed = fix_integers(program, first.x)
+        prices = solve_program(fixed, "outcome_lp", time_limit=settings.time_limit_s,
+                               mip_gap=settings.mip_gap, method=method, threads=threads)
+        stages.append(prices)
+        raise_for_status(prices)
+    tb = tiebreak_program(fixed, prices.objective, _tiebreak_scale(rnd, index, fixed, cols))
+    tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
+                        mip_gap=settings.mip_gap, method="choose", threads=threads)
+    stages.append(tie)
+    solution_x = tie.x if tie.status in (Status.optimal, Status.time_limit) else prices.x
+    timings["solve"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
+        ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
+    rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
+                               time_limit=min(30.0, settings.time_limit_s))
+    timings["rounding"] = time.perf_counter() - tick
+    status = Status.time_limit if Status.time_limit in (s.status for s in stages[:2]) \
+        else Status.optimal
+    allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
+    rules = rule_table(rnd, form, rounded, refs, prices, cols)
+    return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
+                    refs, prices, timings, bool(program.integer.any()), cols)
+
+
+def _raise_for_trivial_rows(form: Formulation) -> None:
+    broken = [g for g, holds in form.trivial if not holds]
+    if broken:
+        lines = [f"rule {g.rule.rule_id}" + (f" (group {g.group})" if g.group else "")
+                 + f": no eligible allocation matches its selection, so it cannot reach "
+                 f"{g.rule.op.value} {g.rule.value:g}" for g in broken]
+        raise InfeasibleRoundError("infeasible: " + "; ".join(lines))
+
+
+def _tiebreak_scale(rnd: Round, index: AllocationIndex, program: MatrixProgram,
+                    cols: Columns) -> np.ndarray:
+    """Scale of each column in the tie-break: x by the program's cost, others by 1."""
+    scale = np.ones(program.shape[1])
+    costs = np.array([p.cost_per_trainee for p in rnd.programs])
+    if len(index):
+        scale[cols.x] = np.maximum(costs[index.p], 1.0) * 100.0
+    return scale
+
+
+def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,
+                     unit: Decimal) -> pd.DataFrame:
+    """One row per non-zero rounded amount, in canonical order."""
+    nz = np.flatnonzero(units > 0)
+    cost = np.array([p.cost_per_trainee for p in rnd.programs])
+    value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])
+    amount = units[nz] * float(unit)
+    p = index.p[nz]
+    trainees = amount / cost[p]
+    return pd.DataFrame({
+        "program_id": [index.programs[i] for i in p],
+        "region_id": [index.regions[i] for i in index.r[nz]],
+        "fund_id": [index.funds[i] for i in index.f[nz]],
+        "period": [index.periods[i] for i in index.t[nz]],
+        "units": units[nz],
+        "amount": amount,
+        "trainees": trainees,
+        "value": trainees * value[p],
+    })
+
+
+def rule_table(rnd: Round, form: Formulation, rounded: Rounded, refs: list[RowRef],
+               prices: StageResult, cols: Columns) -> pd.DataFrame:
+    """Each rule group: target, achieved, slack (>= 0 when kept), binding, shadow price."""
+    amounts = rounded.units * float(rnd.settings.rounding_unit)
+    row_of = {(r.component, r.index): i for i, r in enumerate(refs)}
+    records = []
+    for g in form.rule_groups:
+        key = (g.family, tuple(g.label.split(",")))
+        row = row_of.get(key)
+        dual = None
+        if row is not None and prices.row_dual is not None:
+            dual = float(prices.row_dual[row])
+        records.append(_rule_record(g, amounts, dual, row is None))
+    columns = ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
+               "achieved", "slack", "binding", "shadow_price", "selected_amount",
+               "reference_amount", "penalty"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _rule_record(g: RuleGroup, amounts: np.ndarray, dual: float | None, trivial: bool) -> dict:
+    sel = float(amounts[g.sel].sum()) if len(g.sel) else 0.0
+    rel = float(amounts[g.rel].sum()) if len(g.rel) else 0.0
+    lhs = sel - g.factor * rel
+    measure = g.rule.measure.value
+    if measure == "amount":
+        achieved, target = sel, g.rule.value
+    elif measure in ("share", "share_within"):
+        achieved, target = (sel / rel if rel > 0 else None), g.rule.value
+    elif measure == "per_capita":
+        achieved, target = sel / g.population if g.population else None, g.rule.value
+    else:  # contribution_share: money delivered in j over all selected, against value * c_j
+        achieved = (sel / rel) / g.contribution if rel > 0 and g.contribution else None
+        target = g.rule.value
+    slack = {Op.ge: lhs - g.rhs, Op.le: g.rhs - lhs, Op.eq: -abs(lhs - g.rhs)}[g.rule.op]
+    tol = 1e-6 * max(1.0, abs(g.rhs), sel, rel)
+    return {
+        "rule_id": g.rule.rule_id,
+        "description": g.rule.description,
+        "measure": measure,
+        "group": g.group or "",
+        "jurisdiction": g.jurisdiction or "",
+        "op": g.rule.op.value,
+        "target": target,
+        "achieved": achieved,
+        "slack": slack,
+        "binding": bool(not trivial and abs(slack) <= max(tol, 1.0)),
+        "shadow_price": dual,
+        "selected_amount": sel,
+        "reference_amount": rel if len(g.rel) else None,
+        "penalty": g.rule.penalty,
+    }

@@ -1,0 +1,342 @@
+"""The allocation LP/MILP as a Pyomo model: one `define_*` function per constraint family.
+
+Stage 3b of the data flow: validated round + eligible index -> Pyomo model. Notation:
+x[k] >= 0 is the money fund f gives program p for delivery in region r in period t, for the
+k-th eligible (p, r, f, t); y[p, t] in {0, 1} says whether an all-or-nothing program runs in t.
+`create_model` reads as the model's table of contents. Row names follow
+`<quantity>_<scope>_<bound>[index]`, and every rule row carries its rule id and group.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyomo.environ as pyo
+from pyomo.core.expr.numeric_expr import LinearExpression
+
+from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.filters import DIMENSIONS, conditioned_dimensions, groups, intersect, passing
+from allocator.filters import resolve_key as _resolve
+from allocator.round import Measure, Op, Round, RuleRow
+
+
+@dataclass
+class RuleGroup:
+    """One row of a rule: sum(x[sel]) - factor * sum(x[rel]) (op) rhs."""
+
+    rule: RuleRow
+    group: str | None  # value of `each`, None without `each`
+    jurisdiction: str | None  # contribution_share: the contributor this row is about
+    sel: np.ndarray  # variable indices of the selected money
+    rel: np.ndarray  # variable indices of the reference money (share rules), else empty
+    factor: float  # coefficient on the reference money
+    rhs: float  # constant right-hand side (amount, per_capita)
+    population: float | None = None  # per_capita: inhabitants the rule divides by
+    contribution: float | None = None  # contribution_share: the contributor's share c_j
+
+    @property
+    def label(self) -> str:
+        parts = [self.rule.rule_id]
+        if self.group is not None:
+            parts.append(self.group)
+        if self.jurisdiction is not None:
+            parts.append(self.jurisdiction)
+        return ",".join(parts)
+
+    @property
+    def family(self) -> str:
+        return f"{self.rule.measure.value}_rule_{_BOUND[self.rule.op]}"
+
+
+_BOUND = {Op.ge: "min", Op.le: "max", Op.eq: "equal"}
+
+
+@dataclass
+class Formulation:
+    """The Pyomo model with what later stages need to read it back."""
+
+    model: pyo.ConcreteModel
+    index: AllocationIndex
+    value_per_unit: np.ndarray  # objective coefficient of each x: v_p / cost_p
+    rule_groups: list[RuleGroup]
+    binaries: list[tuple[str, str]]  # (program, period) of each y, in order
+    trivial: list[tuple[RuleGroup, bool]] = field(default_factory=list)  # rows with no variable
+
+    @property
+    def is_mip(self) -> bool:
+        return bool(self.binaries)
+
+
+def create_model(rnd: Round, index: AllocationIndex | None = None) -> Formulation:
+    """Build the stage-1 model: maximise outcome value subject to every hard rule."""
+    index = index if index is not None else allocation_index(rnd)
+    m = pyo.ConcreteModel(name=rnd.settings.round_id)
+    m.row_info = {}
+    form = Formulation(m, index, value_per_unit(rnd, index), rule_groups(rnd, index), [])
+    define_allocations(m, form)
+    define_program_switches(m, rnd, form)
+    define_budget_limits(m, rnd, form)
+    define_capacity_limits(m, rnd, form)
+    define_minimum_sizes(m, rnd, form)
+    define_cofinancing_caps(m, rnd, form)
+    define_rules(m, form)
+    define_outcome_objective(m, form)
+    return form
+
+
+# --- variables ---------------------------------------------------------------------------------
+def define_allocations(m: pyo.ConcreteModel, form: Formulation) -> None:
+    """x[k] >= 0: money for the k-th eligible (program, region, fund, period)."""
+    m.x = pyo.Var(range(len(form.index)), domain=pyo.NonNegativeReals)
+    m.xs = [m.x[k] for k in range(len(form.index))]
+
+
+def define_program_switches(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """y[p, t] in {0, 1} for every program-period with min_trainees > 0 and eligible money."""
+    idx = form.index
+    needs = {p.program_id for p in rnd.programs if p.min_trainees > 0}
+    keys = sorted({(int(p), int(t)) for p, t in zip(idx.p, idx.t, strict=True)
+                   if idx.programs[p] in needs})
+    form.binaries = [(idx.programs[p], idx.periods[t]) for p, t in keys]
+    m.y = pyo.Var(range(len(keys)), domain=pyo.Binary)
+    m.y_of = {key: k for k, key in enumerate(form.binaries)}
+
+
+# --- objective ---------------------------------------------------------------------------------
+def value_per_unit(rnd: Round, index: AllocationIndex) -> np.ndarray:
+    """Outcome value bought by one currency unit of each x: v_p / cost_per_trainee_p."""
+    per_program = np.array([rnd.value_per_trainee(p) / p.cost_per_trainee for p in rnd.programs])
+    return per_program[index.p] if len(index) else np.zeros(0)
+
+
+def define_outcome_objective(m: pyo.ConcreteModel, form: Formulation) -> None:
+    """Maximise sum over p, t of v_p * trainees[p, t], minus penalties on soft-rule shortfalls."""
+    coefs = [float(c) for c in form.value_per_unit]
+    variables = list(m.xs)
+    for (rule_id, _), s in getattr(m, "soft_slack_of", {}).items():
+        coefs.append(-float(m.penalty_of[rule_id]))
+        variables.append(m.s[s])
+    m.outcome = pyo.Objective(expr=_linear(coefs, variables), sense=pyo.maximize)
+
+
+# --- hard limits -------------------------------------------------------------------------------
+def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """Spending of a fund in a period is at most its budget; with carry-over, cumulatively."""
+    idx = form.index
+    by_ft: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for k, (f, t) in enumerate(zip(idx.f, idx.t, strict=True)):
+        by_ft[(int(f), int(t))].append(k)
+    plain, cumulative = {}, {}
+    for fi, fund in enumerate(rnd.funds):
+        for ti, period in enumerate(rnd.periods):
+            if fund.carry_over:
+                ks = [k for tj in range(ti + 1) for k in by_ft.get((fi, tj), [])]
+                cap = sum(rnd.budget(fund.fund_id, p) for p in rnd.periods[: ti + 1])
+                target = cumulative
+            else:
+                ks = by_ft.get((fi, ti), [])
+                cap = rnd.budget(fund.fund_id, period)
+                target = plain
+            if ks:
+                target[(fund.fund_id, period)] = (ks, float(cap))
+    m.spend_fund_period_max = _rows_le(m, plain)
+    m.spend_fund_cumulative_max = _rows_le(m, cumulative)
+
+
+def define_capacity_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """Money for a program in a period is at most max_trainees * cost (times y if switched)."""
+    rows = {}
+    for (p, t), ks in _by_program_period(form).items():
+        prog = rnd.program(p)
+        cap = prog.max_trainees * prog.cost_per_trainee
+        rows[(p, t)] = (ks, cap)
+
+    def rule(m, p, t):
+        ks, cap = rows[(p, t)]
+        y = m.y_of.get((p, t))
+        if y is None:
+            return _linear([1.0] * len(ks), [m.xs[k] for k in ks]) <= cap
+        return _linear([1.0] * len(ks) + [-cap], [m.xs[k] for k in ks] + [m.y[y]]) <= 0
+
+    m.trainees_program_period_max = pyo.Constraint(list(rows), rule=rule)
+
+
+def define_minimum_sizes(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """An all-or-nothing program gets at least min_trainees * cost in a period, or nothing."""
+    if not form.binaries:
+        return
+    groups_ = _by_program_period(form)
+
+    def rule(m, p, t):
+        prog = rnd.program(p)
+        ks = groups_[(p, t)]
+        need = prog.min_trainees * prog.cost_per_trainee
+        return _linear([1.0] * len(ks) + [-need], [m.xs[k] for k in ks] + [m.y[m.y_of[(p, t)]]]) >= 0
+
+    m.trainees_program_period_min = pyo.Constraint(form.binaries, rule=rule)
+
+
+def define_cofinancing_caps(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """A fund pays at most cofinancing_cap of a program's total funding in a period."""
+    idx = form.index
+    capped = {fi for fi, f in enumerate(rnd.funds) if f.cofinancing_cap < 1}
+    if not capped:
+        m.cofinancing_fund_program_period_max = pyo.Constraint([], rule=lambda m: None)
+        return
+    rows = {}
+    for (p, t), ks in _by_program_period(form).items():
+        for fi in sorted({int(idx.f[k]) for k in ks} & capped):
+            cap = rnd.funds[fi].cofinancing_cap
+            coefs = [(1.0 - cap) if idx.f[k] == fi else -cap for k in ks]
+            rows[(rnd.funds[fi].fund_id, p, t)] = (ks, coefs)
+    m.cofinancing_fund_program_period_max = pyo.Constraint(
+        list(rows), rule=lambda m, f, p, t: _linear(rows[(f, p, t)][1],
+                                                    [m.xs[k] for k in rows[(f, p, t)][0]]) <= 0
+    )
+
+
+# --- rules -------------------------------------------------------------------------------------
+def rule_groups(rnd: Round, index: AllocationIndex) -> list[RuleGroup]:
+    """Expand every rule into its rows: one per group of `each` (and per contributor)."""
+    out: list[RuleGroup] = []
+    for rule in rnd.rules:
+        out.extend(_expand_rule(rnd, index, rule))
+    return out
+
+
+def _expand_rule(rnd: Round, index: AllocationIndex, rule: RuleRow) -> list[RuleGroup]:
+    selected = passing(rule.select, rnd)
+    relative = passing(rule.relative_to, rnd)
+    each_dim = _resolve(rule.each, rnd).dimension if rule.each else None
+    rows = []
+    for value, group in groups(rule.each, rule.select, rnd):
+        sel_dims = intersect(selected, group)
+        sel = np.flatnonzero(index.mask(sel_dims))
+        empty = np.zeros(0, dtype=np.int64)
+        if rule.measure == Measure.amount:
+            rows.append(RuleGroup(rule, value, None, sel, empty, 0.0, rule.value))
+        elif rule.measure == Measure.share:
+            rel = np.flatnonzero(index.mask(relative))
+            rows.append(RuleGroup(rule, value, None, sel, rel, rule.value, 0.0))
+        elif rule.measure == Measure.share_within:
+            rel = np.flatnonzero(index.mask(intersect(relative, group)))
+            rows.append(RuleGroup(rule, value, None, sel, rel, rule.value, 0.0))
+        elif rule.measure == Measure.per_capita:
+            pop = _population(rnd, rule, sel_dims, each_dim)
+            rows.append(RuleGroup(rule, value, None, sel, empty, 0.0, rule.value * pop,
+                                  population=pop))
+        elif rule.measure == Measure.contribution_share:
+            rows.extend(_contribution_rows(rnd, index, rule, value, sel_dims, sel))
+    return rows
+
+
+def _population(rnd: Round, rule: RuleRow, sel_dims: dict, each_dim: str | None) -> float:
+    """Inhabitants of the regions passing the selection's region conditions and the group."""
+    region_limited = "region" in conditioned_dimensions(rule.select, rnd) or each_dim == "region"
+    regions = sel_dims["region"] if region_limited else {r.region_id for r in rnd.regions}
+    return float(sum(r.population for r in rnd.regions if r.region_id in regions))
+
+
+def contribution_shares(rnd: Round, funds: frozenset[str] | set[str]) -> dict[str, float]:
+    """Each jurisdiction's share of the contributions to the given funds."""
+    paid: dict[str, float] = defaultdict(float)
+    for c in rnd.contributions:
+        if c.fund_id in funds:
+            paid[c.jurisdiction] += float(c.amount)
+    total = sum(paid.values())
+    return {j: v / total for j, v in sorted(paid.items()) if v > 0} if total > 0 else {}
+
+
+def _contribution_rows(rnd: Round, index: AllocationIndex, rule: RuleRow, value: str | None,
+                       sel_dims: dict, sel: np.ndarray) -> list[RuleGroup]:
+    shares = contribution_shares(rnd, sel_dims["fund"])
+    region_of = {r.region_id: r.jurisdiction for r in rnd.regions}
+    jur = np.array([region_of[index.regions[c]] for c in index.r[sel]], dtype=object)
+    rows = []
+    for j, c_j in shares.items():
+        sel_j = sel[jur == j] if len(sel) else sel
+        rows.append(RuleGroup(rule, value, j, sel_j, sel, rule.value * c_j, 0.0,
+                              contribution=c_j))
+    return rows
+
+
+def define_rules(m: pyo.ConcreteModel, form: Formulation) -> None:
+    """Every rule row: selected money (op) value, share of a reference total, or per capita."""
+    soft = [g for g in form.rule_groups if g.rule.penalty is not None]
+    m.s = pyo.Var(range(len(soft)), domain=pyo.NonNegativeReals)
+    m.soft_slack_of = {}
+    m.penalty_of = {}
+    by_family: dict[str, dict[tuple, RuleGroup]] = defaultdict(dict)
+    for g in form.rule_groups:
+        if len(g.sel) == 0 and len(g.rel) == 0:
+            form.trivial.append((g, _holds(0.0, g.rule.op, g.rhs)))
+            continue
+        by_family[g.family][tuple(g.label.split(","))] = g
+        if g.rule.penalty is not None:
+            m.soft_slack_of[(g.rule.rule_id, g.label)] = len(m.soft_slack_of)
+            m.penalty_of[g.rule.rule_id] = g.rule.penalty
+    for family in sorted(by_family):
+        rows = by_family[family]
+        m.add_component(family, pyo.Constraint(list(rows), rule=_rule_row(rows)))
+
+
+def _rule_row(rows: dict[tuple, RuleGroup]):
+    def rule(m, *key):
+        g = rows[tuple(key)]
+        coefs = defaultdict(float)
+        for k in g.sel:
+            coefs[int(k)] += 1.0
+        for k in g.rel:
+            coefs[int(k)] -= g.factor
+        ks = sorted(coefs)
+        variables = [m.xs[k] for k in ks]
+        values = [coefs[k] for k in ks]
+        slack = m.soft_slack_of.get((g.rule.rule_id, g.label))
+        if slack is not None:
+            sign = {Op.ge: 1.0, Op.le: -1.0, Op.eq: 1.0}[g.rule.op]
+            variables.append(m.s[slack])
+            values.append(sign)
+        body = _linear(values, variables)
+        if g.rule.op == Op.ge:
+            return body >= g.rhs
+        if g.rule.op == Op.le:
+            return body <= g.rhs
+        return body == g.rhs
+
+    return rule
+
+
+def _holds(lhs: float, op: Op, rhs: float, tol: float = 1e-9) -> bool:
+    if op == Op.ge:
+        return lhs >= rhs - tol
+    if op == Op.le:
+        return lhs <= rhs + tol
+    return abs(lhs - rhs) <= tol
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _linear(coefs: list[float], variables: list) -> LinearExpression:
+    return LinearExpression(linear_coefs=coefs, linear_vars=variables)
+
+
+def _rows_le(m: pyo.ConcreteModel, rows: dict[tuple, tuple[list[int], float]]) -> pyo.Constraint:
+    return pyo.Constraint(
+        list(rows), rule=lambda m, *key: _linear([1.0] * len(rows[key][0]),
+                                                 [m.xs[k] for k in rows[key][0]]) <= rows[key][1]
+    )
+
+
+def _by_program_period(form: Formulation) -> dict[tuple[str, str], list[int]]:
+    cache = form.__dict__.setdefault("_by_pt", None)
+    if cache is None:
+        idx = form.index
+        cache = defaultdict(list)
+        for k, (p, t) in enumerate(zip(idx.p, idx.t, strict=True)):
+            cache[(idx.programs[p], idx.periods[t])].append(k)
+        form.__dict__["_by_pt"] = cache
+    return cache
+
+
+__all__ = ["DIMENSIONS", "Formulation", "RuleGroup", "create_model", "rule_groups"]

@@ -1,0 +1,236 @@
+"""The validated round: typed, cross-checked, canonical, and independent of Excel.
+
+Sheet `Programs` -> `ProgramRow` -> set `programs` -> index `p`; the same for every table.
+`Round.canonical_json()` is the decision record's source of truth: it does not depend on
+row order, cell formats or stray spaces, so a re-saved workbook has the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from allocator.filters import Filter
+
+Money = Annotated[
+    Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str, when_used="json")
+]
+
+OUTCOME_COLUMNS = ("employment_rate", "retention_rate", "learning_gain", "wage_gain")
+RATE_COLUMNS = ("employment_rate", "retention_rate")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EquityObjective(StrEnum):
+    none = "none"
+    maxmin_per_capita = "maxmin_per_capita"
+    maxmin_contribution = "maxmin_contribution"
+
+
+class FundKind(StrEnum):
+    joint = "joint"
+    public = "public"
+    employer = "employer"
+    learner_support = "learner_support"
+    performance = "performance"
+
+
+class Stage(StrEnum):
+    pilot = "pilot"
+    scale_up = "scale_up"
+    established = "established"
+
+
+class Measure(StrEnum):
+    amount = "amount"
+    share = "share"
+    share_within = "share_within"
+    per_capita = "per_capita"
+    contribution_share = "contribution_share"
+
+
+class Op(StrEnum):
+    ge = ">="
+    le = "<="
+    eq = "="
+
+
+class RoundSettings(Frozen):
+    round_id: str
+    title: str = ""
+    currency: str = "EUR"
+    periods: tuple[str, ...] = ("all",)
+    rounding_unit: Money = Decimal(1)
+    equity_objective: EquityObjective = EquityObjective.none
+    outcome_tolerance: float = 0.0
+    time_limit_s: float = 60.0
+    mip_gap: float = 1e-4
+
+
+class RegionRow(Frozen):
+    region_id: str
+    name: str = ""
+    jurisdiction: str
+    population: float = Field(gt=0)
+    rural: bool = False
+    attributes: dict[str, str] = {}
+
+
+class FundRow(Frozen):
+    fund_id: str
+    name: str = ""
+    kind: FundKind
+    owner: str
+    cofinancing_cap: float = Field(default=1.0, ge=0, le=1)
+    eligible: Filter = Filter()
+    carry_over: bool = False
+    attributes: dict[str, str] = {}
+
+
+class BudgetRow(Frozen):
+    fund_id: str
+    period: str
+    amount: Money = Field(ge=0)
+
+
+class ContributionRow(Frozen):
+    fund_id: str
+    jurisdiction: str
+    amount: Money = Field(ge=0)
+
+
+class ProgramRow(Frozen):
+    program_id: str
+    name: str = ""
+    sector: str = ""
+    stage: Stage = Stage.established
+    regions: tuple[str, ...]
+    cost_per_trainee: float = Field(gt=0)
+    max_trainees: float = Field(ge=0)
+    min_trainees: float = Field(default=0.0, ge=0)
+    start_period: str | None = None
+    end_period: str | None = None
+    targets: tuple[str, ...] = ()
+    pilot_of: str | None = None
+    outcomes: dict[str, float] = {}
+    attributes: dict[str, str] = {}
+
+
+class PerformanceRow(Frozen):
+    program_id: str
+    metric: str
+    target: float = Field(gt=0)
+    achieved: float = Field(ge=0)
+
+
+class TrancheRow(Frozen):
+    fund_kind: FundKind | None = None
+    fund_id: str | None = None
+    tranche: str
+    share: float = Field(gt=0, le=1)
+    due: int = Field(default=0, ge=0)
+    condition: str = ""
+
+
+class ObjectiveRow(Frozen):
+    metric: str
+    weight: float
+
+
+class RuleRow(Frozen):
+    rule_id: str
+    description: str = ""
+    measure: Measure
+    select: Filter = Filter()
+    each: str | None = None
+    relative_to: Filter = Filter()
+    op: Op
+    value: float
+    penalty: float | None = Field(default=None, ge=0)
+
+
+class Round(Frozen):
+    """A whole validated round, every table sorted by its key."""
+
+    format_version: int = 1
+    settings: RoundSettings
+    regions: tuple[RegionRow, ...]
+    funds: tuple[FundRow, ...]
+    budgets: tuple[BudgetRow, ...]
+    contributions: tuple[ContributionRow, ...] = ()
+    programs: tuple[ProgramRow, ...]
+    performance: tuple[PerformanceRow, ...] = ()
+    tranches: tuple[TrancheRow, ...] = ()
+    objective: tuple[ObjectiveRow, ...]
+    rules: tuple[RuleRow, ...] = ()
+
+    # --- canonical form -------------------------------------------------------------------
+    def canonical_json(self) -> str:
+        """Sorted, whitespace-free JSON: the same round always gives the same bytes."""
+        data = self.model_dump(mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    # --- lookups --------------------------------------------------------------------------
+    @property
+    def periods(self) -> tuple[str, ...]:
+        return self.settings.periods
+
+    def region(self, region_id: str) -> RegionRow:
+        return self._index("regions", "region_id")[region_id]
+
+    def fund(self, fund_id: str) -> FundRow:
+        return self._index("funds", "fund_id")[fund_id]
+
+    def program(self, program_id: str) -> ProgramRow:
+        return self._index("programs", "program_id")[program_id]
+
+    def _index(self, table: str, key: str) -> dict:
+        cache = self.__dict__.setdefault("_lookup_cache", {})
+        if table not in cache:
+            cache[table] = {getattr(row, key): row for row in getattr(self, table)}
+        return cache[table]
+
+    def budget(self, fund_id: str, period: str) -> Decimal:
+        """Budget of a fund in a period; 0 where the Budgets sheet has no row."""
+        cache = self.__dict__.setdefault("_lookup_cache", {})
+        if "budgets" not in cache:
+            cache["budgets"] = {(b.fund_id, b.period): b.amount for b in self.budgets}
+        return cache["budgets"].get((fund_id, period), Decimal(0))
+
+    def jurisdictions(self) -> tuple[str, ...]:
+        return tuple(sorted({r.jurisdiction for r in self.regions}))
+
+    def performance_score(self, program_id: str) -> float | None:
+        """Mean of min(achieved/target, 1.5) over the program's Performance rows, or None."""
+        rows = [r for r in self.performance if r.program_id == program_id]
+        if not rows:
+            return None
+        return sum(min(r.achieved / r.target, 1.5) for r in rows) / len(rows)
+
+    def met_targets(self, program_id: str) -> bool:
+        """A program with no Performance rows has not met its targets."""
+        score = self.performance_score(program_id)
+        return score is not None and score >= 1.0
+
+    def value_per_trainee(self, program: ProgramRow) -> float:
+        """v_p: the weighted sum of the program's outcome metrics."""
+        return sum(o.weight * program.outcomes.get(o.metric, 0.0) for o in self.objective)
+
+    def active_periods(self, program: ProgramRow) -> tuple[str, ...]:
+        """The round periods from the program's start to its end period, inclusive."""
+        periods = self.periods
+        start = periods.index(program.start_period) if program.start_period else 0
+        end = periods.index(program.end_period) if program.end_period else len(periods) - 1
+        return periods[start : end + 1]

@@ -1,0 +1,277 @@
+"""Handing the Pyomo model to HiGHS as a matrix, and solving it in stages.
+
+Stage 4 of the data flow: Pyomo model -> standard-form matrix (Pyomo's
+LinearStandardFormCompiler) -> highspy. Going through the matrix rather than a per-component
+interface keeps the hand-over cheap and gives direct access to what the report needs: row
+duals, reduced costs, MPS files of each stage, and the IIS of an infeasible round.
+
+Stages, in order (DESIGN.md "The model"):
+1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist);
+2. `outcome_lp`: for a MILP, the same LP with the on/off decisions fixed, for prices;
+3. `tiebreak`: hold the outcome value at its optimum and minimise the sum of squared
+   (scaled) allocations, a strictly convex objective whose optimum is unique, so equal
+   programs get equal money and every machine returns the same allocation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
+
+from allocator.errors import InfeasibleRoundError, SolverStoppedError
+from allocator.formulation import Formulation
+
+INF = highspy.kHighsInf
+# Options that change the answer are fixed, recorded and replayed by `verify`.
+SOLVER_OPTIONS: dict[str, object] = {
+    "random_seed": 0,
+    "threads": 1,
+    "presolve": "on",
+    "primal_feasibility_tolerance": 1e-7,
+    "dual_feasibility_tolerance": 1e-7,
+    "mip_feasibility_tolerance": 1e-7,
+}
+# The tie-break stage may give up this share of the outcome value to stay numerically feasible.
+OBJECTIVE_HOLD_RTOL = 1e-7
+
+
+class Status(StrEnum):
+    optimal = "optimal"
+    time_limit = "time_limit_feasible"  # stopped with a feasible, not proven optimal, solution
+    infeasible = "infeasible"
+    unbounded = "unbounded"
+    no_solution = "no_solution"
+
+
+@dataclass
+class MatrixProgram:
+    """max/min c'x + 0.5 x'Qx s.t. row_lower <= A x <= row_upper, col_lower <= x <= col_upper."""
+
+    c: np.ndarray
+    A: sp.csr_matrix
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    integer: np.ndarray  # bool per column
+    row_names: list[str]
+    col_names: list[str]
+    maximize: bool = True
+    hessian_diag: np.ndarray | None = None  # minimise 0.5 * sum(h_i x_i^2) + c'x
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.A.shape
+
+    def to_highs(self, h: highspy.Highs) -> None:
+        lp = highspy.HighsLp()
+        n_rows, n_cols = self.A.shape
+        lp.num_col_, lp.num_row_ = n_cols, n_rows
+        lp.col_cost_ = self.c.astype(float)
+        lp.col_lower_ = self.col_lower.astype(float)
+        lp.col_upper_ = self.col_upper.astype(float)
+        lp.row_lower_ = self.row_lower.astype(float)
+        lp.row_upper_ = self.row_upper.astype(float)
+        csc = self.A.tocsc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+        lp.a_matrix_.value_ = csc.data.astype(float)
+        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n_cols, n_rows
+        lp.sense_ = highspy.ObjSense.kMaximize if self.maximize else highspy.ObjSense.kMinimize
+        lp.col_names_ = self.col_names
+        lp.row_names_ = self.row_names
+        if self.integer.any():
+            lp.integrality_ = [highspy.HighsVarType.kInteger if i else
+                               highspy.HighsVarType.kContinuous for i in self.integer]
+        status = h.passModel(lp)
+        _check_call(status, "passing the model to HiGHS")
+        if self.hessian_diag is not None:
+            hess = highspy.HighsHessian()
+            hess.dim_ = n_cols
+            hess.format_ = highspy.HessianFormat.kTriangular
+            nz = np.flatnonzero(self.hessian_diag)
+            start = np.zeros(n_cols + 1, dtype=np.int32)
+            start[1:] = np.cumsum(np.isin(np.arange(n_cols), nz))
+            hess.start_ = start
+            hess.index_ = nz.astype(np.int32)
+            hess.value_ = self.hessian_diag[nz].astype(float)
+            _check_call(h.passHessian(hess), "passing the tie-break objective to HiGHS")
+
+
+def _check_call(status, what: str) -> None:
+    if status == highspy.HighsStatus.kError:
+        raise SolverStoppedError(f"HiGHS reported an error while {what}")
+
+
+@dataclass
+class StageResult:
+    """What one solved stage produced."""
+
+    name: str
+    program: MatrixProgram
+    status: Status
+    objective: float | None
+    x: np.ndarray | None
+    row_dual: np.ndarray | None
+    col_dual: np.ndarray | None
+    mip_gap: float | None
+    seconds: float
+    solver_log: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Columns:
+    """Which column of the matrix is which model variable."""
+
+    x: np.ndarray  # column of each x[k]
+    y: np.ndarray  # column of each y[j]
+    s: np.ndarray  # column of each soft-rule slack
+
+
+@dataclass
+class RowRef:
+    """Which constraint a matrix row came from."""
+
+    component: str
+    index: tuple
+    name: str
+
+
+def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
+    """Compile the Pyomo model into a standard-form matrix (one row per constraint side)."""
+    m = form.model
+    repn = LinearStandardFormCompiler().write(m, mixed_form=True, set_sense=None)
+    n_cols = len(repn.columns)
+    col_of = {id(v): j for j, v in enumerate(repn.columns)}
+    x_cols = np.array([col_of.get(id(m.x[k]), -1) for k in range(len(form.index))], dtype=np.int64)
+    y_cols = np.array([col_of.get(id(m.y[j]), -1) for j in range(len(m.y))], dtype=np.int64)
+    s_cols = np.array([col_of.get(id(m.s[j]), -1) for j in range(len(m.s))], dtype=np.int64)
+    A = repn.A.tocsr()
+    rhs = np.asarray(repn.rhs, dtype=float)
+    kinds = np.array([r.bound_type for r in repn.rows], dtype=np.int8)
+    row_lower = np.where(kinds <= 0, rhs, -INF)
+    row_upper = np.where(kinds >= 0, rhs, INF)
+    refs = []
+    for r in repn.rows:
+        con = r.constraint
+        comp = con.parent_component().name
+        idx = con.index()
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        refs.append(RowRef(comp, idx, _mps_name(con.name)))
+    c = np.asarray(repn.c.toarray()).ravel() if repn.c.shape[0] else np.zeros(n_cols)
+    col_lower = np.zeros(n_cols)
+    col_upper = np.full(n_cols, INF)
+    integer = np.zeros(n_cols, dtype=bool)
+    for j, v in enumerate(repn.columns):
+        if v.lb is not None:
+            col_lower[j] = v.lb
+        if v.ub is not None:
+            col_upper[j] = v.ub
+        integer[j] = v.is_integer() or v.is_binary()
+    col_names = [_mps_name(v.name) for v in repn.columns]
+    program = MatrixProgram(c, A, row_lower, row_upper, col_lower, col_upper, integer,
+                            [r.name for r in refs], col_names, maximize=True)
+    return program, Columns(x_cols, y_cols, s_cols), refs
+
+
+def _mps_name(name: str) -> str:
+    """MPS names cannot hold spaces; keep everything else readable."""
+    return "".join(ch if ch.isprintable() and not ch.isspace() else "_" for ch in name)
+
+
+def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
+                  method: str = "choose", threads: int | None = None) -> StageResult:
+    """Solve one stage with HiGHS; the run and model status are checked before any value."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    for key, value in SOLVER_OPTIONS.items():
+        if key == "threads" and threads is not None:
+            value = threads
+        h.setOptionValue(key, value)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("mip_rel_gap", float(mip_gap))
+    h.setOptionValue("solver", method)
+    program.to_highs(h)
+    start = time.perf_counter()
+    run_status = h.run()
+    seconds = time.perf_counter() - start
+    model_status = h.getModelStatus()
+    info = h.getInfo()
+    status = _status(run_status, model_status, info)
+    result = StageResult(name, program, status, None, None, None, None, None, seconds,
+                         {"model_status": h.modelStatusToString(model_status),
+                          "simplex_iterations": info.simplex_iteration_count,
+                          "ipm_iterations": info.ipm_iteration_count,
+                          "mip_nodes": info.mip_node_count})
+    if status in (Status.optimal, Status.time_limit):
+        sol = h.getSolution()
+        result.objective = float(info.objective_function_value)
+        result.x = np.asarray(sol.col_value, dtype=float)
+        if sol.dual_valid:
+            result.row_dual = np.asarray(sol.row_dual, dtype=float)
+            result.col_dual = np.asarray(sol.col_dual, dtype=float)
+        if program.integer.any():
+            result.mip_gap = float(info.mip_gap)
+    return result
+
+
+def _status(run_status, model_status, info) -> Status:
+    M = highspy.HighsModelStatus
+    if model_status == M.kOptimal:
+        return Status.optimal
+    if model_status == M.kInfeasible:
+        return Status.infeasible
+    if model_status in (M.kUnbounded, M.kUnboundedOrInfeasible):
+        return Status.unbounded if model_status == M.kUnbounded else Status.infeasible
+    has_solution = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
+    if model_status in (M.kTimeLimit, M.kIterationLimit, M.kInterrupt, M.kSolutionLimit) \
+            and has_solution and run_status != highspy.HighsStatus.kError:
+        return Status.time_limit
+    return Status.no_solution
+
+
+def fix_integers(program: MatrixProgram, x: np.ndarray) -> MatrixProgram:
+    """The same program with every integer column fixed at its (rounded) solution value."""
+    lower, upper = program.col_lower.copy(), program.col_upper.copy()
+    ints = np.flatnonzero(program.integer)
+    values = np.round(x[ints])
+    lower[ints] = values
+    upper[ints] = values
+    return MatrixProgram(program.c, program.A, program.row_lower, program.row_upper, lower, upper,
+                         np.zeros_like(program.integer), program.row_names, program.col_names,
+                         program.maximize)
+
+
+def tiebreak_program(program: MatrixProgram, objective: float, scale: np.ndarray) -> MatrixProgram:
+    """Hold c'x at its optimum; minimise 0.5 * sum((x_j / scale_j)^2), unique by strict convexity."""
+    hold = objective - OBJECTIVE_HOLD_RTOL * max(1.0, abs(objective))
+    A = sp.vstack([program.A, sp.csr_matrix(program.c.reshape(1, -1))], format="csr")
+    row_lower = np.append(program.row_lower, hold)
+    row_upper = np.append(program.row_upper, INF)
+    hessian = 1.0 / np.square(scale)
+    return MatrixProgram(np.zeros_like(program.c), A, row_lower, row_upper, program.col_lower,
+                         program.col_upper, np.zeros_like(program.integer),
+                         [*program.row_names, "outcome_value_min"], program.col_names,
+                         maximize=False, hessian_diag=hessian)
+
+
+def raise_for_status(result: StageResult) -> None:
+    """Turn a stage without a usable solution into the error the CLI maps to an exit code."""
+    if result.status == Status.infeasible:
+        raise InfeasibleRoundError(
+            "infeasible: no allocation satisfies every rule, budget and capacity together"
+        )
+    if result.status == Status.unbounded:
+        raise SolverStoppedError("the model is unbounded; this is a bug in allocator")
+    if result.status == Status.no_solution:
+        raise SolverStoppedError(
+            f"the solver stopped without a solution ({result.solver_log.get('model_status')}); "
+            "raise time_limit_s on the Round sheet"
+        )
