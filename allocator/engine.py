@@ -89,7 +89,7 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
                                mip_gap=settings.mip_gap, method=method, threads=threads)
         stages.append(prices)
         raise_for_status(prices)
-    tb = tiebreak_program(fixed, prices.objective, _tiebreak_scale(rnd, index, fixed, cols))
+    tb = tiebreak_program(fixed, prices.objective, _tiebreak_weights(rnd, index, fixed, cols))
     tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
                         mip_gap=settings.mip_gap, method="choose", threads=threads)
     stages.append(tie)
@@ -118,14 +118,17 @@ def _raise_for_trivial_rows(form: Formulation) -> None:
         raise InfeasibleRoundError("infeasible: " + "; ".join(lines))
 
 
-def _tiebreak_scale(rnd: Round, index: AllocationIndex, program: MatrixProgram,
-                    cols: Columns) -> np.ndarray:
-    """Scale of each column in the tie-break: x by the program's cost, others by 1."""
-    scale = np.ones(program.shape[1])
-    costs = np.array([p.cost_per_trainee for p in rnd.programs])
+def _tiebreak_weights(rnd: Round, index: AllocationIndex, program: MatrixProgram,
+                      cols: Columns) -> np.ndarray:
+    """Hessian diagonal of the tie-break: (cheapest cost / cost_p)^2 on x, so it is
+    0.5 * sum (trainees-equivalents)^2 up to one constant; entries stay in (0, 1] because
+    HiGHS drops tiny Hessian entries. Fixed on/off columns get 0."""
+    weights = np.zeros(program.shape[1])
     if len(index):
-        scale[cols.x] = np.maximum(costs[index.p], 1.0) * 100.0
-    return scale
+        costs = np.array([p.cost_per_trainee for p in rnd.programs])
+        weights[cols.x] = np.square(costs.min() / costs[index.p])
+    weights[cols.s] = 1.0
+    return weights
 
 
 def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,

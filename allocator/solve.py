@@ -15,6 +15,8 @@ Stages, in order (DESIGN.md "The model"):
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -186,10 +188,33 @@ def _mps_name(name: str) -> str:
     return "".join(ch if ch.isprintable() and not ch.isspace() else "_" for ch in name)
 
 
+_BANNER_SHOWN = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent HiGHS instance (its one-time banner would corrupt the CLI's output)."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _BANNER_SHOWN = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value."""
-    h = highspy.Highs()
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     for key, value in SOLVER_OPTIONS.items():
         if key == "threads" and threads is not None:
@@ -249,17 +274,16 @@ def fix_integers(program: MatrixProgram, x: np.ndarray) -> MatrixProgram:
                          program.maximize)
 
 
-def tiebreak_program(program: MatrixProgram, objective: float, scale: np.ndarray) -> MatrixProgram:
-    """Hold c'x at its optimum; minimise 0.5 * sum((x_j / scale_j)^2), unique by strict convexity."""
+def tiebreak_program(program: MatrixProgram, objective: float, weights: np.ndarray) -> MatrixProgram:
+    """Hold c'x at its optimum; minimise 0.5 * sum(w_j x_j^2), unique by strict convexity."""
     hold = objective - OBJECTIVE_HOLD_RTOL * max(1.0, abs(objective))
     A = sp.vstack([program.A, sp.csr_matrix(program.c.reshape(1, -1))], format="csr")
     row_lower = np.append(program.row_lower, hold)
     row_upper = np.append(program.row_upper, INF)
-    hessian = 1.0 / np.square(scale)
     return MatrixProgram(np.zeros_like(program.c), A, row_lower, row_upper, program.col_lower,
                          program.col_upper, np.zeros_like(program.integer),
                          [*program.row_names, "outcome_value_min"], program.col_names,
-                         maximize=False, hessian_diag=hessian)
+                         maximize=False, hessian_diag=weights)
 
 
 def raise_for_status(result: StageResult) -> None:

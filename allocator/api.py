@@ -1,0 +1,85 @@
+"""The library API for notebooks and scripts; the CLI is a thin layer over it.
+
+    from allocator import api
+    loaded = api.load("inputs/example_round.xlsx")
+    solution = api.solve(loaded.round)
+    solution.allocation          # pandas DataFrame
+    api.tables(solution)["Programs"]
+    api.run("inputs/example_round.xlsx", report="reports/x.xlsx", records="models")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from allocator.engine import Solution, solve_round
+from allocator.record import RecordPaths, solver_settings, versions, write_record
+from allocator.round import Round
+from allocator.validate import LoadedRound, load_round
+
+
+def load(path: str | Path) -> LoadedRound:
+    """Read and validate a round workbook (raises InputError listing every problem)."""
+    return load_round(path)
+
+
+def solve(rnd: Round | LoadedRound | str | Path, *, threads: int | None = None) -> Solution:
+    """Solve a round (a validated Round, a LoadedRound, or a workbook path)."""
+    if isinstance(rnd, str | Path):
+        rnd = load_round(rnd)
+    if isinstance(rnd, LoadedRound):
+        rnd = rnd.round
+    return solve_round(rnd, threads=threads)
+
+
+def tables(solution: Solution) -> dict[str, pd.DataFrame]:
+    """The report's tables as DataFrames, keyed by sheet name."""
+    from allocator.report import report_tables
+
+    return report_tables(solution)
+
+
+@dataclass
+class RunResult:
+    """What one `run` produced: the solution, the report and the decision record."""
+
+    loaded: LoadedRound
+    solution: Solution
+    report: Path
+    record: RecordPaths
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_report_path(rnd: Round) -> Path:
+    return Path("reports") / f"{rnd.settings.round_id}.xlsx"
+
+
+def run(workbook: str | Path, *, report: str | Path | None = None,
+        records: str | Path | None = None, threads: int | None = None) -> RunResult:
+    """Validate, solve, and write the decision record and the report as one all-or-nothing step."""
+    from allocator.report import write_report
+
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    loaded = load_round(workbook)
+    timings["read"] = time.perf_counter() - tick
+    solution = solve_round(loaded.round, threads=threads)
+    timings.update(solution.timings)
+    report_path = Path(report) if report is not None else default_report_path(loaded.round)
+    records_dir = Path(records) if records is not None else Path("models")
+
+    def write_report_inside(folder: Path, run_id: str, input_digest: str, output_digest: str) -> None:
+        tick = time.perf_counter()
+        write_report(solution, report_path, run_id=run_id, input_digest=input_digest,
+                     output_digest=output_digest, notes=loaded.notes, record_dir=str(folder),
+                     versions=versions(), solver_options=solver_settings(loaded.round))
+        timings["report"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside)
+    timings["record"] = time.perf_counter() - tick - timings.get("report", 0.0)
+    return RunResult(loaded, solution, report_path, record, timings)

@@ -1,0 +1,169 @@
+"""The `allocator` command: a thin layer over `allocator.api`.
+
+Exit codes: 0 done, 1 invalid input, 2 usage error, 3 infeasible round, 4 solver stopped without
+a solution, 5 decision record not verified, 70 internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
+
+EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Funding allocation and grant optimization: round workbook in, optimal "
+                       "allocation, finance report and auditable decision record out.")
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _guard(func):
+    """Map the engine's errors to exit codes; never show a traceback to a user."""
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            _err(exc.render())
+            _err("Nothing was written.")
+            raise typer.Exit(EXIT_INVALID) from None
+        except InfeasibleRoundError as exc:
+            _err(str(exc))
+            _err("The round is infeasible; no report or record was written.")
+            raise typer.Exit(EXIT_INFEASIBLE) from None
+        except SolverStoppedError as exc:
+            _err(f"solver stopped: {exc}")
+            _err("No report or record was written.")
+            raise typer.Exit(EXIT_STOPPED) from None
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            _err("interrupted; nothing was written.")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug: say so plainly, without a traceback
+            _err(f"internal error ({type(exc).__name__}: {exc}); nothing was written. "
+                 "This is a bug in allocator: please report it with the workbook.")
+            raise typer.Exit(EXIT_BUG) from None
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    wrapper.__wrapped__ = func
+    return wrapper
+
+
+def _money(value: float | Decimal, currency: str) -> str:
+    return f"{currency} {Decimal(str(value)):,.0f}" if float(value).is_integer() else \
+        f"{currency} {float(value):,.2f}"
+
+
+@app.command()
+@_guard
+def run(
+    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
+    report: Annotated[Path | None, typer.Option(help="Report path [default: reports/<round_id>.xlsx]")] = None,
+    records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Validate, solve and report a round; write its decision record."""
+    from allocator import api
+
+    result = api.run(workbook, report=report, records=records)
+    if not quiet:
+        typer.echo(summary_text(result))
+
+
+def summary_text(result) -> str:
+    """The short summary `allocator run` prints."""
+    sol = result.solution
+    rnd = sol.round
+    cur = rnd.settings.currency
+    alloc = sol.allocation
+    total = alloc["amount"].sum() if len(alloc) else 0.0
+    budget = sum(b.amount for b in rnd.budgets)
+    funded = alloc["program_id"].nunique() if len(alloc) else 0
+    lines = [
+        f"round {rnd.settings.round_id}: {sol.status.value}",
+        f"outcome value {sol.objective:,.4f} (optimum before rounding {sol.optimal_objective:,.4f})",
+        f"allocated {_money(total, cur)} of {_money(budget, cur)} budget; "
+        f"{funded} of {len(rnd.programs)} programs funded",
+        "by fund:",
+    ]
+    by_fund = alloc.groupby("fund_id")["amount"].sum() if len(alloc) else {}
+    for f in rnd.funds:
+        lines.append(f"  {f.fund_id:<16} {_money(by_fund.get(f.fund_id, 0.0), cur):>22}")
+    lines.append("by jurisdiction:")
+    jur_of = {r.region_id: r.jurisdiction for r in rnd.regions}
+    by_jur = alloc.assign(j=alloc["region_id"].map(jur_of)).groupby("j")["amount"].sum() \
+        if len(alloc) else {}
+    for j in rnd.jurisdictions():
+        lines.append(f"  {j:<16} {_money(by_jur.get(j, 0.0), cur):>22}")
+    misses = len(sol.rounded.row_misses)
+    if misses:
+        lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "
+                     "see the Rules sheet")
+    t = result.timings
+    order = [("read", "read"), ("build", "build"), ("handover", "hand-over"), ("solve", "solve"),
+             ("rounding", "rounding"), ("record", "record"), ("report", "report")]
+    lines.append("time: " + ", ".join(f"{label} {t[k]:.2f} s" for k, label in order if k in t))
+    lines.append(f"report: {result.report}")
+    lines.append(f"record: {result.record.folder}")
+    return "\n".join(lines)
+
+
+@app.command()
+@_guard
+def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")]) -> None:
+    """Validate a round workbook without solving it."""
+    from allocator.validate import load_round
+
+    loaded = load_round(workbook)
+    rnd = loaded.round
+    typer.echo(f"{workbook}: valid round {rnd.settings.round_id} — {len(rnd.regions)} regions, "
+               f"{len(rnd.funds)} funds, {len(rnd.programs)} programs, {len(rnd.rules)} rules, "
+               f"{len(rnd.periods)} periods")
+    for note in loaded.notes:
+        typer.echo(f"normalised: {note}")
+
+
+@app.command()
+@_guard
+def template(path: Annotated[Path, typer.Argument(help="Where to write the blank workbook.")]) -> None:
+    """Write the blank round workbook (every sheet and header, instructions, drop-downs)."""
+    from allocator.template import write_template
+
+    write_template(path)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_guard
+def verify(record: Annotated[Path, typer.Argument(help="A decision record folder.")]) -> None:
+    """Re-run a decision record: VERIFIED, or every difference and violated rule."""
+    from allocator.record import verify_record
+
+    result = verify_record(record)
+    for w in result.warnings:
+        typer.echo(f"warning: {w}")
+    if result.verified:
+        typer.echo(f"VERIFIED {record}")
+        return
+    typer.echo(f"NOT VERIFIED {record}")
+    for p in result.problems:
+        typer.echo(f"  {p}")
+    raise typer.Exit(EXIT_UNVERIFIED)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
