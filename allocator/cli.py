@@ -68,7 +68,7 @@ def _money(value: float | Decimal, currency: str) -> str:
 @_guard
 def run(
     workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
-    report: Annotated[Path | None, typer.Option(help="Report path [default: reports/<round_id>.xlsx]")] = None,
+    report: Annotated[Path | None, typer.Option(help="Report [default: reports/<round_id>.xlsx]")] = None,
     records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
