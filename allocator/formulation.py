@@ -183,7 +183,6 @@ def define_cofinancing_caps(m: pyo.ConcreteModel, rnd: Round, form: Formulation)
     idx = form.index
     capped = {fi for fi, f in enumerate(rnd.funds) if f.cofinancing_cap < 1}
     if not capped:
-        m.cofinancing_fund_program_period_max = pyo.Constraint([], rule=lambda m: None)
         return
     rows = {}
     for (p, t), ks in _by_program_period(form).items():
