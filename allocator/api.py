@@ -61,8 +61,6 @@ def default_report_path(rnd: Round) -> Path:
 def run(workbook: str | Path, *, report: str | Path | None = None,
         records: str | Path | None = None, threads: int | None = None) -> RunResult:
     """Validate, solve, and write the decision record and the report as one all-or-nothing step."""
-    from allocator.report import write_report
-
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     loaded = load_round(workbook)
@@ -73,6 +71,8 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     records_dir = Path(records) if records is not None else Path("models")
 
     def write_report_inside(folder: Path, run_id: str, input_digest: str, output_digest: str) -> None:
+        from allocator.report import write_report
+
         tick = time.perf_counter()
         write_report(solution, report_path, run_id=run_id, input_digest=input_digest,
                      output_digest=output_digest, notes=loaded.notes, record_dir=str(folder),

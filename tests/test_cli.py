@@ -1,0 +1,118 @@
+"""The `allocator` command: exit codes, messages, and what it writes (or does not)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from allocator.cli import app
+from tests.rounds import BASE, sheets, write
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_run_writes_report_and_record_and_prints_summary(tmp_path):
+    wb = write(tmp_path / "t1.xlsx")
+    report, records = tmp_path / "out" / "r.xlsx", tmp_path / "models"
+    result = _invoke("run", str(wb), "--report", str(report), "--records", str(records))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "round T1: optimal"
+    assert lines[2].startswith("allocated EUR 130,000 of EUR 180,000 budget; 2 of 3 programs funded")
+    assert f"report: {report}" in lines
+    assert report.is_file()
+    folders = list((records / "T1").iterdir())
+    assert len(folders) == 1 and (folders[0] / "manifest.json").is_file()
+
+
+def test_run_quiet_prints_nothing(tmp_path):
+    wb = write(tmp_path / "t1.xlsx")
+    result = _invoke("run", str(wb), "--report", str(tmp_path / "r.xlsx"),
+                     "--records", str(tmp_path / "m"), "--quiet")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_invalid_cell_is_named_and_nothing_is_written(tmp_path):
+    data = sheets()
+    data["Programs"][2]["cost_per_trainee"] = -5100  # third program: Excel row 4, column F
+    wb = write(tmp_path / "bad.xlsx", data)
+    report, records = tmp_path / "r.xlsx", tmp_path / "m"
+    result = _invoke("run", str(wb), "--report", str(report), "--records", str(records))
+    assert result.exit_code == 1
+    assert "Programs!F4 cost_per_trainee: must be greater than 0, got -5100" in result.stderr
+    assert "Traceback" not in result.output
+    assert not report.exists() and not records.exists()
+
+
+def test_check_reports_every_problem_at_once(tmp_path):
+    data = sheets()
+    data["Programs"][0]["regions"] = "Z9"
+    data["Budgets"][0]["fund_id"] = "NOPE"
+    result = _invoke("check", str(write(tmp_path / "bad.xlsx", data)))
+    assert result.exit_code == 1
+    assert "Budgets!A2 fund_id: unknown fund 'NOPE'" in result.stderr
+    assert "Programs!E2 regions: unknown region 'Z9'" in result.stderr
+    assert result.stderr.startswith("2 problems in the round workbook:")
+
+
+def test_check_valid_round(tmp_path):
+    result = _invoke("check", str(write(tmp_path / "t1.xlsx")))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].endswith(
+        "valid round T1 — 2 regions, 2 funds, 3 programs, 3 rules, 2 periods")
+
+
+def test_infeasible_round_exits_3_and_writes_nothing(tmp_path):
+    data = sheets(Rules=[*BASE["Rules"], {"rule_id": "R-BIG", "measure": "amount", "select": "region=B1",
+                                          "op": ">=", "value": 10_000_000}])
+    wb = write(tmp_path / "inf.xlsx", data)
+    report = tmp_path / "r.xlsx"
+    report.write_bytes(b"previous report")
+    result = _invoke("run", str(wb), "--report", str(report), "--records", str(tmp_path / "m"))
+    assert result.exit_code == 3
+    assert "infeasible" in result.stderr
+    assert report.read_bytes() == b"previous report"
+    assert not (tmp_path / "m").exists()
+
+
+def test_equity_objective_is_rejected_until_supported(tmp_path):
+    data = sheets(Round={"round_id": "T1", "periods": "2026, 2027",
+                         "equity_objective": "maxmin_per_capita"})
+    result = _invoke("check", str(write(tmp_path / "eq.xlsx", data)))
+    assert result.exit_code == 1
+    assert "equity objectives are not supported" in result.stderr
+
+
+def test_template_round_trip(tmp_path):
+    path = tmp_path / "template.xlsx"
+    result = _invoke("template", str(path))
+    assert result.exit_code == 0
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path)
+    assert {"Instructions", "Round", "Regions", "Funds", "Budgets", "Programs", "Objective",
+            "Rules"} <= set(wb.sheetnames)
+    assert [c.value for c in wb["Programs"][1]][:6] == [
+        "program_id", "name", "sector", "stage", "regions", "cost_per_trainee"]
+    assert wb["Funds"].data_validations.dataValidation, "kind needs a drop-down list"
+
+
+def test_missing_file_is_input_error(tmp_path):
+    result = _invoke("run", str(tmp_path / "nope.xlsx"))
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr
+
+
+def test_console_script_entry_point(tmp_path):
+    wb = write(tmp_path / "t1.xlsx")
+    proc = subprocess.run([sys.executable, "-m", "allocator.cli", "check", str(wb)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid round T1" in proc.stdout
+    assert "Running HiGHS" not in proc.stdout
