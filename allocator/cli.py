@@ -161,6 +161,23 @@ def verify(record: Annotated[Path, typer.Argument(help="A decision record folder
     raise typer.Exit(EXIT_UNVERIFIED)
 
 
+@app.command()
+@_guard
+def diff(
+    record_a: Annotated[Path, typer.Argument(help="The earlier decision record folder.")],
+    record_b: Annotated[Path, typer.Argument(help="The later decision record folder.")],
+) -> None:
+    """What changed between two decisions: inputs, then money by program, region and fund."""
+    from allocator.record import diff_records
+
+    for folder in (record_a, record_b):
+        if not (folder / "round.json").is_file() or not (folder / "allocation.csv").is_file():
+            _err(f"{folder} is not a decision record (no round.json / allocation.csv)")
+            raise typer.Exit(EXIT_INVALID)
+    for line in diff_records(record_a, record_b):
+        typer.echo(line)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -268,3 +268,68 @@ def _compare_allocations(recorded: pd.DataFrame, solution: Solution, out: Verifi
         out.problems.append(f"allocation {'/'.join(key)}: recorded {row['recorded']:,.2f}, "
                             f"re-solved {row['resolved']:,.2f}")
 
+
+
+# --- comparing two decisions -------------------------------------------------------------------
+def diff_records(a: Path, b: Path) -> list[str]:
+    """What changed between two decision records: inputs first, then money moved."""
+    ra = json.loads((Path(a) / "round.json").read_text(encoding="utf-8"))
+    rb = json.loads((Path(b) / "round.json").read_text(encoding="utf-8"))
+    lines: list[str] = []
+    if ra["settings"]["round_id"] != rb["settings"]["round_id"]:
+        lines.append(f"note: different rounds ({ra['settings']['round_id']} vs {rb['settings']['round_id']})")
+    for key in sorted(set(ra["settings"]) | set(rb["settings"])):
+        va, vb = ra["settings"].get(key), rb["settings"].get(key)
+        if va != vb:
+            lines.append(f"settings {key}: {va} -> {vb}")
+    keys = {"regions": ("region_id",), "funds": ("fund_id",), "budgets": ("fund_id", "period"),
+            "contributions": ("fund_id", "jurisdiction"), "programs": ("program_id",),
+            "performance": ("program_id", "metric"), "objective": ("metric",), "rules": ("rule_id",),
+            "tranches": ("fund_id", "fund_kind", "tranche")}
+    for table, key in keys.items():
+        lines += _diff_table(table, key, ra.get(table, []), rb.get(table, []))
+    lines += _diff_money(Path(a), Path(b))
+    return lines
+
+
+def _diff_table(table: str, key: tuple[str, ...], rows_a: list[dict], rows_b: list[dict]) -> list[str]:
+    def ident(row: dict) -> str:
+        return "/".join(str(row.get(k)) for k in key if row.get(k) is not None)
+
+    da = {ident(r): r for r in rows_a}
+    db = {ident(r): r for r in rows_b}
+    out = []
+    for k in sorted(set(da) - set(db)):
+        out.append(f"{table} {k}: removed")
+    for k in sorted(set(db) - set(da)):
+        out.append(f"{table} {k}: added")
+    for k in sorted(set(da) & set(db)):
+        for field_name in sorted(set(da[k]) | set(db[k])):
+            va, vb = da[k].get(field_name), db[k].get(field_name)
+            if va != vb:
+                out.append(f"{table} {k} {field_name}: {_short(va)} -> {_short(vb)}")
+    return out
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _diff_money(a: Path, b: Path) -> list[str]:
+    fa = pd.read_csv(a / "allocation.csv", dtype=str, keep_default_na=False)
+    fb = pd.read_csv(b / "allocation.csv", dtype=str, keep_default_na=False)
+    for df in (fa, fb):
+        df["amount"] = [Decimal(x) for x in df["amount"]]
+    out = []
+    for dim in ("program_id", "region_id", "fund_id"):
+        sa = fa.groupby(dim)["amount"].sum()
+        sb = fb.groupby(dim)["amount"].sum()
+        for k in sorted(set(sa.index) | set(sb.index)):
+            va, vb = sa.get(k, Decimal(0)), sb.get(k, Decimal(0))
+            if va != vb:
+                out.append(f"allocation by {dim.removesuffix('_id')} {k}: {va:,} -> {vb:,} "
+                           f"({vb - va:+,})")
+    if not out:
+        out.append("allocation: identical")
+    return out

@@ -102,3 +102,17 @@ def test_failed_write_leaves_no_record(tmp_path):
         write_record(sol, tmp_path / "models", wb, after_write=boom)
     leftovers = list((tmp_path / "models").rglob("*"))
     assert [p for p in leftovers if p.is_file()] == []
+
+
+def test_diff_names_changed_budget_and_moved_money(tmp_path):
+    wb_a = write(tmp_path / "a.xlsx")
+    data = sheets()
+    data["Budgets"][2]["amount"] = 20000  # PUB 2026: 30,000 -> 20,000
+    wb_b = write(tmp_path / "b.xlsx", data)
+    rec_a = write_record(solve_round(load_round(wb_a).round), tmp_path / "m", wb_a).folder
+    rec_b = write_record(solve_round(load_round(wb_b).round), tmp_path / "m", wb_b).folder
+    out = CliRunner().invoke(app, ["diff", str(rec_a), str(rec_b)])
+    assert out.exit_code == 0
+    lines = out.stdout.splitlines()
+    assert "budgets PUB/2026 amount: 30000 -> 20000" in lines
+    assert "allocation by fund PUB: 30,000 -> 20,000 (-10,000)" in lines
