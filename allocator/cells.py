@@ -12,8 +12,8 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,19 @@ class CellValueError(ValueError):
     """The cell does not hold what the column expects."""
 
 
-# Characters that are invisible on screen but make two ids differ.
-_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u180e\u202a-\u202e]")
+# Characters that are invisible on screen but make two ids differ: every format character
+# (Unicode category Cf: zero-width spaces and joiners, soft hyphen, bidi controls and isolates,
+# BOM, tag characters, invisible operators), control characters other than white space,
+# variation selectors, the combining grapheme joiner and the Hangul fillers.
+_INVISIBLE = re.compile(
+    # Cf and non-space Cc characters (Unicode 14), written out so import stays fast
+    "[\\x00-\\x08\\x0e-\\x1b\\x7f-\\x84\\x86-\\x9f\\xad\\u0600-\\u0605\\u061c\\u06dd\\u070f"
+    "\\u0890-\\u0891\\u08e2\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f"
+    "\\ufeff\\ufff9-\\ufffb\\U000110bd\\U000110cd\\U00013430-\\U00013438\\U0001bca0-\\U0001bca3"
+    "\\U0001d173-\\U0001d17a\\U000e0001\\U000e0020-\\U000e007f"
+    # variation selectors, combining grapheme joiner, Hangul fillers
+    "\\ufe00-\\ufe0f\\U000e0100-\\U000e01ef\\u034f\\u115f\\u1160\\u3164\\uffa0]"
+)
 _SPACES = re.compile(r"[\s\u00a0\u2007\u202f]+")
 EXCEL_ERRORS = frozenset(
     {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
@@ -58,12 +69,29 @@ def describe(value: object) -> str:
         return f"the formula {value.formula} with no saved result"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, datetime | date | time):
-        return f"the date {value.isoformat()}"
+    if isinstance(value, datetime | date):
+        return f"the date {value.isoformat()} (Excel serial {_serial(value)})"
+    if isinstance(value, time):
+        return f"the time of day {value.isoformat()}"
+    if isinstance(value, timedelta):
+        return f"the duration {value}"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_EPOCH = datetime(1899, 12, 30)
+_DATE_LIKE = (datetime, date, time, timedelta)
+_DATE_ADVICE = ("the cell is formatted as a date or time (Excel may have turned what was typed "
+                "into one); format it as text or General and type the value again")
+
+
+def _serial(value: date) -> str:
+    """The number Excel stores for a date cell (what the user typed into a date-formatted cell)."""
+    moment = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
+    days = (moment - _EPOCH) / timedelta(days=1)
+    return str(int(days)) if days == int(days) else f"{days:.6g}"
 
 
 def _reject_special(value: object) -> None:
@@ -80,17 +108,25 @@ def _reject_special(value: object) -> None:
 
 def clean_text(value: str, notes: list[str] | None = None) -> str:
     """NFKC-normalise, drop invisible characters, fold runs of white space, strip."""
-    out = unicodedata.normalize("NFKC", value)
-    out = _INVISIBLE.sub("", out)
-    out = _SPACES.sub(" ", out).strip()
+    nfkc = unicodedata.normalize("NFKC", value)
+    invisible = _INVISIBLE.findall(nfkc)
+    out = _SPACES.sub(" ", _INVISIBLE.sub("", nfkc)).strip()
     if notes is not None and out != value:
-        if _INVISIBLE.search(unicodedata.normalize("NFKC", value)):
-            notes.append("removed invisible characters")
+        if invisible:
+            codes = ", ".join(sorted({f"U+{ord(ch):04X}" for ch in invisible}))
+            notes.append(f"removed invisible characters ({codes})")
+        elif nfkc != value:
+            notes.append("normalised Unicode (NFKC)")
         elif out != value.strip():
-            notes.append("normalised Unicode and white space")
+            notes.append("folded white space")
         else:
             notes.append("removed surrounding spaces")
     return out
+
+
+def _excel_number_text(value: float) -> str:
+    """A non-integer float as Excel shows it (15 significant digits), e.g. 0.3 not 0.30000000000000004."""
+    return format(value, ".15g")
 
 
 def parse_text(value: object, notes: list[str]) -> str | None:
@@ -102,10 +138,12 @@ def parse_text(value: object, notes: list[str]) -> str | None:
         return "yes" if value else "no"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime | date | time):
-        raise CellValueError(f"expected text, got {describe(value)}")
+    if isinstance(value, float):
+        return _excel_number_text(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, _DATE_LIKE):
+        raise CellValueError(f"expected text, got {describe(value)}; {_DATE_ADVICE}")
     return clean_text(str(value), notes)
 
 
@@ -116,17 +154,22 @@ def parse_id(value: object, notes: list[str]) -> str | None:
         return None
     if isinstance(value, bool):
         raise CellValueError(f"expected an id (text), got {describe(value)}")
-    if isinstance(value, datetime | date | time):
+    if isinstance(value, _DATE_LIKE):
         raise CellValueError(
-            f"expected an id or period label (text), got {describe(value)}; "
-            "format the cell as text and type the label"
+            f"expected an id or period label (text), got {describe(value)}; {_DATE_ADVICE}"
+        )
+    if isinstance(value, int | float) and abs(value) >= 1e15:
+        # Excel keeps 15 significant digits: a longer id stored as a number has lost digits.
+        raise CellValueError(
+            f"expected an id, got the number {value:.15g}, which is too long to be stored as a "
+            "number without losing digits; format the cell as text and type the id"
         )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise CellValueError(f"expected an id (text), got {value}")
         if value.is_integer():
             return str(int(value))
-        return repr(value)
+        return _excel_number_text(value)
     if isinstance(value, int):
         return str(value)
     text = clean_text(str(value), notes)
@@ -143,7 +186,8 @@ def parse_id_list(value: object, notes: list[str]) -> list[str]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return [parse_id(value, notes)]  # type: ignore[list-item]
     if not isinstance(value, str):
-        raise CellValueError(f"expected a comma-separated list, got {describe(value)}")
+        advice = f"; {_DATE_ADVICE}" if isinstance(value, _DATE_LIKE) else ""
+        raise CellValueError(f"expected a comma-separated list, got {describe(value)}{advice}")
     parts = [clean_text(p) for p in clean_text(value, notes).split(",")]
     items = [p for p in parts if p]
     if len(items) != len(set(items)):
@@ -180,7 +224,11 @@ _PLAIN = re.compile(r"^[+-]?(\d+)?(\.\d+)?([eE][+-]?\d+)?$")
 
 
 def _number_from_text(raw: str, notes: list[str]) -> Decimal:
-    text = clean_text(raw.replace("\u00a0", " ").replace("\u202f", " ").replace("\u2007", " "))
+    # No NFKC here: it would read '10²' as 102 and fullwidth digits silently. Only invisible
+    # characters, unusual spaces and the typographic minus sign are tidied.
+    text = _SPACES.sub(" ", _INVISIBLE.sub("", raw)).strip().replace("\u2212", "-")
+    if not text.isascii():
+        raise CellValueError(f"expected a number, got {raw!r}")
     percent = text.endswith("%")
     if percent:
         text = text[:-1].strip()
@@ -192,6 +240,10 @@ def _number_from_text(raw: str, notes: list[str]) -> Decimal:
             raise CellValueError(f"expected a number, got {raw!r}")
         compact = text.replace(" ", "")
     value = _decimal_from_separators(compact, raw)
+    if value == 0:
+        value = Decimal(0)  # drop a huge exponent such as 0e999999999
+    elif not -30 <= value.adjusted() <= 30:
+        raise CellValueError(f"expected a number, got {raw!r}, which is out of any sensible range")
     if percent:
         value = value / 100
     notes.append(f"read the text {raw!r} as the number {_plain(value)}")
@@ -260,8 +312,9 @@ def parse_decimal(value: object, notes: list[str]) -> Decimal | None:
         return None
     if isinstance(value, bool):
         raise CellValueError(f"expected a number, got {describe(value)}")
-    if isinstance(value, datetime | date | time):
-        raise CellValueError(f"expected a number, got {describe(value)}")
+    if isinstance(value, _DATE_LIKE):
+        raise CellValueError(f"expected a number, got {describe(value)}; the cell is formatted "
+                             "as a date or time: format it as a number and type the value again")
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
@@ -274,14 +327,19 @@ def parse_decimal(value: object, notes: list[str]) -> Decimal | None:
         return value
     try:
         return _number_from_text(str(value), notes)
-    except InvalidOperation as exc:  # pragma: no cover - regexes guard Decimal()
+    except ArithmeticError as exc:  # InvalidOperation, Overflow: regexes should prevent both
         raise CellValueError(f"expected a number, got {describe(value)}") from exc
 
 
 def parse_float(value: object, notes: list[str]) -> float | None:
     """parse_decimal, as a float (for quantities that only ever reach the solver)."""
     number = parse_decimal(value, notes)
-    return None if number is None else float(number)
+    if number is None:
+        return None
+    out = float(number)
+    if not math.isfinite(out):  # pragma: no cover - text numbers are bounded above
+        raise CellValueError(f"expected a finite number, got {describe(value)}")
+    return out
 
 
 def parse_int(value: object, notes: list[str]) -> int | None:

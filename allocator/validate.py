@@ -255,6 +255,8 @@ def load_round(path: str | Path) -> LoadedRound:
 def round_from_tables(tables: dict[str, Table]) -> tuple[Round, list[Normalisation]]:
     """Validate raw tables into a Round; raises InputError with every problem found."""
     col = Collector()
+    for table in tables.values():  # header cells the reader cleaned (invisible characters)
+        col.notes.extend(table.notes)
     for name in REQUIRED_SHEETS:
         if name not in tables:
             col.error(CellRef(SHEET_TITLES[name]), f"the required sheet {SHEET_TITLES[name]!r} "

@@ -2,30 +2,55 @@
 
 Stage 1 of the data flow (workbook -> validated round -> LP -> solution -> report/record).
 This module knows about zip containers, sheets, headers and cells; it knows nothing about
-what a round means. Values come from python-calamine (fast); a sheet that holds error cells
-or formulas is re-read with openpyxl, because calamine shows both as blank.
+what a round means.
+
+Reading happens in three steps, each of which can refuse the file with an InputError:
+
+1. `sniff_container`: the file's first bytes and the zip directory, without expanding
+   anything: size limits, compression ratio per part, encryption, macros, what the file
+   looks like when it is not an .xlsx.
+2. `scan_parts`: every XML part is expanded as a stream (never more than its directory entry
+   declares) and parsed with expat, which refuses DOCTYPE/entity declarations. For the sheets
+   the engine reads, the scan also measures the used area (so that a sheet with one cell at
+   XFD1048576 is refused before anything allocates a grid for it) and records what python-
+   calamine cannot show: error cells (#DIV/0!) and formulas without a saved value, which
+   calamine reads as blank.
+3. python-calamine reads the values of the wanted sheets, looked up by name only.
 """
 
 from __future__ import annotations
 
 import re
+import struct
+import unicodedata
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
+from xml.parsers import expat
 
-import defusedxml  # noqa: F401  (checked at import: the reader must never parse XML unsafely)
-from defusedxml.ElementTree import fromstring as safe_fromstring
+import defusedxml  # noqa: F401  (a declared dependency; checked at import so a broken install fails early)
 
-from allocator.cells import ErrorCell, FormulaCell, is_blank
-from allocator.errors import CellRef, InputError, InputIssue
+from allocator.cells import ErrorCell, FormulaCell, clean_text, is_blank
+from allocator.errors import CellRef, InputError, InputIssue, Normalisation
 
-# Limits the reader enforces (documented in the README).
-MAX_FILE_BYTES = 200 * 1024**2  # the .xlsx file on disk
-MAX_UNCOMPRESSED_BYTES = 2 * 1024**3  # all parts together, once expanded
-MAX_PART_RATIO = 200  # expanded/compressed, for any part over RATIO_FLOOR bytes
-RATIO_FLOOR = 8 * 1024**2
-MAX_ROWS_PER_SHEET = 1_048_576  # Excel's own limit
-MAX_COLUMNS = 16_384
+# Limits the reader enforces (documented in docs/limits.md). A round workbook holds a few
+# thousand rows at most; these leave two orders of magnitude of room while keeping memory
+# bounded (calamine holds a sheet as a dense grid of its used area).
+MAX_FILE_BYTES = 50 * 1024**2  # the .xlsx file on disk
+MAX_UNCOMPRESSED_BYTES = 512 * 1024**2  # all parts together, once expanded
+MAX_PART_RATIO = 100  # expanded/compressed, for any part of RATIO_FLOOR bytes or more
+RATIO_FLOOR = 1024**2  # smaller parts are harmless whatever their ratio
+MAX_PARTS = 10_000  # entries in the zip directory
+MAX_SHEETS = 200  # sheets in the workbook
+MAX_ROWS_PER_SHEET = 100_000  # last used row of a sheet the engine reads
+MAX_COLUMNS = 256  # last used column (IV) of a sheet the engine reads
+MAX_CELLS_PER_SHEET = 2_000_000  # rows x columns of the used area (A1 to the last cell)
+
+_CHUNK = 1 << 20
+_NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 
 @dataclass
@@ -36,8 +61,10 @@ class Table:
     headers: dict[str, str]  # header -> column letter
     header_row: int
     rows: list[tuple[int, dict[str, object]]] = field(default_factory=list)  # (excel row, values)
+    notes: list[Normalisation] = field(default_factory=list)  # header cells the reader cleaned
 
     def ref(self, row: int | None, header: str | None) -> CellRef:
+        """Where the cell of `header` in Excel row `row` lives."""
         column = self.headers.get(header) if header else None
         return CellRef(self.sheet, row, column, header)
 
@@ -52,255 +79,541 @@ def column_letter(index: int) -> str:
     return out
 
 
-def _fail(message: str, sheet: str = "(file)") -> InputError:
-    return InputError([InputIssue(CellRef(sheet), message)])
+def column_index(letters: str) -> int:
+    """A -> 1, Z -> 26, AA -> 27 (1-based, as in Excel)."""
+    n = 0
+    for ch in letters:
+        n = n * 26 + (ord(ch) - 64)
+    return n
 
 
-def sniff_container(path: Path) -> None:
-    """Refuse what is not a safe .xlsx before any XML is parsed."""
+def _fail(message: str, sheet: str = "(file)", row: int | None = None,
+          column: str | None = None) -> InputError:
+    return InputError([InputIssue(CellRef(sheet, row, column), message)])
+
+
+# --- step 1: what the file is, from its first bytes and the zip directory ----------------------
+def sniff_container(path: Path) -> list[zipfile.ZipInfo]:
+    """Refuse what is not a safe .xlsx, reading only the file header and the zip directory.
+
+    Returns the directory entries. Nothing is decompressed here, so a zip bomb costs the
+    time it takes to read its directory.
+    """
+    path = Path(path)
     if not path.exists():
         raise _fail(f"{path} does not exist")
     if path.is_dir():
         raise _fail(f"{path} is a folder, not an .xlsx workbook")
     size = path.stat().st_size
     if size == 0:
-        raise _fail("not an .xlsx workbook: the file is empty")
+        raise _fail("not an .xlsx workbook: the file is empty (0 bytes)")
     if size > MAX_FILE_BYTES:
-        raise _fail(f"the file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+        raise _fail(f"the file is {size:,} bytes; the largest workbook allocator reads is "
+                    f"{MAX_FILE_BYTES:,} bytes (see docs/limits.md)")
     with path.open("rb") as fh:
-        head = fh.read(8)
-    if head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise _fail(
-            "not an .xlsx workbook: it looks like a legacy .xls file or an encrypted "
-            "(password-protected) workbook; save it as an unprotected .xlsx"
-        )
-    if not head.startswith(b"PK"):
-        kind = "a text/CSV file" if _looks_like_text(path) else "some other binary file"
-        raise _fail(f"not an .xlsx workbook: it looks like {kind}; save it as .xlsx")
+        head = fh.read(64 * 1024)
+    if not head.startswith(b"PK\x03\x04") and not head.startswith(b"PK\x05\x06"):
+        raise _fail(f"not an .xlsx workbook: it looks like {_looks_like(head)}; open it in "
+                    "Excel or LibreOffice and save it as an Excel workbook (.xlsx)")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            names = {i.filename for i in infos}
-            total = 0
-            for info in infos:
-                total += info.file_size
-                if info.file_size > RATIO_FLOOR and info.file_size > MAX_PART_RATIO * max(
-                    info.compress_size, 1
-                ):
-                    raise _fail(
-                        f"refused: part {info.filename} expands {info.file_size:,} bytes from "
-                        f"{info.compress_size:,} (a zip bomb?)"
-                    )
-            if total > MAX_UNCOMPRESSED_BYTES:
-                raise _fail(
-                    f"refused: the workbook expands to {total:,} bytes; "
-                    f"the limit is {MAX_UNCOMPRESSED_BYTES:,}"
-                )
-            if "xl/workbook.xml" not in names and not any(
-                n.endswith("workbook.xml") for n in names
-            ):
-                what = "an OpenDocument (.ods) file" if "content.xml" in names else "a zip archive"
-                if "word/document.xml" in names:
-                    what = "a Word document"
-                raise _fail(f"not an .xlsx workbook: it looks like {what}")
-            for info in infos:
-                if info.filename.endswith((".xml", ".rels")) and info.file_size:
-                    with zf.open(info) as part:
-                        chunk = part.read(4096)
-                    if b"<!DOCTYPE" in chunk or b"<!ENTITY" in chunk:
-                        raise _fail(
-                            f"refused: part {info.filename} declares a DOCTYPE or entities, "
-                            "which an Excel workbook never does"
-                        )
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise _fail(f"not an .xlsx workbook: the zip container is damaged ({exc})") from exc
+    if len(infos) > MAX_PARTS:
+        raise _fail(f"refused: the zip holds {len(infos):,} parts; the limit is {MAX_PARTS:,}")
+    names = [i.filename for i in infos]
+    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    if dupes:
+        raise _fail(f"refused: the zip holds the part {dupes[0]} twice (a damaged or "
+                    "crafted file); save it again from Excel")
+    _check_kind(set(names))
+    total = 0
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise _fail(f"refused: the part {info.filename} is encrypted; remove the password "
+                        "and save the workbook again")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _fail(f"refused: the part {info.filename} uses compression method "
+                        f"{info.compress_type}, which Excel never writes")
+        total += info.file_size
+        if info.file_size >= RATIO_FLOOR and info.file_size > MAX_PART_RATIO * max(
+                info.compress_size, 1):
+            raise _fail(
+                f"refused: the part {info.filename} would expand from {info.compress_size:,} "
+                f"to {info.file_size:,} bytes (over {MAX_PART_RATIO} times; a zip bomb?); "
+                "allocator did not expand it"
+            )
+        if total > MAX_UNCOMPRESSED_BYTES:
+            raise _fail(
+                f"refused: the workbook's parts would expand to more than {total:,} bytes; "
+                f"the limit is {MAX_UNCOMPRESSED_BYTES:,} (see docs/limits.md)"
+            )
+    return infos
 
 
-def _looks_like_text(path: Path) -> bool:
-    with path.open("rb") as fh:
-        sample = fh.read(2048)
+def _check_kind(names: set[str]) -> None:
+    """A zip that is not an .xlsx workbook, or one that carries macros."""
+    if "xl/workbook.xml" in names and "xl/_rels/workbook.xml.rels" in names:
+        if any(n.lower().endswith("vbaproject.bin") for n in names):
+            # The values could be read, but the decision record keeps the original file, and a
+            # record must never carry code that runs when an auditor opens it.
+            raise _fail("refused: the workbook contains macros (xl/vbaProject.bin); save it as "
+                        "an Excel workbook without macros (.xlsx) and run it again")
+        return
+    if "xl/workbook.bin" in names:
+        what = "a binary Excel workbook (.xlsb)"
+    elif "mimetype" in names or "content.xml" in names:
+        what = "an OpenDocument file (.ods/.odt)"
+    elif any(n.startswith("word/") for n in names):
+        what = "a Word document (.docx)"
+    elif any(n.startswith("ppt/") for n in names):
+        what = "a PowerPoint file (.pptx)"
+    elif not names:
+        what = "an empty zip archive"
+    else:
+        what = "a zip archive without an Excel workbook in it"
+    raise _fail(f"not an .xlsx workbook: it looks like {what}; save the round as an Excel "
+                "workbook (.xlsx)")
+
+
+def _looks_like(head: bytes) -> str:
+    """A short guess at what a non-zip file is, from its first bytes."""
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        if "EncryptionInfo".encode("utf-16-le") in head or "EncryptedPackage".encode(
+                "utf-16-le") in head:
+            return "a password-protected (encrypted) Excel workbook; remove the password"
+        return "a legacy Excel 97-2003 workbook (.xls) or another old Office file"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file"
+    if head.startswith((b"Rar!", b"7z\xbc\xaf")):
+        return "a RAR or 7z archive"
+    text = _as_text(head)
+    if text is None:
+        return "a binary file of an unknown kind"
+    lower = text.lstrip("\ufeff \t\r\n").lower()
+    if lower.startswith("<?xml") and "urn:schemas-microsoft-com:office:spreadsheet" in lower:
+        return "an Excel 2003 XML spreadsheet"
+    if lower.startswith(("<html", "<!doctype html", "<table")) or "<html" in lower[:500]:
+        return "a web page (HTML), perhaps exported as .xls"
+    if lower.startswith("<"):
+        return "an XML or HTML text file"
+    first = text.splitlines()[0] if text.strip() else ""
+    if not text.strip():
+        return "a text file with only blank space"
+    for sep, name in ((";", "semicolon"), (",", "comma"), ("\t", "tab")):
+        if first.count(sep) >= 1:
+            return f"a text file of {name}-separated values (CSV)"
+    return "a plain text file"
+
+
+def _as_text(head: bytes) -> str | None:
+    for encoding in ("utf-8", "utf-16"):
+        try:
+            text = head.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding == "utf-16" and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            continue
+        if sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\r\n") == 0:
+            return text
+    try:  # a Latin-1 CSV: decodes always; keep it only if it has no control bytes
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        return None
+    if any((ord(ch) < 32 and ch not in "\t\r\n") or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        return None
+    return text
+
+
+# --- step 2: expand each XML part as a stream and parse it strictly ----------------------------
+def _part_chunks(fh: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The expanded bytes of one part, never more than its directory entry declares.
+
+    Python's zipfile would silently stop at the declared size; a part whose data goes on
+    expanding past it is a crafted file, and other readers might not stop. The CRC is checked.
+    """
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise _fail(f"not an .xlsx workbook: the zip entry of {info.filename} is damaged")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    fh.seek(info.header_offset + 30 + name_len + extra_len)
+    left = info.compress_size
+    produced = 0
+    crc = 0
+    inflater = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+
+    def account(out: bytes) -> bytes:
+        nonlocal produced, crc
+        produced += len(out)
+        if produced > info.file_size:
+            raise _fail(f"refused: the part {info.filename} expands beyond the "
+                        f"{info.file_size:,} bytes its zip entry declares (a crafted file)")
+        crc = zlib.crc32(out, crc)
+        return out
+
     try:
-        sample.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+        while left > 0:
+            raw = fh.read(min(_CHUNK, left))
+            if not raw:
+                raise _fail(f"not an .xlsx workbook: the part {info.filename} is truncated")
+            left -= len(raw)
+            if inflater is None:
+                yield account(raw)
+                continue
+            data = raw
+            while data:
+                out = inflater.decompress(data, _CHUNK)
+                data = inflater.unconsumed_tail
+                if out:
+                    yield account(out)
+                if inflater.eof:
+                    break
+        if inflater is not None:
+            tail = inflater.flush()
+            if tail:
+                yield account(tail)
+    except zlib.error as exc:
+        raise _fail(f"not an .xlsx workbook: the part {info.filename} is damaged ({exc})") from exc
+    if produced != info.file_size or crc != info.CRC:
+        raise _fail(f"not an .xlsx workbook: the part {info.filename} is damaged (its size or "
+                    "checksum does not match the zip directory)")
 
 
-def _sheet_parts(path: Path) -> dict[str, str]:
-    """Sheet name -> its XML part inside the zip (parsed with defusedxml)."""
-    ns = {
-        "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
-        "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
-    }
-    with zipfile.ZipFile(path) as zf:
-        wb = safe_fromstring(zf.read("xl/workbook.xml"))
-        rels = safe_fromstring(zf.read("xl/_rels/workbook.xml.rels"))
-    targets = {rel.get("Id"): rel.get("Target") for rel in rels}
-    out = {}
-    for sheet in wb.iterfind("m:sheets/m:sheet", ns):
-        rid = sheet.get(f"{{{ns['r']}}}id")
-        target = targets.get(rid, "")
-        target = target.lstrip("/")
-        if not target.startswith("xl/"):
-            target = "xl/" + target
-        out[sheet.get("name")] = target
-    return out
+class _SheetScan:
+    """Expat callbacks that measure a sheet and note the cells calamine cannot show."""
+
+    def __init__(self, sheet: str):
+        self.sheet = sheet
+        self.row = 0
+        self.col = 0
+        self.cells = 0
+        self.max_row = 0
+        self.max_col = 0
+        self.special: dict[tuple[int, int], object] = {}  # (row, col), 1-based
+        self.merged: list[tuple[int, int, int, int]] = []  # r0, c0, r1, c1, 1-based
+        self._cell: tuple[int, int] | None = None
+        self._type: str | None = None
+        self._capture: list[str] | None = None
+        self._value: list[str] = []
+        self._formula: list[str] = []
+        self._has_formula = False
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        local = name.rpartition(":")[2]
+        if local == "row":
+            r = attrs.get("r")
+            self.row = int(r) if r and r.isdigit() else self.row + 1
+            self.col = 0
+            self._check(self.row, 1)
+        elif local == "c":
+            ref = attrs.get("r")
+            m = _CELL_REF.match(ref) if ref else None
+            if m:
+                self.col = column_index(m.group(1))
+                if m.group(2):
+                    self.row = int(m.group(2))
+            else:
+                self.col += 1
+            self.cells += 1
+            self._check(max(self.row, 1), self.col)
+            self._cell = (max(self.row, 1), self.col)
+            self._type = attrs.get("t")
+            self._value, self._formula, self._has_formula = [], [], False
+        elif self._cell is not None and local == "v":
+            self._capture = self._value
+        elif self._cell is not None and local == "f":
+            self._has_formula = True
+            self._capture = self._formula
+        elif local == "mergeCell":
+            m = _RANGE_REF.match(attrs.get("ref", ""))
+            if m:
+                c0, r0, c1, r1 = m.groups()
+                r1, c1 = (r1 or r0), (c1 or c0)
+                self.merged.append((int(r0), column_index(c0), int(r1), column_index(c1)))
+
+    def end(self, name: str) -> None:
+        local = name.rpartition(":")[2]
+        if local in ("v", "f"):
+            self._capture = None
+        elif local == "c" and self._cell is not None:
+            value = "".join(self._value).strip()
+            if self._type == "e":
+                self.special[self._cell] = ErrorCell(value or "#ERROR")
+            elif self._has_formula and not value and self._type != "inlineStr":
+                formula = "".join(self._formula).strip()
+                self.special[self._cell] = FormulaCell("=" + formula if formula else
+                                                       "(a shared formula)")
+            self._cell = None
+
+    def text(self, data: str) -> None:
+        if self._capture is not None:
+            self._capture.append(data)
+
+    def _check(self, row: int, col: int) -> None:
+        self.max_row = max(self.max_row, row)
+        self.max_col = max(self.max_col, col)
+        where = f"{column_letter(col - 1)}{row}"
+        if row > MAX_ROWS_PER_SHEET:
+            raise _fail(f"the sheet uses row {row:,}; the limit is {MAX_ROWS_PER_SHEET:,} rows "
+                        "per sheet (see docs/limits.md); delete the rows below the table",
+                        self.sheet, row)
+        if col > MAX_COLUMNS:
+            raise _fail(f"the sheet uses column {column_letter(col - 1)}; the limit is "
+                        f"{MAX_COLUMNS} columns (up to {column_letter(MAX_COLUMNS - 1)}); "
+                        "delete the columns right of the table", self.sheet, row,
+                        column_letter(col - 1))
+        area = self.max_row * self.max_col
+        if area > MAX_CELLS_PER_SHEET or self.cells > MAX_CELLS_PER_SHEET:
+            raise _fail(f"the sheet's used area reaches {where} ({area:,} cells from A1); the "
+                        f"limit is {MAX_CELLS_PER_SHEET:,} cells per sheet (see docs/limits.md); "
+                        "delete what lies outside the table", self.sheet, row,
+                        column_letter(col - 1))
 
 
-_NEEDS_OPENPYXL = re.compile(rb'<(?:\w+:)?f[ >/]|t="e"')
+_CELL_REF = re.compile(r"^\$?([A-Z]{1,3})\$?(\d*)$")
+_RANGE_REF = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?$")
 
 
+class _WorkbookScan:
+    """Expat callbacks for xl/workbook.xml: the sheets, in the order they are listed."""
+
+    def __init__(self) -> None:
+        self.sheets: list[tuple[str, str, str]] = []  # name, relationship id, state
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        if name.rpartition(":")[2] == "sheet":
+            rid = next((v for k, v in attrs.items() if k.rpartition(":")[2] == "id"), "")
+            self.sheets.append((attrs.get("name", ""), rid, attrs.get("state", "visible")))
+
+
+class _RelsScan:
+    """Expat callbacks for a .rels part: relationship id -> target."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, str] = {}
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        if name.rpartition(":")[2] == "Relationship":
+            self.targets[attrs.get("Id", "")] = attrs.get("Target", "")
+
+
+def _parse_part(fh: BinaryIO, info: zipfile.ZipInfo, handler: object | None = None) -> None:
+    """Parse one XML part with expat; refuse DTDs and entities; feed `handler` if given."""
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+
+    def refuse(*_args: object) -> None:
+        raise _fail(f"refused: the part {info.filename} declares a DOCTYPE or entities, "
+                    "which an Excel workbook never does (a crafted file?)")
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.ExternalEntityRefHandler = refuse
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    if handler is not None:
+        if hasattr(handler, "start"):
+            parser.StartElementHandler = handler.start
+        if hasattr(handler, "end"):
+            parser.EndElementHandler = handler.end
+        if hasattr(handler, "text"):
+            parser.CharacterDataHandler = handler.text
+    try:
+        for chunk in _part_chunks(fh, info):
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        raise _fail(f"not an .xlsx workbook: the part {info.filename} is not well-formed XML "
+                    f"({expat.ErrorString(exc.code)}, line {exc.lineno})") from exc
+
+
+@dataclass
+class SheetInfo:
+    """A sheet of the workbook: its name, its XML part, and whether it is hidden."""
+
+    name: str
+    part: str | None
+    state: str
+    scan: _SheetScan | None = None
+
+
+def scan_parts(path: Path, infos: list[zipfile.ZipInfo], wanted: set[str]) -> list[SheetInfo]:
+    """Parse every XML part strictly; measure the wanted sheets. Returns the workbook's sheets."""
+    by_name = {i.filename: i for i in infos}
+    with Path(path).open("rb") as fh:
+        wb, rels = _WorkbookScan(), _RelsScan()
+        _parse_part(fh, by_name["xl/workbook.xml"], wb)
+        _parse_part(fh, by_name["xl/_rels/workbook.xml.rels"], rels)
+        if len(wb.sheets) > MAX_SHEETS:
+            raise _fail(f"the workbook has {len(wb.sheets)} sheets; the limit is {MAX_SHEETS}")
+        sheets = []
+        for name, rid, state in wb.sheets:
+            target = rels.targets.get(rid)
+            sheets.append(SheetInfo(name, _resolve(target) if target else None, state))
+        scans: dict[str, _SheetScan] = {}
+        for sheet in sheets:
+            if _sheet_key(sheet.name) in wanted and sheet.part:
+                sheet.scan = scans.setdefault(sheet.part, _SheetScan(sheet.name))
+        done = {"xl/workbook.xml", "xl/_rels/workbook.xml.rels"}
+        for info in infos:
+            if info.filename in done or info.is_dir():
+                continue
+            if info.filename.lower().endswith((".xml", ".rels", ".vml")) or info.filename in scans:
+                _parse_part(fh, info, scans.get(info.filename))
+    return sheets
+
+
+def _resolve(target: str) -> str:
+    """A relationship target of xl/workbook.xml as a path inside the zip."""
+    parts = target.lstrip("/").split("/") if target.startswith("/") else ["xl", *target.split("/")]
+    out: list[str] = []
+    for part in parts:
+        if part == "..":
+            if out:
+                out.pop()
+        elif part not in ("", "."):
+            out.append(part)
+    return "/".join(out)
+
+
+def _sheet_key(name: str) -> str:
+    return clean_text(name).lower()
+
+
+# --- step 3: values ----------------------------------------------------------------------------
 def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[str]]:
     """Read the wanted sheets (names matched case-insensitively) as tables.
 
-    Returns the tables found, keyed by canonical (lower-case) name, and the names of the
-    workbook's sheets. Structural problems (merged cells, duplicate headers, too many rows)
-    are collected and raised together.
+    Sheets are found by name only: their order, hidden sheets and extra sheets change
+    nothing. Returns the tables found, keyed by canonical (lower-case) name, and the names of
+    the workbook's sheets. Structural problems (merged cells, duplicate headers, values
+    outside the table) are collected and raised together.
     """
-    from python_calamine import CalamineWorkbook
-
     path = Path(path)
-    sniff_container(path)
-    try:
-        parts = _sheet_parts(path)
-        book = CalamineWorkbook.from_path(str(path))
-    except InputError:
-        raise
-    except Exception as exc:  # a damaged container is an input problem, not a crash
-        raise _fail(f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
+    infos = sniff_container(path)
+    sheets = scan_parts(path, infos, wanted)
     issues: list[InputIssue] = []
-    by_key: dict[str, str] = {}
-    for name in book.sheet_names:
-        key = name.strip().lower()
+    by_key: dict[str, SheetInfo] = {}
+    for sheet in sheets:
+        key = _sheet_key(sheet.name)
         if key in wanted:
             if key in by_key:
-                issues.append(InputIssue(CellRef(name), f"two sheets are named {key!r}"))
-            by_key[key] = name
-    tables: dict[str, Table] = {}
-    for key, name in by_key.items():
-        sheet = book.get_sheet_by_name(name)
-        if sheet.total_height > MAX_ROWS_PER_SHEET or sheet.total_width > MAX_COLUMNS:
-            issues.append(InputIssue(CellRef(name), f"the sheet has {sheet.total_height:,} rows; "
-                                     f"the limit is {MAX_ROWS_PER_SHEET:,}"))
-            continue
-        part = parts.get(name)
-        grid, origin = _grid(path, name, part, sheet)
-        table, problems = _table_from_grid(name, grid, origin)
-        merged = sheet.merged_cell_ranges or []
-        for (r0, c0), (r1, c1) in merged:
-            if table is not None and r1 + 1 >= table.header_row:
-                ref = CellRef(name, r0 + 1, column_letter(c0))
-                issues.append(InputIssue(ref, f"merged cells {column_letter(c0)}{r0 + 1}:"
-                              f"{column_letter(c1)}{r1 + 1} inside the table; unmerge them and "
-                              "type the value in every cell"))
-        issues += problems
-        if table is not None:
-            tables[key] = table
+                issues.append(InputIssue(CellRef(sheet.name), f"two sheets are named {key!r} "
+                                         f"({by_key[key].name!r} and {sheet.name!r}); "
+                                         "rename or delete one"))
+                continue
+            by_key[key] = sheet
     if issues:
         raise InputError(issues)
-    return tables, list(book.sheet_names)
+    book = _calamine(path) if by_key else None
+    tables: dict[str, Table] = {}
+    for key, sheet in by_key.items():
+        if sheet.part is None or sheet.scan is None:
+            issues.append(InputIssue(CellRef(sheet.name), "the sheet has no data part in the "
+                                     "file (a damaged workbook); save it again from Excel"))
+            continue
+        grid = _grid(book, sheet)
+        table, problems = _table_from_grid(sheet.name, grid)
+        for r0, c0, r1, c1 in sheet.scan.merged:
+            if r1 >= table.header_row:
+                span = f"{column_letter(c0 - 1)}{r0}:{column_letter(c1 - 1)}{r1}"
+                issues.append(InputIssue(
+                    CellRef(sheet.name, r0, column_letter(c0 - 1)),
+                    f"merged cells {span} inside the table; unmerge them and type the value "
+                    "in every cell"))
+        issues += problems
+        tables[key] = table
+    if issues:
+        raise InputError(issues)
+    return tables, [s.name for s in sheets]
 
 
-def _grid(path: Path, name: str, part: str | None, sheet) -> tuple[list[list[object]], tuple[int, int]]:
-    """The sheet's cell values and the (row, col) of the top-left cell, 0-based."""
-    if part and _part_needs_openpyxl(path, part):
-        return _grid_openpyxl(path, name)
-    rows = sheet.to_python(skip_empty_area=False)
-    return rows, (0, 0)
+def _calamine(path: Path):  # -> CalamineWorkbook
+    from python_calamine import CalamineWorkbook
 
-
-def _part_needs_openpyxl(path: Path, part: str) -> bool:
-    with zipfile.ZipFile(path) as zf:
-        try:
-            with zf.open(part) as fh:
-                tail = b""
-                while chunk := fh.read(1 << 20):
-                    if _NEEDS_OPENPYXL.search(tail + chunk):
-                        return True
-                    tail = chunk[-16:]
-        except KeyError:
-            return True
-    return False
-
-
-def _grid_openpyxl(path: Path, name: str) -> tuple[list[list[object]], tuple[int, int]]:
-    import openpyxl
-
-    values_wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    formulas_wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
     try:
-        grid: list[list[object]] = []
-        for vrow, frow in zip(
-            values_wb[name].iter_rows(), formulas_wb[name].iter_rows(), strict=False
-        ):
-            out: list[object] = []
-            for vcell, fcell in zip(vrow, frow, strict=False):
-                value = getattr(vcell, "value", None)
-                if getattr(vcell, "data_type", None) == "e" and value is not None:
-                    value = ErrorCell(str(value))
-                elif value is None:
-                    fvalue = getattr(fcell, "value", None)
-                    if isinstance(fvalue, str) and fvalue.startswith("="):
-                        value = FormulaCell(fvalue)
-                    elif fvalue is not None and not isinstance(fvalue, str):
-                        value = FormulaCell(str(fvalue))
-                out.append("" if value is None else value)
-            grid.append(out)
-        first_row = _first_row_index(values_wb[name])
-        return grid, (first_row, 0)
-    finally:
-        values_wb.close()
-        formulas_wb.close()
+        return CalamineWorkbook.from_path(str(path))
+    except BaseException as exc:  # calamine raises pyo3 PanicException (a BaseException) too
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise _fail(f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
 
 
-def _first_row_index(ws) -> int:
-    for row in ws.iter_rows():
-        for cell in row:
-            if hasattr(cell, "row"):
-                return cell.row - 1
-    return 0
+def _grid(book, sheet: SheetInfo) -> list[list[object]]:
+    """The sheet's values from A1, with error cells and unsaved formulas put back in."""
+    try:
+        grid = book.get_sheet_by_name(sheet.name).to_python(skip_empty_area=False)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise _fail(f"the sheet cannot be read ({type(exc).__name__}: {exc}); save the "
+                    "workbook again from Excel", sheet.name) from exc
+    grid = [list(row) for row in grid]
+    assert sheet.scan is not None
+    for (r, c), value in sheet.scan.special.items():
+        while len(grid) < r:
+            grid.append([])
+        row = grid[r - 1]
+        while len(row) < c:
+            row.append("")
+        row[c - 1] = value
+    return grid
 
 
-def _table_from_grid(
-    sheet: str, grid: list[list[object]], origin: tuple[int, int]
-) -> tuple[Table | None, list[InputIssue]]:
+def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[InputIssue]]:
+    """Header row = the first row with a value; every later non-blank row is a data row."""
     issues: list[InputIssue] = []
     header_idx = next(
         (i for i, row in enumerate(grid) if any(not is_blank(v) for v in row)), None
     )
     if header_idx is None:
         return Table(sheet, {}, 1), []
-    header_row = origin[0] + header_idx + 1
+    header_row = header_idx + 1
     headers: dict[str, str] = {}
     positions: list[tuple[int, str]] = []
+    table = Table(sheet, headers, header_row)
     for j, raw in enumerate(grid[header_idx]):
         if is_blank(raw):
             continue
-        letter = column_letter(origin[1] + j)
+        letter = column_letter(j)
         if not isinstance(raw, str):
             issues.append(InputIssue(CellRef(sheet, header_row, letter),
-                                     f"expected a header name (text), got {raw!r}"))
+                                     f"expected a header name (text), got {_describe(raw)}"))
             continue
-        name = " ".join(raw.split()).lower().replace(" ", "_")
+        cleaned = clean_text(raw)
+        name = cleaned.lower().replace(" ", "_")
         if name in headers:
             issues.append(InputIssue(CellRef(sheet, header_row, letter, name),
-                                     f"duplicate header {name!r} (also column {headers[name]})"))
+                                     f"duplicate header {name!r} (also column {headers[name]}); "
+                                     "rename or delete one of the two columns"))
             continue
+        if cleaned != raw.strip() and cleaned != " ".join(raw.split()):
+            table.notes.append(Normalisation(CellRef(sheet, header_row, letter, name), raw, name,
+                                             "removed invisible characters or normalised "
+                                             "Unicode in a header"))
         headers[name] = letter
         positions.append((j, name))
-    table = Table(sheet, headers, header_row)
     header_cols = {j for j, _ in positions}
     for i in range(header_idx + 1, len(grid)):
         row = grid[i]
-        excel_row = origin[0] + i + 1
+        excel_row = i + 1
         if all(is_blank(v) for v in row):
-            continue
+            continue  # DESIGN: blank rows are skipped
         for j, v in enumerate(row):
             if j not in header_cols and not is_blank(v):
                 issues.append(InputIssue(
-                    CellRef(sheet, excel_row, column_letter(origin[1] + j)),
+                    CellRef(sheet, excel_row, column_letter(j)),
                     "a value in a column without a header; add a header or clear the cell"))
                 break
         values = {name: (row[j] if j < len(row) else None) for j, name in positions}
         table.rows.append((excel_row, values))
     return table, issues
+
+
+def _describe(value: object) -> str:
+    from allocator.cells import describe
+
+    return describe(value)
