@@ -122,11 +122,11 @@ def check_ids(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
     """Every program, region, fund and period of the allocation exists in the round."""
     known = _ids(rnd)
     out = []
-    for i, row in alloc.iterrows():
-        missing = [f"{dim} {row[ID_COLUMN[dim]]!r}" for dim in DIMENSIONS
-                   if row[ID_COLUMN[dim]] not in known[dim]]
+    for row in alloc.itertuples():
+        missing = [f"{dim} {getattr(row, ID_COLUMN[dim])!r}" for dim in DIMENSIONS
+                   if getattr(row, ID_COLUMN[dim]) not in known[dim]]
         if missing:
-            out.append(Violation("unknown_id", f"allocation row {i}: {_combo(row)}",
+            out.append(Violation("unknown_id", f"allocation row {row.Index}: {_combo(row)}",
                                  f"{' and '.join(missing)} not in the round; "
                                  f"{_money(rnd, row.amount)} cannot be checked",
                                  _abs(row.amount)))
@@ -137,7 +137,7 @@ def check_amounts(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
     """Every amount is a finite number >= 0 and a whole multiple of the rounding unit."""
     unit = float(rnd.settings.rounding_unit)
     out = []
-    for _, row in alloc.iterrows():
+    for row in alloc.itertuples():
         amount = row.amount
         if not math.isfinite(amount) or amount < 0:
             out.append(Violation("negative", _combo(row),
@@ -158,7 +158,7 @@ def check_eligibility(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
     out = []
     fund_pass = {f.fund_id: _passing(rnd, f.eligible) for f in rnd.funds}
     available = _budget_available(rnd)
-    for _, row in alloc[alloc.amount > 0].iterrows():
+    for row in alloc[alloc.amount > 0].itertuples():
         p, r, f, t = row.program_id, row.region_id, row.fund_id, row.period
         prog = rnd.program(p)
         reasons = []
@@ -185,7 +185,7 @@ def check_eligibility(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
 def check_gating(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
     """Performance funds pay only programs that met targets; a scale-up only if its pilot did."""
     out = []
-    for _, row in alloc[alloc.amount > 0].iterrows():
+    for row in alloc[alloc.amount > 0].itertuples():
         prog = rnd.program(row.program_id)
         fund = rnd.fund(row.fund_id)
         if fund.kind == FundKind.performance and not _met_targets(rnd, prog.program_id):
@@ -659,7 +659,7 @@ def _abs(amount: float) -> float:
     return abs(amount) if math.isfinite(amount) else 0.0
 
 
-def _combo(row: pd.Series) -> str:
+def _combo(row) -> str:
     return f"{row.program_id} / {row.region_id} / {row.fund_id} / {row.period}"
 
 

@@ -549,3 +549,22 @@ def test_engine_share_within_with_select_on_the_group_dimension(build):
     rnd = build(Rules=[rule("RW", "share_within", ">=", 0.9, "rural=yes", each="jurisdiction")])
     alloc = solve_round(rnd).allocation
     assert check_allocation(rnd, alloc) == []
+
+
+def test_checker_does_not_use_the_engines_modelling_code():
+    # Independence is the point: only data classes may come from the engine.
+    import ast
+    from pathlib import Path
+
+    import allocator.checker
+
+    tree = ast.parse(Path(allocator.checker.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("allocator"):
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names if a.name.startswith("allocator")}
+    allowed_filters = {"allocator.filters.Filter", "allocator.filters.Condition"}
+    assert {i for i in imported if i.startswith("allocator.filters")} <= allowed_filters
+    assert {i.rsplit(".", 1)[0] for i in imported} <= {"allocator.filters", "allocator.round"}
