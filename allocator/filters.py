@@ -262,14 +262,14 @@ def groups(each: str | None, select: Filter, rnd: Round) -> list[tuple[str | Non
     allowed = passing(select, rnd)[spec.dimension]
     members: dict[str, set[str]] = {}
     for ident, row in entities(rnd, spec.dimension):
-        if ident not in allowed:
-            continue
         for value in values_of(spec, ident, row):
             members.setdefault(value, set()).add(ident)
+    values = {v for ident, row in entities(rnd, spec.dimension) if ident in allowed
+              for v in values_of(spec, ident, row)}
     out = []
-    for value in sorted(members):
+    for value in sorted(values):
         dims = dict(everything)
-        dims[spec.dimension] = frozenset(members[value])
+        dims[spec.dimension] = frozenset(members[value])  # every member: share_within needs them all
         out.append((value, dims))
     return out
 

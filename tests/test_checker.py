@@ -538,9 +538,6 @@ def test_each_on_a_boolean_and_an_extra_column(build):
 
 
 # --- engine disagreement found by the checker --------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="engine bug: share_within whose select restricts the `each` "
-                   "dimension (select rural=yes, each jurisdiction) narrows the reference total to the "
-                   "selected members of the group, so the rule always reads 100% and never binds")
 def test_engine_share_within_with_select_on_the_group_dimension(build):
     from allocator.engine import solve_round
 
