@@ -232,7 +232,7 @@ def _number_from_text(raw: str, notes: list[str]) -> Decimal:
     percent = text.endswith("%")
     if percent:
         text = text[:-1].strip()
-    if text.lower() in {"inf", "+inf", "-inf", "infinity", "nan", "-nan"}:
+    if text.lower().lstrip("+-") in {"inf", "infinity", "nan", "snan", "qnan"}:
         raise CellValueError(f"expected a finite number, got {raw!r}")
     compact = text
     if " " in text:
