@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from allocator.engine import Solution, solve_round
-from allocator.errors import InfeasibleRoundError
+from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.round import Round
 from tests.reference import Infeasible, eligible_vars, evaluate, optimum_or_none, reference_optimum
 
@@ -361,9 +361,6 @@ def test_share_each_differs_from_share_within(make_round):
     assert_optimal(rnd, 100.0)  # 1000 * 0.1
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: the group of an `each` rule holds only the "
-                   "members that pass `select`, so share_within's relative_to total is narrowed "
-                   "by `select` too and the rule becomes S >= 0.5 * S")
 def test_share_within_select_on_the_each_dimension(make_round):
     # select rural=yes, each jurisdiction: groups are the jurisdictions with a rural region
     # (A via R3, B via R2); group A is "jurisdiction = A", so within A the rural R3 must get
@@ -373,9 +370,8 @@ def test_share_within_select_on_the_each_dimension(make_round):
     rnd = make_round(sheets(
         [program("P1", 2, regions="R1"), program("P3", 1, regions="R3")], regions=regions,
         rules=[rule("W", "share_within", ">=", 0.5, select="rural=yes", each="jurisdiction")]))
-    assert optimum_or_none(rnd) == pytest.approx(150.0)  # 500 * 0.2 + 500 * 0.1
+    assert_optimal(rnd, 150.0)  # 500 * 0.2 + 500 * 0.1
     assert_binds(rnd, "rule:W", 200.0)
-    assert solve_round(rnd).optimal_objective == pytest.approx(150.0, rel=1e-6)
 
 
 def test_per_capita_select_regions(make_round):
@@ -492,8 +488,9 @@ def test_soft_rule_lets_an_infeasible_round_solve(make_round):
     assert_optimal(rnd, 180.0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a soft '=' rule is only allowed to fall short "
-                   "(one slack of sign +1), never to exceed its value")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="engine bug: a soft '=' rule is only allowed to fall short (one slack "
+                   "of sign +1), never to exceed its value")
 def test_soft_equal_rule_may_be_missed_either_way(make_round):
     # P1 = 500 at 0.05 per unit missed: giving P1 all 1000 misses by 500 -> 200 - 25 = 175,
     # better than keeping it (500 * 0.2 + 500 * 0.1 = 150).
@@ -536,7 +533,8 @@ def test_infeasible_round(make_round, cells):
         solve_round(rnd)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a round with no eligible money (every "
+@pytest.mark.xfail(strict=True, raises=SolverStoppedError,
+                   reason="engine bug: a round with no eligible money (every "
                    "budget 0) raises SolverStoppedError ('Empty') instead of an empty allocation")
 def test_round_without_money_gives_empty_allocation(make_round):
     rnd = make_round(sheets(TWO, budgets=[{"fund_id": "F1", "period": "2026", "amount": 0}]))
