@@ -89,7 +89,9 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
                                mip_gap=settings.mip_gap, method=method, threads=threads)
         stages.append(prices)
         raise_for_status(prices)
-    tb = tiebreak_program(fixed, prices.objective, _tiebreak_weights(rnd, index, fixed, cols))
+    y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
+    tb = tiebreak_program(fixed, prices.objective, _tiebreak_weights(fixed, cols),
+                          twin_pairs(rnd, index, cols, y_values))
     tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
                         mip_gap=settings.mip_gap, method="choose", threads=threads)
     stages.append(tie)
@@ -118,17 +120,48 @@ def _raise_for_trivial_rows(form: Formulation) -> None:
         raise InfeasibleRoundError("infeasible: " + "; ".join(lines))
 
 
-def _tiebreak_weights(rnd: Round, index: AllocationIndex, program: MatrixProgram,
-                      cols: Columns) -> np.ndarray:
-    """Hessian diagonal of the tie-break: (cheapest cost / cost_p)^2 on x, so it is
-    0.5 * sum (trainees-equivalents)^2 up to one constant; entries stay in (0, 1] because
-    HiGHS drops tiny Hessian entries. Fixed on/off columns get 0."""
+def _tiebreak_weights(program: MatrixProgram, cols: Columns) -> np.ndarray:
+    """Money spent, each x weighted 1 + (its canonical rank)/n * 1e-3: distinct, so unique."""
     weights = np.zeros(program.shape[1])
-    if len(index):
-        costs = np.array([p.cost_per_trainee for p in rnd.programs])
-        weights[cols.x] = np.square(costs.min() / costs[index.p])
-    weights[cols.s] = 1.0
+    n = len(cols.x)
+    if n:
+        weights[cols.x] = 1.0 + 1e-3 * np.arange(n) / n
+    weights[cols.s] = 2.0  # leftover soft-rule shortfall is never preferred
     return weights
+
+
+def twin_pairs(rnd: Round, index: AllocationIndex, cols: Columns,
+               y_values: dict[tuple[str, str], float]) -> list[tuple[int, int]]:
+    """Column pairs that must be equal: programs equal in every respect but id and name.
+
+    A program named by id in any filter is nobody's twin (a rule may treat it apart), and
+    all-or-nothing twins are paired only in periods where both are on or both off.
+    """
+    named = {v for f in rnd.funds for c in f.eligible.conditions if c.key in ("program", "program_id")
+             for v in c.values}
+    named |= {v for r in rnd.rules for flt in (r.select, r.relative_to) for c in flt.conditions
+              if c.key in ("program", "program_id") for v in c.values}
+    groups: dict[str, list[str]] = {}
+    for p in rnd.programs:
+        if p.program_id in named:
+            continue
+        key = p.model_dump_json(exclude={"program_id", "name"}) + str(rnd.performance_score(p.program_id))
+        groups.setdefault(key, []).append(p.program_id)
+    twins = {p for members in groups.values() if len(members) > 1 for p in members}
+    cols_of: dict[str, dict[tuple[str, str, str], int]] = {p: {} for p in twins}
+    for k in range(len(index)):
+        p, r, f, t = index.key(k)
+        if p in twins:
+            cols_of[p][(r, f, t)] = int(cols.x[k])
+    pairs = []
+    for members in groups.values():
+        first = members[0]
+        for other in members[1:]:
+            for (r, f, t), col in cols_of[first].items():
+                twin = cols_of[other].get((r, f, t))
+                if twin is not None and y_values.get((first, t)) == y_values.get((other, t)):
+                    pairs.append((col, twin))
+    return pairs
 
 
 def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,

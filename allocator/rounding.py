@@ -1,7 +1,7 @@
 """Rounding the LP allocation to whole multiples of the rounding unit, keeping every row true.
 
-Stage 5 of the data flow. Each amount may move to the multiple of the unit just below or
-just above it; a small MILP picks, for every fractional amount, down or up, so that budgets,
+Stage 5 of the data flow. Each non-zero amount may move to a multiple of the unit at most
+one step beyond the nearest ones below and above it; a small MILP picks the step for every amount, so that budgets,
 capacities, minimums and co-financing caps hold exactly and rule rows hold wherever rounding
 allows, with the highest outcome value. Every row that touches a fractional amount gets an
 elastic slack, priced so that a hard row is missed only when nothing else works and a rule
@@ -35,9 +35,12 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
     """Round x (currency) to multiples of `unit`; the other columns keep their values."""
     x = np.maximum(solution[x_cols], 0.0) / unit
     lo = np.floor(x + NEAR_INTEGER)
-    frac = np.flatnonzero(x - lo > NEAR_INTEGER)
+    fractional = x - lo > NEAR_INTEGER
+    # Floor/ceil alone can be infeasible (a capacity and a co-financing cap on the same two
+    # amounts), so every non-zero amount may also step one unit further down.
+    frac = np.flatnonzero(fractional | (lo > 0))
     units = lo.copy()
-    if len(frac) == 0:
+    if not fractional.any():
         misses = _misses(program, x_cols, solution, units * unit)
         return Rounded(units.astype(np.int64), misses, "exact")
     best = _rounding_milp(program, x_cols, solution, lo, frac, unit, soft_rows, time_limit)
@@ -74,8 +77,8 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     eye = sp.identity(n_r, format="csr")
     A_full = sp.hstack([B, eye[:, has_lo], -eye[:, has_up]], format="csr")
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
-    c = np.concatenate([program.c[frac_cols] * unit, -weight[has_lo], -weight[has_up]])
-    col_lower = np.zeros(n_z + n_lo + n_up)
+    c = np.concatenate([program.c[frac_cols] * unit - 1e-9 * unit, -weight[has_lo], -weight[has_up]])
+    col_lower = np.concatenate([-np.minimum(lo[frac], 1.0), np.zeros(n_lo + n_up)])
     col_upper = np.concatenate([np.ones(n_z), np.full(n_lo + n_up, INF)])
     integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_lo + n_up, bool)])
     rounding = MatrixProgram(c, A_full, np.where(has_lo, lower, -INF), np.where(has_up, upper, INF),

@@ -32,15 +32,6 @@ def test_identical_programs_get_identical_amounts(tmp_path):
     assert by_program == {"PA": 25000.0, "PB": 25000.0}
 
 
-def test_cross_border_program_splits_evenly_between_equal_regions(tmp_path):
-    data = _twins_round()
-    data["Programs"] = [dict(data["Programs"][0], regions="A1, B1")]
-    data["Funds"] = [{"fund_id": "JIF", "kind": "joint", "owner": "joint"}]
-    data["Budgets"] = [{"fund_id": "JIF", "period": "2026", "amount": 40000}]
-    sol = solve_round(load_round(write(tmp_path / "cb.xlsx", data)).round)
-    assert sol.allocation.groupby("region_id")["amount"].sum().to_dict() == {"A1": 20000.0, "B1": 20000.0}
-
-
 def _shuffled(data: dict, seed: int) -> dict:
     rng = random.Random(seed)
     out = {}
