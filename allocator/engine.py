@@ -192,7 +192,7 @@ def rule_table(rnd: Round, form: Formulation, rounded: Rounded, refs: list[RowRe
     row_of = {(r.component, r.index): i for i, r in enumerate(refs)}
     records = []
     for g in form.rule_groups:
-        key = (g.family, tuple(g.label.split(",")))
+        key = (g.family, (g.label,))
         row = row_of.get(key)
         dual = None
         if row is not None and prices.row_dual is not None:

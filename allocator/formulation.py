@@ -115,9 +115,10 @@ def define_outcome_objective(m: pyo.ConcreteModel, form: Formulation) -> None:
     """Maximise sum over p, t of v_p * trainees[p, t], minus penalties on soft-rule shortfalls."""
     coefs = [float(c) for c in form.value_per_unit]
     variables = list(m.xs)
-    for (rule_id, _), s in getattr(m, "soft_slack_of", {}).items():
-        coefs.append(-float(m.penalty_of[rule_id]))
-        variables.append(m.s[s])
+    for (rule_id, _), slacks in getattr(m, "soft_slack_of", {}).items():
+        for slack, _sign in slacks:
+            coefs.append(-float(m.penalty_of[rule_id]))
+            variables.append(m.s[slack])
     m.outcome = pyo.Objective(expr=_linear(coefs, variables), sense=pyo.maximize)
 
 
@@ -262,28 +263,38 @@ def _contribution_rows(rnd: Round, index: AllocationIndex, rule: RuleRow, value:
 
 
 def define_rules(m: pyo.ConcreteModel, form: Formulation) -> None:
-    """Every rule row: selected money (op) value, share of a reference total, or per capita."""
-    soft = [g for g in form.rule_groups if g.rule.penalty is not None]
-    m.s = pyo.Var(range(len(soft)), domain=pyo.NonNegativeReals)
-    m.soft_slack_of = {}
+    """Every rule row: selected money (op) value, share of a reference total, or per capita.
+
+    Rows are indexed by their label ("R1", "R1,A", "R1,2027,B") so rules with and without
+    `each` share a family. A soft rule (with a penalty) gets a shortfall slack s >= 0 — and,
+    for `=`, an excess slack too — priced in the objective; a soft row stays in the model even
+    when no eligible money matches its selection, so missing it costs its penalty.
+    """
+    m.soft_slack_of = {}  # (rule_id, label) -> [(slack index, sign in the row)]
     m.penalty_of = {}
-    by_family: dict[str, dict[tuple, RuleGroup]] = defaultdict(dict)
+    by_family: dict[str, dict[str, RuleGroup]] = defaultdict(dict)
+    n_slacks = 0
     for g in form.rule_groups:
-        if len(g.sel) == 0 and len(g.rel) == 0:
+        soft = g.rule.penalty is not None
+        if len(g.sel) == 0 and len(g.rel) == 0 and not soft:
             form.trivial.append((g, _holds(0.0, g.rule.op, g.rhs)))
             continue
-        by_family[g.family][tuple(g.label.split(","))] = g
-        if g.rule.penalty is not None:
-            m.soft_slack_of[(g.rule.rule_id, g.label)] = len(m.soft_slack_of)
+        by_family[g.family][g.label] = g
+        if soft:
+            signs = {Op.ge: [1.0], Op.le: [-1.0], Op.eq: [1.0, -1.0]}[g.rule.op]
+            m.soft_slack_of[(g.rule.rule_id, g.label)] = [(n_slacks + i, sign)
+                                                          for i, sign in enumerate(signs)]
+            n_slacks += len(signs)
             m.penalty_of[g.rule.rule_id] = g.rule.penalty
+    m.s = pyo.Var(range(n_slacks), domain=pyo.NonNegativeReals)
     for family in sorted(by_family):
         rows = by_family[family]
         m.add_component(family, pyo.Constraint(list(rows), rule=_rule_row(rows)))
 
 
-def _rule_row(rows: dict[tuple, RuleGroup]):
-    def rule(m, *key):
-        g = rows[tuple(key)]
+def _rule_row(rows: dict[str, RuleGroup]):
+    def rule(m, label):
+        g = rows[label]
         coefs = defaultdict(float)
         for k in g.sel:
             coefs[int(k)] += 1.0
@@ -292,9 +303,7 @@ def _rule_row(rows: dict[tuple, RuleGroup]):
         ks = sorted(coefs)
         variables = [m.xs[k] for k in ks]
         values = [coefs[k] for k in ks]
-        slack = m.soft_slack_of.get((g.rule.rule_id, g.label))
-        if slack is not None:
-            sign = {Op.ge: 1.0, Op.le: -1.0, Op.eq: 1.0}[g.rule.op]
+        for slack, sign in m.soft_slack_of.get((g.rule.rule_id, g.label), []):
             variables.append(m.s[slack])
             values.append(sign)
         body = _linear(values, variables)

@@ -1,7 +1,8 @@
 """Rounding the LP allocation to whole multiples of the rounding unit, keeping every row true.
 
 Stage 5 of the data flow. Each non-zero amount may move to a multiple of the unit at most
-one step beyond the nearest ones below and above it; a small MILP picks the step for every amount, so that budgets,
+one step beyond the nearest ones below and above it; a small MILP picks the step for every
+amount, so that budgets,
 capacities, minimums and co-financing caps hold exactly and rule rows hold wherever rounding
 allows, with the highest outcome value. Every row that touches a fractional amount gets an
 elastic slack, priced so that a hard row is missed only when nothing else works and a rule

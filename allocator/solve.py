@@ -215,6 +215,11 @@ def new_highs() -> highspy.Highs:
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value."""
+    if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
+        empty = np.zeros(0)
+        return StageResult(name, program, Status.optimal, 0.0, empty, np.zeros(program.shape[0]),
+                           empty, 0.0 if program.integer.any() else None, 0.0,
+                           {"model_status": "Empty"})
     h = new_highs()
     h.setOptionValue("output_flag", False)
     for key, value in SOLVER_OPTIONS.items():

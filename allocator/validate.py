@@ -10,7 +10,6 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from allocator.round import (
     FundRow,
     Measure,
     ObjectiveRow,
-    Op,
     PerformanceRow,
     ProgramRow,
     RegionRow,
@@ -689,8 +687,6 @@ def _check_rules(rnd: Round, rows: list[Located], table: Table | None, col: Coll
             col.error(ref(loc.excel_row, "value"), f"a share must be at least 0, got {rule.value:g}")
         if rule.measure == Measure.contribution_share:
             _check_contribution_rule(rnd, rule, ref(loc.excel_row, "select"), col)
-        if rule.op == Op.eq and rule.penalty is not None:
-            pass
 
 
 def _check_contribution_rule(rnd: Round, rule: RuleRow, where: CellRef, col: Collector) -> None:
@@ -704,6 +700,3 @@ def _check_contribution_rule(rnd: Round, rule: RuleRow, where: CellRef, col: Col
         col.error(where, "contribution_share needs contributions: none of the funds this rule "
                   "selects has rows with an amount on the Contributions sheet")
 
-
-def money(value: Decimal | float) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(repr(value))

@@ -450,9 +450,6 @@ def test_contribution_share_counts_only_selected_funds(make_round):
     assert_binds(rnd, "rule:JR", 400.0)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="engine bug: rule rows of one family are a Pyomo index of mixed tuple "
-                   "lengths when one rule has `each` and another not (ValueError in create_model)")
 def test_rules_of_one_family_with_and_without_each(make_round):
     # P2 (the only rural target) >= 40% of all money, and each region >= 10% of F1: the first
     # binds, the second holds already. 600 * 0.2 + 400 * 0.1.
@@ -488,9 +485,6 @@ def test_soft_rule_lets_an_infeasible_round_solve(make_round):
     assert_optimal(rnd, 180.0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="engine bug: a soft '=' rule is only allowed to fall short (one slack "
-                   "of sign +1), never to exceed its value")
 def test_soft_equal_rule_may_be_missed_either_way(make_round):
     # P1 = 500 at 0.05 per unit missed: giving P1 all 1000 misses by 500 -> 200 - 25 = 175,
     # better than keeping it (500 * 0.2 + 500 * 0.1 = 150).
@@ -500,9 +494,6 @@ def test_soft_equal_rule_may_be_missed_either_way(make_round):
     assert solve_round(rnd).optimal_objective == pytest.approx(175.0, rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=InfeasibleRoundError,
-                   reason="engine bug: a soft rule whose selection has no eligible money is "
-                   "treated as hard (InfeasibleRoundError) instead of costing its penalty")
 def test_soft_rule_with_empty_selection_costs_its_penalty(make_round):
     # F2 has no budget, so nothing can be selected; missing 100 costs 0.5 * 100 = 50.
     rnd = make_round(sheets(
@@ -533,9 +524,6 @@ def test_infeasible_round(make_round, cells):
         solve_round(rnd)
 
 
-@pytest.mark.xfail(strict=True, raises=SolverStoppedError,
-                   reason="engine bug: a round with no eligible money (every "
-                   "budget 0) raises SolverStoppedError ('Empty') instead of an empty allocation")
 def test_round_without_money_gives_empty_allocation(make_round):
     rnd = make_round(sheets(TWO, budgets=[{"fund_id": "F1", "period": "2026", "amount": 0}]))
     assert reference_optimum(rnd)[0] == 0.0
