@@ -232,6 +232,8 @@ def _number_from_text(raw: str, notes: list[str]) -> Decimal:
     percent = text.endswith("%")
     if percent:
         text = text[:-1].strip()
+    if not text:
+        raise CellValueError(f"expected a number, got {raw!r}")
     if text.lower().lstrip("+-") in {"inf", "infinity", "nan", "snan", "qnan"}:
         raise CellValueError(f"expected a finite number, got {raw!r}")
     compact = text
@@ -263,7 +265,7 @@ def _decimal_from_separators(text: str, raw: str) -> Decimal:
         return Decimal(text)
     commas, dots = text.count(","), text.count(".")
     sign = ""
-    if text[:1] in "+-":
+    if text.startswith(("+", "-")):  # not `text[:1] in "+-"`: that holds for "" too
         sign, text = text[0], text[1:]
     if commas and dots:
         dec, grp = ("," , ".") if text.rfind(",") > text.rfind(".") else (".", ",")
