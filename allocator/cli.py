@@ -75,9 +75,26 @@ def run(
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
 
-    result = api.run(workbook, report=report, records=records)
+    try:
+        result = api.run(workbook, report=report, records=records)
+    except InfeasibleRoundError as exc:
+        _write_diagnosis(exc, report)
+        raise
     if not quiet:
         typer.echo(summary_text(result))
+
+
+def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:
+    """Write `<report stem>.diagnosis.xlsx` beside the report path (never the report itself)."""
+    diagnosis = exc.diagnosis
+    if diagnosis is None:
+        return
+    from allocator.diagnose import write_diagnosis
+
+    target = report if report is not None else Path("reports") / f"{diagnosis.round_id}.xlsx"
+    path = target.with_name(f"{target.stem}.diagnosis.xlsx")
+    write_diagnosis(diagnosis, path)
+    _err(f"diagnosis written to {path}")
 
 
 def summary_text(result) -> str:
@@ -131,6 +148,12 @@ def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xl
                f"{len(rnd.periods)} periods")
     for note in loaded.notes:
         typer.echo(f"normalised: {note}")
+    from allocator.diagnose import cheap_checks
+
+    problems = cheap_checks(rnd)
+    if problems:
+        raise InfeasibleRoundError("infeasible before any solve:\n" + "\n".join(
+            f"  {p}" for p in problems))
 
 
 @app.command()

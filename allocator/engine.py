@@ -65,7 +65,27 @@ class Solution:
 
 
 def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
-    """Build, solve every stage, round; raises InfeasibleRoundError / SolverStoppedError."""
+    """Build, solve every stage, round; raises InfeasibleRoundError / SolverStoppedError.
+
+    An infeasible round's error carries `.diagnosis` (allocator.diagnose.Diagnosis): the
+    conflicting rules, budgets and capacities and the smallest change to each; its message
+    names the rule ids.
+    """
+    try:
+        return _solve_round(rnd, threads=threads, method=method)
+    except InfeasibleRoundError as exc:
+        if exc.diagnosis is not None:
+            raise
+        from allocator.diagnose import diagnose_infeasible
+
+        try:
+            diagnosis = diagnose_infeasible(rnd)
+        except Exception as failure:  # the round is still infeasible: say so, and why not more
+            raise InfeasibleRoundError(f"{exc} (the diagnosis failed: {failure})") from exc
+        raise InfeasibleRoundError(diagnosis.render(), diagnosis) from None
+
+
+def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     index = allocation_index(rnd)
@@ -106,7 +126,9 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     status = Status.time_limit if Status.time_limit in (s.status for s in stages[:2]) \
         else Status.optimal
     allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
-    rules = rule_table(rnd, form, rounded, refs, prices, cols)
+    from allocator.explain import add_shortfalls
+
+    rules = add_shortfalls(rule_table(rnd, form, rounded, refs, prices, cols))  # soft rules' misses
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols)
 

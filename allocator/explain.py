@@ -1,0 +1,390 @@
+"""Why each number is what it is: prices of rules and budgets, and a reason per program.
+
+Reads a solved `Solution` only (duals of the pricing LP, reduced costs, the rounded
+allocation); never re-solves. Sign conventions (`allocator.solve`): `row_dual` is the change of
+the outcome value per unit of a row's right-hand side (maximisation), `col_dual` the reduced
+cost c_j - a_j'y of a column. For a MILP round the pricing LP is the stage-1 model with every
+all-or-nothing on/off decision fixed at its optimum, so the prices hold for small changes that
+do not switch a program on or off.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from allocator.eligibility import gate_reasons
+from allocator.formulation import RuleGroup, rule_groups
+from allocator.round import FundKind, Measure, Op, Round
+
+MONEY_STEP = 10_000.0  # amounts and budgets are priced per this many currency units
+MIP_NOTE = ("prices come from the LP with the all-or-nothing on/off decisions fixed at the "
+            "optimum: they hold for changes that do not switch a program on or off")
+_TOL = 1e-9
+
+PRICE_COLUMNS = ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
+                 "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"]
+
+
+# --- prices ------------------------------------------------------------------------------------
+def price_table(solution) -> pd.DataFrame:
+    """Shadow price of every binding rule group and every fund budget per period.
+
+    `shadow_price` is outcome value per currency unit of the row's right-hand side;
+    `per_step` converts it into the rule's own unit: a share rule per percentage point
+    (0.01 * the reference total), a per-capita rule per currency unit per inhabitant
+    (the population), an amount rule or a budget per 10,000 currency units, a
+    contribution_share rule per 0.01 of its value (0.01 * c_j * the selected total).
+    """
+    rnd: Round = solution.round
+    prices = solution.prices
+    records: list[dict] = []
+    note = MIP_NOTE if solution.mip else ""
+    per_trainee = _value_per_trainee(solution)
+    cur = rnd.settings.currency
+    if prices.row_dual is None:
+        return pd.DataFrame(records, columns=PRICE_COLUMNS)
+    x = _lp_amounts(solution)
+    row_of = {(r.component, r.index): i for i, r in enumerate(solution.row_refs)}
+    groups = rule_groups(rnd, solution.index)
+    for g, (_, rrow) in zip(groups, solution.rules.iterrows(), strict=True):
+        row = row_of.get((g.family, (g.label,)))
+        if row is None:
+            continue
+        dual = float(prices.row_dual[row])
+        if not (bool(rrow["binding"]) or abs(dual) > _TOL):
+            continue
+        step, step_text, rhs_per_step = _rule_step(g, x, cur)
+        per_step = dual * rhs_per_step
+        records.append({
+            "kind": "rule", "id": g.rule.rule_id, "group": g.group or "",
+            "jurisdiction": g.jurisdiction or "", "period": "", "op": g.rule.op.value,
+            "value": g.rule.value, "binding": bool(rrow["binding"]), "shadow_price": dual,
+            "step": step_text, "per_step": per_step,
+            "trainees_per_step": per_step / per_trainee if per_trainee else None,
+            "sentence": _rule_sentence(g, step, per_step, per_trainee),
+            "note": note,
+        })
+    for fund in rnd.funds:
+        for ti, t in enumerate(rnd.periods):
+            if fund.carry_over:
+                # Money added in t is available in t and every later period: sum their duals.
+                rows = [row_of.get(("spend_fund_cumulative_max", (fund.fund_id, u)))
+                        for u in rnd.periods[ti:]]
+                rows = [r for r in rows if r is not None]
+                own = row_of.get(("spend_fund_cumulative_max", (fund.fund_id, t)))
+            else:
+                own = row_of.get(("spend_fund_period_max", (fund.fund_id, t)))
+                rows = [own] if own is not None else []
+            if not rows:
+                continue
+            dual = float(sum(prices.row_dual[r] for r in rows))
+            binding = own is not None and _row_binding(solution, own)
+            per_step = dual * MONEY_STEP
+            records.append({
+                "kind": "budget", "id": fund.fund_id, "group": "", "jurisdiction": "",
+                "period": t, "op": "<=", "value": float(rnd.budget(fund.fund_id, t)),
+                "binding": binding, "shadow_price": dual, "step": f"{cur} {MONEY_STEP:,.0f}",
+                "per_step": per_step,
+                "trainees_per_step": per_step / per_trainee if per_trainee else None,
+                "sentence": _budget_sentence(fund.fund_id, t, cur, per_step, per_trainee,
+                                             fund.carry_over),
+                "note": note,
+            })
+    return pd.DataFrame(records, columns=PRICE_COLUMNS)
+
+
+def _lp_amounts(solution) -> np.ndarray:
+    """x of the pricing LP (the point its duals belong to)."""
+    if solution.prices.x is not None and solution.columns is not None:
+        return np.asarray(solution.prices.x)[solution.columns.x]
+    return np.asarray(solution.lp_amounts)
+
+
+def _value_per_trainee(solution) -> float:
+    """Average outcome value per funded trainee (converts outcome points into placements)."""
+    alloc = solution.allocation
+    if len(alloc) and alloc["trainees"].sum() > 0:
+        return float(alloc["value"].sum() / alloc["trainees"].sum())
+    values = [solution.round.value_per_trainee(p) for p in solution.round.programs]
+    return max(values) if values else 0.0
+
+
+def _row_binding(solution, row: int) -> bool:
+    prog = solution.prices.program
+    act = float(prog.A[row] @ solution.prices.x)
+    tol = 1e-6 * max(1.0, abs(act))
+    return bool(abs(act - prog.row_upper[row]) <= tol or abs(act - prog.row_lower[row]) <= tol)
+
+
+def _rule_step(g: RuleGroup, x: np.ndarray, cur: str) -> tuple[float, str, float]:
+    """(step of the rule's value, its text, change of the row's rhs per step)."""
+    m = g.rule.measure
+    rel = float(x[g.rel].sum()) if len(g.rel) else 0.0
+    sel = float(x[g.sel].sum()) if len(g.sel) else 0.0
+    if m in (Measure.share, Measure.share_within):
+        # S_sel - v S_rel >= 0: moving v by dv moves the rhs by dv * S_rel at the optimum.
+        return 0.01, "1 percentage point", 0.01 * rel
+    if m == Measure.contribution_share:
+        return 0.01, "0.01 of the value", 0.01 * float(g.contribution or 0.0) * rel
+    if m == Measure.per_capita:
+        return 1.0, f"{cur} 1 per inhabitant", float(g.population or 0.0)
+    del sel
+    return MONEY_STEP, f"{cur} {MONEY_STEP:,.0f}", MONEY_STEP
+
+
+def _fmt_value(g: RuleGroup, v: float) -> str:
+    if g.rule.measure in (Measure.share, Measure.share_within):
+        return f"{v * 100:.4g}%"
+    if g.rule.measure == Measure.amount:
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
+    return f"{v:.4g}"
+
+
+def _rule_sentence(g: RuleGroup, step: float, per_step: float, per_trainee: float) -> str:
+    kind = {Op.ge: "floor", Op.le: "cap", Op.eq: "target"}[g.rule.op]
+    where = ""
+    if g.group:
+        where += f" for {g.group}"
+    if g.jurisdiction:
+        where += f" (contributor {g.jurisdiction})"
+    desc = g.rule.description.strip()
+    label = f"the {desc} {kind} {g.rule.rule_id}" if desc else f"the {kind} {g.rule.rule_id}"
+    v = g.rule.value
+    effect = _effect(per_step, per_trainee)
+    return f"Raising {label}{where} from {_fmt_value(g, v)} to {_fmt_value(g, v + step)} {effect}"
+
+
+def _effect(per_step: float, per_trainee: float) -> str:
+    if abs(per_step) <= 1e-9:
+        return "changes nothing at the margin"
+    verb = "costs" if per_step < 0 else "gains"
+    text = f"{verb} {abs(per_step):.3g} outcome points"
+    if per_trainee:
+        text += f" (about {abs(per_step) / per_trainee:.2g} trainee placements)"
+    return text
+
+
+def _budget_sentence(fund: str, period: str, cur: str, per_step: float, per_trainee: float,
+                     carry: bool) -> str:
+    where = f"{fund} {period}" + (" (carried over to later periods if unspent)" if carry else "")
+    if abs(per_step) <= 1e-9:
+        return f"Extra money in {where} buys nothing: this budget is not spent to its limit"
+    text = f"Each extra {cur} {MONEY_STEP:,.0f} in {where} buys {per_step:.3g} outcome points"
+    if per_trainee:
+        text += f" (about {per_step / per_trainee:.2g} trainee placements)"
+    return text
+
+
+# --- soft rules --------------------------------------------------------------------------------
+def add_shortfalls(rules: pd.DataFrame) -> pd.DataFrame:
+    """The rules table with `shortfall`: how far (in currency of the row) a rule is missed.
+
+    A soft rule may be missed at its penalty; a hard rule only by rounding. 0 when kept.
+    """
+    out = rules.copy()
+    slack = pd.to_numeric(out["slack"], errors="coerce").fillna(0.0)
+    tol = 1e-6 * np.maximum(1.0, pd.to_numeric(out["selected_amount"], errors="coerce").fillna(0.0))
+    out["shortfall"] = np.where(slack < -tol, -slack, 0.0)
+    return out
+
+
+def soft_rule_table(solution) -> pd.DataFrame:
+    """Each group of a soft rule: its penalty, and the shortfall in currency and in its own unit."""
+    rules = add_shortfalls(solution.rules)
+    soft = rules[rules["penalty"].notna()]
+    groups = {(g.rule.rule_id, g.group or "", g.jurisdiction or ""): g
+              for g in rule_groups(solution.round, solution.index)}
+    records = []
+    cur = solution.round.settings.currency
+    for _, r in soft.iterrows():
+        g = groups[(r["rule_id"], r["group"], r["jurisdiction"])]
+        short = float(r["shortfall"])
+        unit_short = _in_rule_unit(g, short, r)
+        if short > 0:
+            text = (f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is missed by "
+                    f"{cur} {short:,.0f} ({unit_short:.4g} in its own unit), at a penalty of "
+                    f"{float(r['penalty']):g} per {cur}")
+        else:
+            text = f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is met"
+        records.append({"rule_id": r["rule_id"], "group": r["group"],
+                        "jurisdiction": r["jurisdiction"], "op": r["op"], "target": r["target"],
+                        "achieved": r["achieved"], "penalty": float(r["penalty"]),
+                        "shortfall": short, "shortfall_in_rule_unit": unit_short,
+                        "sentence": text})
+    return pd.DataFrame(records, columns=["rule_id", "group", "jurisdiction", "op", "target",
+                                          "achieved", "penalty", "shortfall",
+                                          "shortfall_in_rule_unit", "sentence"])
+
+
+def _in_rule_unit(g: RuleGroup, short: float, row) -> float:
+    m = g.rule.measure
+    ref = row["reference_amount"]
+    ref = float(ref) if ref is not None and not pd.isna(ref) else 0.0
+    if m in (Measure.share, Measure.share_within):
+        return short / ref if ref > 0 else 0.0
+    if m == Measure.contribution_share:
+        return short / (ref * g.contribution) if ref > 0 and g.contribution else 0.0
+    if m == Measure.per_capita:
+        return short / g.population if g.population else 0.0
+    return short
+
+
+# --- a reason per program ----------------------------------------------------------------------
+REASON_COLUMNS = ["program_id", "status", "reason"]
+_LIMIT_ROWS = ("trainees_program_period_max", "trainees_program_period_min")
+
+
+def program_reasons(solution) -> pd.DataFrame:
+    """One row per program of the Programs sheet: status and a reason a person can read.
+
+    Statuses: fully funded, funded partly, not funded, below minimum, gated, not eligible.
+    """
+    rnd: Round = solution.round
+    index = solution.index
+    cur = rnd.settings.currency
+    barred, no_performance = gate_reasons(rnd)
+    perf_funds = [f.fund_id for f in rnd.funds if f.kind == FundKind.performance]
+    alloc = solution.allocation
+    money = defaultdict(float)
+    for p, t, a in zip(alloc["program_id"], alloc["period"], alloc["amount"], strict=True):
+        money[(p, t)] += float(a)
+    ks_of: dict[str, list[int]] = defaultdict(list)
+    for k in range(len(index)):
+        ks_of[index.programs[index.p[k]]].append(k)
+    unit = float(rnd.settings.rounding_unit)
+    marginal = _marginal(solution)
+    records = []
+    for prog in rnd.programs:
+        pid = prog.program_id
+        if pid in index.exclusions:
+            text = "; ".join(index.exclusions[pid])
+            gated = pid in barred or (perf_funds and all(
+                "performance fund" in part for part in _fund_parts(text)))
+            records.append({"program_id": pid, "status": "gated" if gated else "not eligible",
+                            "reason": text})
+            continue
+        ks = ks_of[pid]
+        periods = [t for t in rnd.periods if any(index.periods[index.t[k]] == t for k in ks)]
+        cap = prog.max_trainees * prog.cost_per_trainee
+        total = sum(money[(pid, t)] for t in periods)
+        gate_note = ""
+        if pid in no_performance and perf_funds:
+            gate_note = (f"; gated from performance fund(s) {', '.join(perf_funds)}: targets not "
+                         "met")
+        inactive = [t for t in rnd.periods if t not in periods]
+        if inactive:
+            gate_note += f"; no eligible money in {', '.join(inactive)}"
+        if total > 0:
+            short = [t for t in periods if money[(pid, t)] < cap - unit - 1e-9]
+            if not short:
+                records.append({"program_id": pid, "status": "fully funded",
+                                "reason": f"capped by capacity: {prog.max_trainees:g} trainees "
+                                          f"per period (max_trainees) in {', '.join(periods)}"
+                                          + gate_note})
+                continue
+            parts = []
+            for t in short:
+                got = money[(pid, t)] / prog.cost_per_trainee
+                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t])
+                parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
+            records.append({"program_id": pid, "status": "funded partly",
+                            "reason": "; ".join(parts) + gate_note})
+            continue
+        # Not funded: would a marginal currency unit here be worth it (ignoring its size limits)?
+        best_k, best_gap, best_value, best_marg = None, -np.inf, 0.0, 0.0
+        for k in ks:
+            value, marg = marginal[k]
+            if value - marg > best_gap:
+                best_k, best_gap, best_value, best_marg = k, value - marg, value, marg
+        if best_k is None:
+            records.append({"program_id": pid, "status": "not eligible",
+                            "reason": "no eligible money" + gate_note})
+            continue
+        if prog.min_trainees > 0 and best_gap > 1e-9 * max(1.0, abs(best_marg)):
+            need = prog.min_trainees * prog.cost_per_trainee
+            records.append({"program_id": pid, "status": "below minimum",
+                            "reason": f"below its all-or-nothing minimum: {prog.min_trainees:g} "
+                                      f"trainees ({cur} {need:,.0f}) per period would be needed, "
+                                      "and that much does not pay off against what the money "
+                                      "buys elsewhere (or is not available)" + gate_note})
+            continue
+        if best_marg > 0 and best_gap < -1e-9 * best_marg:
+            pct = 100.0 * (best_marg - best_value) / best_marg
+            reason = (f"its outcome value per {cur} ({best_value:.4g}) is {pct:.3g}% below what "
+                      f"the marginal money buys ({best_marg:.4g})")
+        elif best_marg <= 0 < best_value:
+            reason = "no money reaches it: the budgets it could use are bound by rules elsewhere"
+        else:
+            reason = ("ties with the marginal money; the tie-break between equally good "
+                      "allocations gave it nothing")
+        records.append({"program_id": pid, "status": "not funded", "reason": reason + gate_note})
+    return pd.DataFrame(records, columns=REASON_COLUMNS)
+
+
+def _fund_parts(text: str) -> list[str]:
+    inner = text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
+    return [p.strip() for p in inner.split(";") if p.strip()]
+
+
+def _marginal(solution) -> list[tuple[float, float]]:
+    """Per x: (its outcome value per currency unit, what the marginal money buys instead).
+
+    The opportunity cost is a_k'y over the rows x_k is in, leaving out the program's own
+    capacity and minimum-size rows: those say whether this program could grow, not what
+    the money would buy elsewhere.
+    """
+    prices = solution.prices
+    cols = solution.columns
+    n = len(solution.index)
+    if prices.row_dual is None or cols is None:
+        return [(0.0, 0.0)] * n
+    prog = prices.program
+    A = prog.A.tocsc()
+    keep = np.array([not r.component.startswith(_LIMIT_ROWS) for r in solution.row_refs])
+    y = np.where(keep, prices.row_dual, 0.0)
+    out = []
+    for k in range(n):
+        j = int(cols.x[k])
+        col = A[:, j]
+        opp = float(col.T @ y)  # dual-weighted use of the rows
+        out.append((float(prog.c[j]), opp))
+    return out
+
+
+def _limits(solution, ks: list[int]) -> str:
+    """Which rows hold a program back in one period: budgets at the margin, rules, caps."""
+    prices = solution.prices
+    refs = solution.row_refs
+    if prices.row_dual is None or not ks:
+        return "limited at the margin"
+    A = prices.program.A.tocsc()
+    cols = [int(solution.columns.x[k]) for k in ks]
+    rows = sorted(set(A[:, cols].tocoo().row.tolist()))
+    budgets, rules, cofin = [], [], []
+    for i in rows:
+        if abs(prices.row_dual[i]) <= 1e-9 or not _row_binding(solution, i):
+            continue
+        ref = refs[i]
+        if ref.component in ("spend_fund_period_max", "spend_fund_cumulative_max"):
+            budgets.append(" ".join(ref.index))
+        elif ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")):
+            rules.append(str(ref.index[0]).split(",")[0])
+        elif ref.component == "cofinancing_fund_program_period_max":
+            cofin.append(ref.index[0])
+    if not budgets:  # money the program could use may be bound without a price on its own row
+        budgets = [" ".join(refs[i].index) for i in rows
+                   if refs[i].component.startswith("spend_fund") and _row_binding(solution, i)]
+    parts = []
+    if budgets:
+        parts.append(f"budget ran out at the margin ({', '.join(sorted(set(budgets)))} fully spent)")
+    if rules:
+        parts.append(f"held back by rule(s) {', '.join(sorted(set(rules)))}")
+    if cofin:
+        parts.append(f"co-financing cap of {', '.join(sorted(set(cofin)))}")
+    return "; ".join(parts) if parts else "funded partly at the margin (ties with other programs)"
+
+
+__all__ = ["MIP_NOTE", "add_shortfalls", "price_table", "program_reasons", "soft_rule_table"]
