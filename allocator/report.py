@@ -1,0 +1,730 @@
+"""The result workbook (output contract, version 1): what a finance officer files.
+
+Last stage of the data flow: Solution -> plain tables -> xlsx. The tables are built once
+(`report_tables` returns them for the Python API) and streamed into a write-only workbook,
+so a round with 100k allocation rows is written with flat memory.
+
+Money is never summed as float: every amount is an integer number of rounding units, turned
+into currency with Decimal, and every total is the Decimal sum of the rows above it. An amount
+is written as an int when it is whole, so Excel's own SUM over a column gives the same total.
+
+Text that came from the input (ids, names, descriptions, conditions) is always written as a
+text cell: a program called `=HYPERLINK(...)` stays a name and never becomes a formula.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import platform
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+
+import allocator
+from allocator.atomic import atomic_path
+from allocator.errors import Normalisation
+from allocator.round import FundRow, Round, TrancheRow
+
+REPORT_FORMAT_VERSION = 1
+SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
+          "Disbursements", "Audit", "Notes")
+TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
+
+# A text cell starting with one of these is read as a formula (or DDE) by spreadsheet programs
+# when typed or imported; such text is forced to a string cell.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SHARE_MEASURES = ("share", "share_within")
+
+# A column's format is a kind (resolved per workbook, see _Formats) or a function of the row.
+# The function gets the row's position and the row.
+FormatSpec = str | Callable[[int, Sequence[Any]], str | None] | None
+
+
+class Table:
+    """One sheet: header, data rows, optional total row, and a number format per column.
+
+    `rows` is a list, or a function returning a fresh iterator over the rows (the two large
+    ledgers are generated while they are written, so their memory stays flat).
+    """
+
+    def __init__(self, name: str, columns: list[str],
+                 rows: list[list[Any]] | Callable[[], Iterator[list[Any]]],
+                 formats: dict[str, FormatSpec] | None = None, total: list[Any] | None = None):
+        self.name = name
+        self.columns = columns
+        self._rows = rows
+        self.formats = formats or {}
+        self.total = total
+
+    def iter_rows(self) -> Iterator[list[Any]]:
+        return iter(self._rows) if isinstance(self._rows, list) else self._rows()
+
+    def frame(self) -> pd.DataFrame:
+        """The sheet as a DataFrame: data rows, then the total row (first cell `Total`) if any."""
+        rows = list(self.iter_rows()) + ([self.total] if self.total is not None else [])
+        return pd.DataFrame(rows, columns=self.columns)
+
+
+# --- public API ----------------------------------------------------------------------------
+
+
+def report_tables(solution: Any, *, run_id: str = "", input_digest: str = "",
+                  output_digest: str = "", notes: Sequence[object] = (), record_dir: str = "",
+                  versions: Mapping[str, str] | None = None,
+                  solver_options: Mapping[str, object] | None = None) -> dict[str, pd.DataFrame]:
+    """The report's tables as DataFrames, keyed by sheet name, in sheet order.
+
+    Aggregate sheets (Programs, Regions, Jurisdictions, Funds) end with their total row,
+    exactly as in the workbook; its first cell is `Total`.
+    """
+    tables = _build(solution, run_id=run_id, input_digest=input_digest,
+                    output_digest=output_digest, notes=notes, record_dir=record_dir,
+                    versions=versions, solver_options=solver_options)
+    return {t.name: t.frame() for t in tables}
+
+
+def write_report(solution: Any, path: Path, *, run_id: str = "", input_digest: str = "",
+                 output_digest: str = "", notes: Sequence[object] = (), record_dir: str = "",
+                 versions: Mapping[str, str] | None = None,
+                 solver_options: Mapping[str, object] | None = None) -> Path:
+    """Write the result workbook to `path` atomically (an old report survives any failure)."""
+    path = Path(path)
+    tables = _build(solution, run_id=run_id, input_digest=input_digest,
+                    output_digest=output_digest, notes=notes, record_dir=record_dir,
+                    versions=versions, solver_options=solver_options)
+    formats = _Formats(solution.round)
+    wb = Workbook(write_only=True)
+    try:
+        for table in tables:
+            _write_sheet(wb, table, formats)
+        with atomic_path(path) as tmp:
+            wb.save(tmp)
+    except BaseException:
+        _discard(wb)
+        raise
+    return path
+
+
+def _discard(wb: Workbook) -> None:
+    """Close and delete the streamed sheets of a workbook that will never be saved.
+
+    A write-only sheet streams into its own temporary file; left to the garbage collector it
+    would write into a closed file (noise on stderr) and stay on disk until exit.
+    """
+    for ws in wb.worksheets:
+        with contextlib.suppress(Exception):
+            if not ws.closed:
+                ws.close()
+        writer = getattr(ws, "_writer", None)  # openpyxl keeps the stream's file here
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.cleanup()
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def _money(d: Decimal) -> int | float:
+    """A Decimal amount as the number written: int when whole (exact in Excel), else float."""
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _dec(x: float) -> Decimal:
+    """A float read from the input as the decimal the user typed (0.1 -> 0.1, not 0.1000..55)."""
+    return Decimal(repr(float(x)))
+
+
+def _ratio(num: Decimal, den: Decimal) -> float | None:
+    return float(num / den) if den else None
+
+
+def _clean_float(x: Any, ndigits: int | None = None) -> float | None:
+    """NaN/inf/None -> blank; solver noise (e.g. -7e-12 on a currency slack) rounded away."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    if ndigits is not None:
+        x = round(x, ndigits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return x
+
+
+def _decimals(d: Decimal) -> int:
+    return max(0, -d.normalize().as_tuple().exponent)  # type: ignore[operator]
+
+
+def _yes(flag: object) -> str:
+    return "yes" if flag else "no"
+
+
+# --- building the tables -------------------------------------------------------------------
+
+
+class _Ledger:
+    """The allocation as integer columns: money in rounding units, trainees in hundredths.
+
+    Every aggregate is an integer sum of these, so totals are exact; currency is made with
+    Decimal (units x rounding_unit) only when a number is written.
+    """
+
+    def __init__(self, rnd: Round, alloc: pd.DataFrame):
+        self.unit = rnd.settings.rounding_unit
+        self.whole_unit = self.unit == self.unit.to_integral_value()
+        n = len(alloc)
+        self.df = pd.DataFrame({
+            "program_id": alloc["program_id"].astype(object).to_numpy() if n else [],
+            "region_id": alloc["region_id"].astype(object).to_numpy() if n else [],
+            "fund_id": alloc["fund_id"].astype(object).to_numpy() if n else [],
+            "period": alloc["period"].astype(str).astype(object).to_numpy() if n else [],
+            "units": alloc["units"].to_numpy(dtype=np.int64) if n else np.zeros(0, np.int64),
+        })
+        cost = {p.program_id: p.cost_per_trainee for p in rnd.programs}
+        per_row_cost = self.df["program_id"].map(cost).to_numpy(dtype=float)
+        amount = self.df["units"].to_numpy(dtype=float) * float(self.unit)
+        # Hundredths of a trainee, rounded once per row; shown and totalled from these ints.
+        self.df["centi"] = np.rint(amount * 100.0 / per_row_cost).astype(np.int64) if n else \
+            np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def money(self, units: int | np.integer) -> int | float:
+        """Whole rounding units as the currency number written (exact int when whole)."""
+        if self.whole_unit:
+            return int(units) * int(self.unit)
+        return _money(Decimal(int(units)) * self.unit)
+
+    def decimal(self, units: int | np.integer) -> Decimal:
+        return Decimal(int(units)) * self.unit
+
+    @staticmethod
+    def trainees(centi: int | np.integer) -> float:
+        return int(centi) / 100  # int / int is the correctly rounded float of the quotient
+
+    def total(self, column: str = "units") -> int:
+        return int(self.df[column].sum()) if len(self.df) else 0
+
+    def sums(self, keys: list[str], column: str = "units") -> dict[Any, int]:
+        """Integer sums of a column by the given key columns (tuple keys when several)."""
+        if not len(self.df):
+            return {}
+        grouped = self.df.groupby(keys, sort=False)[column].sum()
+        return {k: int(v) for k, v in grouped.items()}
+
+
+def _build(solution: Any, *, run_id: str, input_digest: str, output_digest: str,
+           notes: Sequence[object], record_dir: str, versions: Mapping[str, str] | None,
+           solver_options: Mapping[str, object] | None) -> list[Table]:
+    rnd: Round = solution.round
+    ledger = _Ledger(rnd, solution.allocation)
+    return [
+        _summary(solution, ledger, run_id, input_digest, output_digest),
+        _allocations(rnd, ledger),
+        _programs(solution, ledger),
+        _regions(rnd, ledger),
+        _jurisdictions(rnd, ledger),
+        _funds(rnd, ledger),
+        _rules(solution),
+        _disbursements(rnd, ledger),
+        _audit(solution, run_id, input_digest, output_digest, record_dir, versions,
+               solver_options),
+        _notes(notes),
+    ]
+
+
+def _summary(solution: Any, ledger: _Ledger, run_id: str, input_digest: str,
+             output_digest: str) -> Table:
+    rnd: Round = solution.round
+    s = rnd.settings
+    budget = sum((b.amount for b in rnd.budgets), Decimal(0))
+    allocated = ledger.decimal(ledger.total())
+    funded = int(ledger.df["program_id"].nunique()) if len(ledger) else 0
+    rows: list[list[Any]] = [
+        ["round_id", s.round_id, None],
+        ["title", s.title, None],
+        ["currency", s.currency, None],
+        ["periods", ", ".join(s.periods), None],
+        ["rounding unit", _money(s.rounding_unit), "money"],
+        ["status", str(solution.status.value), None],
+    ]
+    for stage in solution.stages:
+        rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
+        rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
+    rows += [
+        ["outcome value, optimum before rounding", _clean_float(solution.optimal_objective), "value"],
+        ["outcome value, rounded allocation", _clean_float(solution.objective), "value"],
+        ["total budget", _money(budget), "money"],
+        ["total allocated", _money(allocated), "money"],
+        ["total unspent", _money(budget - allocated), "money"],
+        ["trainees", ledger.trainees(ledger.total("centi")), "trainees"],
+        ["programs funded", funded, "count"],
+        ["programs in round", len(rnd.programs), "count"],
+        ["allocation rows", len(ledger), "count"],
+        ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
+        ["run id", run_id, None],
+        ["input digest", input_digest, None],
+        ["output digest", output_digest, None],
+        ["round digest (canonical JSON)", rnd.digest(), None],
+    ]
+    return Table("Summary", ["item", "value"], [r[:2] for r in rows],
+                 {"value": _row_kinds([r[2] for r in rows])})
+
+
+def _row_kinds(kinds: list[str | None]) -> Callable[[int, Sequence[Any]], str | None]:
+    """Format of a key/value table's value cell: one kind per row."""
+    return lambda i, _row: kinds[i]
+
+
+def _allocations(rnd: Round, ledger: _Ledger) -> Table:
+    names = {p.program_id: p.name for p in rnd.programs}
+    juris = {r.region_id: r.jurisdiction for r in rnd.regions}
+    df = ledger.df
+
+    def rows() -> Iterator[list[Any]]:
+        # Generated while writing: 100k rows never sit in memory as Python lists.
+        for p, r, f, t, u, c in zip(df["program_id"], df["region_id"], df["fund_id"],
+                                    df["period"], df["units"], df["centi"], strict=True):
+            yield [p, names[p], r, juris[r], f, t, ledger.money(u), ledger.trainees(c)]
+
+    cols = ["program_id", "program", "region_id", "jurisdiction", "fund_id", "period", "amount",
+            "trainees"]
+    return Table("Allocations", cols, rows, {"amount": "money", "trainees": "trainees"})
+
+
+def _programs(solution: Any, ledger: _Ledger) -> Table:
+    rnd: Round = solution.round
+    periods = rnd.periods
+    by_pt = ledger.sums(["program_id", "period"])
+    by_p = ledger.sums(["program_id"])
+    centi_p = ledger.sums(["program_id"], "centi")
+    grand = ledger.total()
+    exclusions = getattr(solution.index, "exclusions", {}) or {}
+    rows = []
+    for prog in rnd.programs:
+        pid = prog.program_id
+        per = [by_pt.get((pid, t), 0) for t in periods]
+        amount = by_p.get(pid, 0)
+        rows.append([pid, prog.name, prog.sector, prog.stage.value, ", ".join(prog.regions),
+                     float(prog.cost_per_trainee), float(prog.max_trainees), ledger.money(amount),
+                     ledger.trainees(centi_p.get(pid, 0)), *(ledger.money(a) for a in per),
+                     amount / grand if grand else None,
+                     _status(rnd, prog, ledger, dict(zip(periods, per, strict=True))),
+                     "; ".join(exclusions.get(pid, []))])
+    cols = ["program_id", "program", "sector", "stage", "regions", "cost_per_trainee",
+            "max_trainees", "amount", "trainees", *(f"amount {t}" for t in periods), "share",
+            "status", "reason"]
+    per_total = [sum(by_pt.get((p.program_id, t), 0) for p in rnd.programs) for t in periods]
+    total = [TOTAL_LABEL, None, None, None, None, None, None, ledger.money(grand),
+             ledger.trainees(ledger.total("centi")), *(ledger.money(a) for a in per_total),
+             1.0 if grand else None, None, None]
+    formats: dict[str, FormatSpec] = {"cost_per_trainee": "money", "max_trainees": "count2",
+                                      "amount": "money", "trainees": "trainees",
+                                      "share": "percent"}
+    formats.update({f"amount {t}": "money" for t in periods})
+    return Table("Programs", cols, rows, formats, total)
+
+
+def _status(rnd: Round, prog: Any, ledger: _Ledger, per: dict[str, int]) -> str:
+    """funded: at capacity (up to one rounding unit) in every active period; partly: some money."""
+    if not any(per.values()):
+        return "not funded"
+    capacity = _dec(prog.max_trainees) * _dec(prog.cost_per_trainee)
+    full = all(ledger.decimal(per[t]) >= capacity - ledger.unit for t in rnd.active_periods(prog))
+    return "funded" if full else "partly"
+
+
+def _regions(rnd: Round, ledger: _Ledger) -> Table:
+    by_r = ledger.sums(["region_id"])
+    centi_r = ledger.sums(["region_id"], "centi")
+    grand = ledger.total()
+    rows = []
+    pop_total = Decimal(0)
+    for reg in rnd.regions:
+        a = by_r.get(reg.region_id, 0)
+        pop = _dec(reg.population)
+        pop_total += pop
+        rows.append([reg.region_id, reg.name, reg.jurisdiction, _yes(reg.rural), _money(pop),
+                     ledger.money(a), ledger.trainees(centi_r.get(reg.region_id, 0)),
+                     _ratio(ledger.decimal(a), pop), a / grand if grand else None])
+    total = [TOTAL_LABEL, None, None, None, _money(pop_total), ledger.money(grand),
+             ledger.trainees(ledger.total("centi")), _ratio(ledger.decimal(grand), pop_total),
+             1.0 if grand else None]
+    cols = ["region_id", "region", "jurisdiction", "rural", "population", "amount", "trainees",
+            "per_capita", "share"]
+    return Table("Regions", cols, rows, {"population": "count", "amount": "money",
+                                         "trainees": "trainees", "per_capita": "money2",
+                                         "share": "percent"}, total)
+
+
+def _jurisdictions(rnd: Round, ledger: _Ledger) -> Table:
+    """Money delivered per jurisdiction, and 'juste retour' against its contributions.
+
+    joint_amount is the money of the funds that have Contributions rows (the joint funds);
+    ratio = joint_share / contribution_share (1 = got back exactly its share).
+    """
+    region_j = {r.region_id: r.jurisdiction for r in rnd.regions}
+    joint_funds = {c.fund_id for c in rnd.contributions}
+    contributed: dict[str, Decimal] = {}
+    for c in rnd.contributions:
+        contributed[c.jurisdiction] = contributed.get(c.jurisdiction, Decimal(0)) + c.amount
+    juris = sorted(set(region_j.values()) | set(contributed))
+    amount = dict.fromkeys(juris, 0)
+    joint = dict.fromkeys(juris, 0)
+    for (r, f), u in ledger.sums(["region_id", "fund_id"]).items():
+        amount[region_j[r]] += u
+        if f in joint_funds:
+            joint[region_j[r]] += u
+    pop = dict.fromkeys(juris, Decimal(0))
+    n_regions = dict.fromkeys(juris, 0)
+    for reg in rnd.regions:
+        pop[reg.jurisdiction] += _dec(reg.population)
+        n_regions[reg.jurisdiction] += 1
+    grand = sum(amount.values())
+    joint_total = sum(joint.values())
+    contrib_total = sum(contributed.values(), Decimal(0))
+    rows = []
+    for j in juris:
+        joint_share = joint[j] / joint_total if joint_total else None
+        contrib_share = _ratio(contributed.get(j, Decimal(0)), contrib_total)
+        ratio = (joint_share / contrib_share
+                 if joint_share is not None and contrib_share else None)
+        rows.append([j, n_regions[j], _money(pop[j]), ledger.money(amount[j]),
+                     amount[j] / grand if grand else None, ledger.money(joint[j]), joint_share,
+                     _money(contributed.get(j, Decimal(0))), contrib_share, ratio])
+    total = [TOTAL_LABEL, sum(n_regions.values()), _money(sum(pop.values(), Decimal(0))),
+             ledger.money(grand), 1.0 if grand else None, ledger.money(joint_total),
+             1.0 if joint_total else None, _money(contrib_total), 1.0 if contrib_total else None,
+             None]
+    cols = ["jurisdiction", "regions", "population", "amount", "share", "joint_amount",
+            "joint_share", "contributed", "contribution_share", "ratio"]
+    return Table("Jurisdictions", cols, rows,
+                 {"regions": "count", "population": "count", "amount": "money", "share": "percent",
+                  "joint_amount": "money", "joint_share": "percent", "contributed": "money",
+                  "contribution_share": "percent", "ratio": "ratio"}, total)
+
+
+def _funds(rnd: Round, ledger: _Ledger) -> Table:
+    """Per fund and period: budget + carried_in = allocated + carried_out + unspent.
+
+    `unspent` is what lapses: all of the remainder for a fund without carry-over, only the
+    last period's remainder for one with it, so the unspent column sums to budget - allocated.
+    """
+    spent = ledger.sums(["fund_id", "period"])
+    rows = []
+    zero = Decimal(0)
+    tot = {"budget": zero, "in": zero, "allocated": zero, "out": zero, "unspent": zero}
+    last = rnd.periods[-1]
+    for fund in rnd.funds:
+        carried = zero
+        for t in rnd.periods:
+            budget = rnd.budget(fund.fund_id, t)
+            allocated = ledger.decimal(spent.get((fund.fund_id, t), 0))
+            left = budget + carried - allocated
+            carried_in = carried
+            out = left if fund.carry_over and t != last else zero
+            unspent = left - out
+            carried = out
+            rows.append([fund.fund_id, fund.name, fund.kind.value, fund.owner,
+                         _yes(fund.carry_over), t, _money(budget), _money(carried_in),
+                         _money(allocated), _money(out), _money(unspent)])
+            for k, v in (("budget", budget), ("in", carried_in), ("allocated", allocated),
+                         ("out", out), ("unspent", unspent)):
+                tot[k] += v
+    cols = ["fund_id", "fund", "kind", "owner", "carry_over", "period", "budget", "carried_in",
+            "allocated", "carried_out", "unspent"]
+    total = [TOTAL_LABEL, None, None, None, None, None, *(_money(tot[k]) for k in tot)]
+    return Table("Funds", cols, rows, dict.fromkeys(cols[6:], "money"), total)
+
+
+_RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
+                 "achieved", "slack", "binding", "shadow_price", "selected_amount",
+                 "reference_amount", "penalty"]
+
+
+def _rules(solution: Any) -> Table:
+    df = solution.rules
+    cols = [c for c in _RULE_COLUMNS if c in df.columns] + \
+        [c for c in df.columns if c not in _RULE_COLUMNS]
+    currency_cols = ("slack", "selected_amount", "reference_amount", "shortfall")
+    rows = []
+    for rec in df[cols].to_dict("records"):
+        row = []
+        for c in cols:
+            v = rec[c]
+            if isinstance(v, bool) or c == "binding":
+                row.append(_yes(v) if v is not None else None)
+            elif isinstance(v, str):
+                row.append(v)
+            elif v is None or isinstance(v, int | float) or hasattr(v, "dtype"):
+                row.append(_clean_float(v, 6 if c in currency_cols else None))
+            else:
+                row.append(str(v))
+        rows.append(row)
+    m = cols.index("measure") if "measure" in cols else None
+
+    def by_measure(_i: int, row: Sequence[Any]) -> str | None:
+        measure = row[m] if m is not None else None
+        if measure == "amount":
+            return "money"
+        if measure in _SHARE_MEASURES:
+            return "percent"
+        if measure == "per_capita":
+            return "money2"
+        return "ratio"
+
+    formats: dict[str, FormatSpec] = {"target": by_measure, "achieved": by_measure,
+                                      "slack": "money2", "shadow_price": "general",
+                                      "selected_amount": "money2", "reference_amount": "money2",
+                                      "penalty": "general", "shortfall": "money2"}
+    return Table("Rules", cols, rows, formats)
+
+
+def _tranches_of(rnd: Round, fund: FundRow) -> list[TrancheRow]:
+    """Tranche rows of a fund: by fund_id first, else by fund_kind, else one 'single' tranche."""
+    own = [t for t in rnd.tranches if t.fund_id == fund.fund_id]
+    if own:
+        return own
+    kind = [t for t in rnd.tranches if t.fund_id is None and t.fund_kind == fund.kind]
+    if kind:
+        return kind
+    return [TrancheRow(fund_id=fund.fund_id, tranche="single", share=1.0, due=0)]
+
+
+def split_units(units: int, shares: Sequence[float]) -> list[int]:
+    """Split whole units by shares (largest-remainder method): the parts add up to `units`.
+
+    Shares are read as the decimals typed (0.3 is 3/10) and normalised by their sum; ties in
+    the remainders go to the earlier tranche.
+    """
+    fr = [Fraction(_dec(s)) for s in shares]
+    total = sum(fr, Fraction(0))
+    quotas = [units * s / total for s in fr]
+    parts = [math.floor(q) for q in quotas]
+    left = units - sum(parts)
+    order = sorted(range(len(fr)), key=lambda i: (-(quotas[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+def due_label(periods: Sequence[str], funded: str, due: int) -> str:
+    """The period `due` steps after `funded`; past the round's end, e.g. `2028+1`."""
+    k = list(periods).index(funded) + due
+    if k < len(periods):
+        return periods[k]
+    return f"{periods[-1]}+{k - len(periods) + 1}"
+
+
+def _disbursements(rnd: Round, ledger: _Ledger) -> Table:
+    agg = ledger.sums(["program_id", "fund_id", "period"])
+    names = {p.program_id: p.name for p in rnd.programs}
+    p_order = {p.program_id: i for i, p in enumerate(rnd.programs)}
+    f_order = {f.fund_id: i for i, f in enumerate(rnd.funds)}
+    t_order = {t: i for i, t in enumerate(rnd.periods)}
+    tranches = {f.fund_id: _tranches_of(rnd, f) for f in rnd.funds}
+    keys = sorted(agg, key=lambda k: (p_order[k[0]], f_order[k[1]], t_order[k[2]]))
+
+    def rows() -> Iterator[list[Any]]:
+        for p, f, t in keys:
+            parts = split_units(agg[(p, f, t)], [tr.share for tr in tranches[f]])
+            for tr, part in zip(tranches[f], parts, strict=True):
+                yield [p, names[p], f, t, tr.tranche, float(tr.share), ledger.money(part),
+                       due_label(rnd.periods, t, tr.due), tr.condition]
+
+    cols = ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
+            "due_period", "condition"]
+    return Table("Disbursements", cols, rows, {"share": "percent", "amount": "money"})
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _audit(solution: Any, run_id: str, input_digest: str, output_digest: str, record_dir: str,
+           versions: Mapping[str, str] | None, solver_options: Mapping[str, object] | None) -> Table:
+    rnd: Round = solution.round
+    found = {"allocator": allocator.__version__, "python": platform.python_version(),
+             "pyomo": _version("pyomo"), "highspy": _version("highspy"),
+             "openpyxl": _version("openpyxl")}
+    found.update(versions or {})
+    rows: list[list[Any]] = [["report format version", REPORT_FORMAT_VERSION, "count"]]
+    rows += [[f"version: {k}", str(v), None] for k, v in found.items()]
+    options = dict(solver_options) if solver_options is not None else {
+        "time_limit_s": rnd.settings.time_limit_s, "mip_gap": rnd.settings.mip_gap}
+    for k, v in options.items():
+        rows.append([f"solver option: {k}", *_audit_value(v)])
+    rows.append(["mixed-integer model", _yes(getattr(solution, "mip", False)), None])
+    rows.append(["rounding method", str(getattr(solution.rounded, "method", "")), None])
+    for stage in solution.stages:
+        rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
+        rows.append([f"stage {stage.name}: seconds", _clean_float(stage.seconds), "seconds"])
+        if getattr(stage, "mip_gap", None) is not None:
+            rows.append([f"stage {stage.name}: mip gap", _clean_float(stage.mip_gap), "general"])
+    for k, v in (solution.timings or {}).items():
+        rows.append([f"time: {k} (s)", _clean_float(v), "seconds"])
+    rows += [
+        ["input digest", input_digest, None],
+        ["output digest", output_digest, None],
+        ["round digest (canonical JSON)", rnd.digest(), None],
+        ["run id", run_id, None],
+        ["record folder", record_dir, None],
+    ]
+    return Table("Audit", ["item", "value"], [r[:2] for r in rows],
+                 {"value": _row_kinds([r[2] for r in rows])})
+
+
+def _audit_value(v: object) -> tuple[Any, str | None]:
+    if isinstance(v, bool):
+        return _yes(v), None
+    if isinstance(v, int | float):
+        return _clean_float(v) if isinstance(v, float) else v, "general"
+    if isinstance(v, str):
+        return v, None
+    return json.dumps(v, sort_keys=True, default=str), None
+
+
+def _notes(notes: Sequence[object]) -> Table:
+    rows = []
+    for n in notes:
+        if isinstance(n, Normalisation):
+            rows.append([str(n.where), n.where.header or "", n.found, n.used, n.why])
+        else:
+            rows.append(["", "", str(n), "", ""])
+    return Table("Notes", ["cell", "header", "found", "used", "why"], rows)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+class _Formats:
+    """Number format codes of one workbook (currency code and decimals of the round)."""
+
+    def __init__(self, rnd: Round):
+        s = rnd.settings
+        code = re.sub(r'["\\\[\];]', "", s.currency).strip()  # nothing that breaks a format code
+        decimals = min(6, max([_decimals(s.rounding_unit)]
+                              + [_decimals(b.amount) for b in rnd.budgets]
+                              + [_decimals(c.amount) for c in rnd.contributions]))
+        frac = "." + "0" * decimals if decimals else ""
+        suffix = f' "{code}"' if code else ""
+        self.codes = {
+            "money": f"#,##0{frac}{suffix}",
+            "money2": f"#,##0.{'0' * max(2, decimals)}{suffix}",
+            "percent": "0.0%",
+            "trainees": "#,##0.00",
+            "ratio": "0.000",
+            "count": "#,##0",
+            "count2": "#,##0.##",
+            "value": "#,##0.0000",
+            "seconds": "0.000",
+            "general": "General",
+        }
+
+    def code(self, kind: str | None) -> str | None:
+        return self.codes.get(kind) if kind else None
+
+
+_HEADER_FONT = Font(bold=True)
+_HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+_TOTAL_FONT = Font(bold=True)
+
+
+def _text(value: str) -> str:
+    # Characters XML 1.0 cannot hold would make openpyxl refuse the whole workbook.
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+
+
+def _needs_forcing(value: str) -> bool:
+    return value.startswith(_FORMULA_START) or value in ERROR_CODES
+
+
+def _cell(ws: Any, value: Any, code: str | None, font: Font | None = None) -> Any:
+    """The value to append: plain where Excel reads it right, else a styled/forced cell."""
+    if value is None or (isinstance(value, str) and not value):
+        return None  # an empty cell, not an empty string
+    if isinstance(value, str):
+        value = _text(value)
+        if not _needs_forcing(value) and font is None:
+            return value
+        cell = WriteOnlyCell(ws, value)
+        cell.data_type = "s"  # literal text, never a formula or an error value
+    else:
+        if isinstance(value, bool):
+            value = _yes(value)
+        if code is None and font is None:
+            return value
+        cell = WriteOnlyCell(ws, value)
+        if code:
+            cell.number_format = code
+    if font is not None:
+        cell.font = font
+    return cell
+
+
+def _widths(table: Table) -> list[float]:
+    """Column widths from the header and the first few hundred rows (and the total row)."""
+    sample = list(itertools.islice(table.iter_rows(), 500))
+    sample += [table.total] if table.total else []
+    return [float(min(60, max(9, max([len(name)] + [len(_shown(r[i])) for r in sample]) + 3)))
+            for i, name in enumerate(table.columns)]
+
+
+def _shown(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}" + "    "  # room for the currency code
+    return str(v)
+
+
+def _write_sheet(wb: Workbook, table: Table, formats: _Formats) -> None:
+    ws = wb.create_sheet(table.name)
+    # Write-only sheets take views, widths and the filter before the first row.
+    ws.freeze_panes = "A2"
+    ncol = len(table.columns)
+    for i, width in enumerate(_widths(table)):
+        ws.column_dimensions[get_column_letter(i + 1)].width = width
+    header = []
+    for name in table.columns:
+        cell = _cell(ws, name, None, _HEADER_FONT)
+        cell.fill = _HEADER_FILL
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+        header.append(cell)
+    ws.append(header)
+    specs = [table.formats.get(c) for c in table.columns]
+    static = [formats.code(s) if isinstance(s, str) else None for s in specs]
+    dynamic = [i for i, s in enumerate(specs) if callable(s)]
+    n = -1
+    for n, row in enumerate(table.iter_rows()):
+        codes = static
+        if dynamic:
+            codes = list(static)
+            for i in dynamic:
+                codes[i] = formats.code(specs[i](n, row))  # type: ignore[operator]
+        ws.append([_cell(ws, v, c) for v, c in zip(row, codes, strict=True)])
+    # The filter covers header and data rows only, so sorting never moves the total row.
+    # (A write-only sheet writes its filter when the workbook is saved, after the rows.)
+    ws.auto_filter.ref = f"A1:{get_column_letter(ncol)}{n + 2}"
+    if table.total is not None:
+        ws.append([_cell(ws, v, c, _TOTAL_FONT) for v, c in zip(table.total, static, strict=True)])
