@@ -4,8 +4,9 @@ Last stage of the data flow: Solution -> plain tables -> xlsx. The tables are bu
 (`report_tables` returns them for the Python API) and streamed into a write-only workbook,
 so a round with 100k allocation rows is written with flat memory.
 
-Money is never summed as float: every amount is an integer number of rounding units, turned
-into currency with Decimal, and every total is the Decimal sum of the rows above it. An amount
+Money is never summed as float: every allocated amount is an integer number of rounding units
+(budgets are Decimal), totals are integer/Decimal sums of exactly the rows above them, and
+currency is made with Decimal (units x rounding_unit) only when a number is written. An amount
 is written as an int when it is whole, so Excel's own SUM over a column gives the same total.
 
 Text that came from the input (ids, names, descriptions, conditions) is always written as a
@@ -25,7 +26,7 @@ from decimal import Decimal
 from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ import allocator
 from allocator.atomic import atomic_path
 from allocator.errors import Normalisation
 from allocator.round import FundRow, Round, TrancheRow
+
+if TYPE_CHECKING:
+    from allocator.engine import Solution
 
 REPORT_FORMAT_VERSION = 1
 SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
@@ -83,7 +87,7 @@ class Table:
 # --- public API ----------------------------------------------------------------------------
 
 
-def report_tables(solution: Any, *, run_id: str = "", input_digest: str = "",
+def report_tables(solution: Solution, *, run_id: str = "", input_digest: str = "",
                   output_digest: str = "", notes: Sequence[object] = (), record_dir: str = "",
                   versions: Mapping[str, str] | None = None,
                   solver_options: Mapping[str, object] | None = None) -> dict[str, pd.DataFrame]:
@@ -98,7 +102,7 @@ def report_tables(solution: Any, *, run_id: str = "", input_digest: str = "",
     return {t.name: t.frame() for t in tables}
 
 
-def write_report(solution: Any, path: Path, *, run_id: str = "", input_digest: str = "",
+def write_report(solution: Solution, path: Path, *, run_id: str = "", input_digest: str = "",
                  output_digest: str = "", notes: Sequence[object] = (), record_dir: str = "",
                  versions: Mapping[str, str] | None = None,
                  solver_options: Mapping[str, object] | None = None) -> Path:
@@ -228,7 +232,7 @@ class _Ledger:
         return {k: int(v) for k, v in grouped.items()}
 
 
-def _build(solution: Any, *, run_id: str, input_digest: str, output_digest: str,
+def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest: str,
            notes: Sequence[object], record_dir: str, versions: Mapping[str, str] | None,
            solver_options: Mapping[str, object] | None) -> list[Table]:
     rnd: Round = solution.round
@@ -248,7 +252,7 @@ def _build(solution: Any, *, run_id: str, input_digest: str, output_digest: str,
     ]
 
 
-def _summary(solution: Any, ledger: _Ledger, run_id: str, input_digest: str,
+def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str,
              output_digest: str) -> Table:
     rnd: Round = solution.round
     s = rnd.settings
@@ -307,7 +311,7 @@ def _allocations(rnd: Round, ledger: _Ledger) -> Table:
     return Table("Allocations", cols, rows, {"amount": "money", "trainees": "trainees"})
 
 
-def _programs(solution: Any, ledger: _Ledger) -> Table:
+def _programs(solution: Solution, ledger: _Ledger) -> Table:
     rnd: Round = solution.round
     periods = rnd.periods
     by_pt = ledger.sums(["program_id", "period"])
@@ -333,7 +337,7 @@ def _programs(solution: Any, ledger: _Ledger) -> Table:
     total = [TOTAL_LABEL, None, None, None, None, None, None, ledger.money(grand),
              ledger.trainees(ledger.total("centi")), *(ledger.money(a) for a in per_total),
              1.0 if grand else None, None, None]
-    formats: dict[str, FormatSpec] = {"cost_per_trainee": "money", "max_trainees": "count2",
+    formats: dict[str, FormatSpec] = {"cost_per_trainee": "money", "max_trainees": "general",
                                       "amount": "money", "trainees": "trainees",
                                       "share": "percent"}
     formats.update({f"amount {t}": "money" for t in periods})
@@ -457,7 +461,7 @@ _RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "
                  "reference_amount", "penalty"]
 
 
-def _rules(solution: Any) -> Table:
+def _rules(solution: Solution) -> Table:
     df = solution.rules
     cols = [c for c in _RULE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _RULE_COLUMNS]
@@ -559,7 +563,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _audit(solution: Any, run_id: str, input_digest: str, output_digest: str, record_dir: str,
+def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: str, record_dir: str,
            versions: Mapping[str, str] | None, solver_options: Mapping[str, object] | None) -> Table:
     rnd: Round = solution.round
     found = {"allocator": allocator.__version__, "python": platform.python_version(),
@@ -633,7 +637,6 @@ class _Formats:
             "trainees": "#,##0.00",
             "ratio": "0.000",
             "count": "#,##0",
-            "count2": "#,##0.##",
             "value": "#,##0.0000",
             "seconds": "0.000",
             "general": "General",
@@ -700,7 +703,7 @@ def _shown(v: Any) -> str:
 
 def _write_sheet(wb: Workbook, table: Table, formats: _Formats) -> None:
     ws = wb.create_sheet(table.name)
-    # Write-only sheets take views, widths and the filter before the first row.
+    # A write-only sheet takes its view and column widths before the first row.
     ws.freeze_panes = "A2"
     ncol = len(table.columns)
     for i, width in enumerate(_widths(table)):
