@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from allocator.atomic import commit
 from allocator.engine import Solution, solve_round
 from allocator.record import RecordPaths, solver_settings, versions, write_record
 from allocator.round import Round
@@ -70,16 +71,26 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")
 
+    staged: list[Path] = []
+
     def write_report_inside(folder: Path, run_id: str, input_digest: str, output_digest: str) -> None:
+        """Write the report beside its target; it is renamed only once the record is in place."""
         from allocator.report import write_report
 
         tick = time.perf_counter()
-        write_report(solution, report_path, run_id=run_id, input_digest=input_digest,
+        tmp = report_path.parent / f".{report_path.name}.{run_id}.tmp"
+        staged.append(tmp)
+        write_report(solution, tmp, run_id=run_id, input_digest=input_digest,
                      output_digest=output_digest, notes=loaded.notes, record_dir=str(folder),
                      versions=versions(), solver_options=solver_settings(loaded.round))
         timings["report"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside)
+    try:
+        record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside)
+        commit(staged[0], report_path)  # record first: a report never points at no record
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
     timings["record"] = time.perf_counter() - tick - timings.get("report", 0.0)
     return RunResult(loaded, solution, report_path, record, timings)

@@ -42,3 +42,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit(staged: Path, target: Path) -> None:
+    """Rename a fully written file over its target (one atomic step on POSIX)."""
+    os.replace(staged, target)
