@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from allocator.engine import Solution, solve_round
-from allocator.errors import InfeasibleRoundError, SolverStoppedError
+from allocator.errors import InfeasibleRoundError
 from allocator.round import Round
 from tests.reference import Infeasible, eligible_vars, evaluate, optimum_or_none, reference_optimum
 
