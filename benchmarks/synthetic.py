@@ -144,7 +144,7 @@ def synthetic_sheets(n_programs: int, seed: int = 0) -> Sheets:
 
     # --- budgets from what the programs could absorb ----------------------------------------------
     active = np.ones((n, len(PERIODS)), dtype=bool)
-    for ti, t in enumerate(PERIODS):
+    for ti in range(len(PERIODS)):
         active[:, ti] &= ~((start == PERIODS[1]) & (ti < 1)) & ~((end == PERIODS[1]) & (ti > 1))
     active[gated] = False
     absorb = (max_t * cost)[:, None] * active  # per program and period

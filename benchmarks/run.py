@@ -1,0 +1,412 @@
+"""The scale benchmark: synthetic rounds at several sizes, every engine phase timed.
+
+    python -m benchmarks.run [--sizes 100,1000,10000,50000] [--compare] [--methods LIST]
+
+Each size runs in a fresh subprocess, so its peak memory (ru_maxrss of that process) belongs to
+that size alone. Phases: read+validate (`allocator.validate.load_round`), then
+`allocator.engine.solve_round` split by its own `.timings` (build, hand-over, solve, rounding;
+HiGHS is the sum of the stages' `.seconds`, "solve other" the rest of `timings["solve"]`),
+extraction (what `solve_round` spends outside its timings: allocation and rule tables), report
+write (`allocator.report.write_report`), record write (`allocator.record.write_record`, MPS of
+every stage included), and end to end (read + solve_round + report + record; the generation of
+the workbook is shown but not counted).
+
+`--compare` solves the MPS files the decision record holds with bare highspy, each in a fresh
+process with the engine's options (`allocator.solve.SOLVER_OPTIONS`, the round's time limit and
+MIP gap, the recorded method), and prints engine end-to-end / sum of bare `run()` times.
+`--methods simplex,ipm,ipm-nox,pdlp` additionally times those HiGHS `solver` settings on the
+same files (ipm-nox = interior point without crossover), to choose the engine's method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SIZES = (100, 1000, 10000, 50000)
+# HiGHS option sets the benchmark can compare on the recorded MPS files.
+METHODS: dict[str, dict[str, object]] = {
+    "choose": {"solver": "choose"},
+    "simplex": {"solver": "simplex"},
+    "ipm": {"solver": "ipm", "run_crossover": "on"},
+    "ipm-nox": {"solver": "ipm", "run_crossover": "off"},
+    "pdlp": {"solver": "pdlp"},
+}
+PHASES = (("generate", "generate workbook (not in e2e)"), ("read", "read+validate"),
+          ("build", "build (index + Pyomo model)"), ("handover", "hand-over (compile to matrix)"),
+          ("highs", "HiGHS (sum of stages)"), ("solve_other", "solve other (pass model, tie-break setup)"),
+          ("rounding", "rounding"), ("extraction", "extraction (tables)"),
+          ("report", "report write"), ("record", "record write (incl. MPS)"),
+          ("e2e", "end to end"))
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout stays a clean, pasteable table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- one size, in its own process ------------------------------------------------------------
+def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None) -> dict:
+    """Generate, read, solve, write report and record for one size; times and peak memory."""
+    from benchmarks.synthetic import write_synthetic_round
+
+    out: dict[str, Any] = {"n": n, "seed": seed, "times": {}}
+    times = out["times"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"synthetic-{n}-s{seed}.xlsx"
+    tick = time.perf_counter()
+    write_synthetic_round(path, n, seed)
+    times["generate"] = time.perf_counter() - tick
+    log(f"[{n}] generated {path.name} in {times['generate']:.2f} s")
+
+    profiler = None
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
+    from allocator.engine import solve_round
+    from allocator.record import write_record
+    from allocator.validate import load_round
+
+    start = time.perf_counter()
+    tick = start
+    loaded = load_round(path)
+    times["read"] = time.perf_counter() - tick
+    log(f"[{n}] read+validate {times['read']:.2f} s")
+
+    kwargs = {"method": method} if method else {}
+    tick = time.perf_counter()
+    solution = solve_round(loaded.round, **kwargs)
+    wall_solve = time.perf_counter() - tick
+    timings = dict(solution.timings)
+    times["build"] = timings.get("build")
+    times["handover"] = timings.get("handover")
+    times["highs"] = sum(s.seconds for s in solution.stages)
+    times["solve_other"] = timings.get("solve", times["highs"]) - times["highs"]
+    times["rounding"] = timings.get("rounding")
+    times["extraction"] = wall_solve - sum(timings.values())
+    out["engine_timings"] = timings
+    log(f"[{n}] solve_round {wall_solve:.2f} s (HiGHS {times['highs']:.2f} s)")
+
+    try:
+        from allocator.report import write_report
+    except ImportError:  # the report module is optional for the benchmark
+        write_report = None
+        times["report"] = None
+    if write_report is not None:
+        tick = time.perf_counter()
+        try:
+            write_report(solution, workdir / f"report-{n}.xlsx", notes=loaded.notes)
+            times["report"] = time.perf_counter() - tick
+        except Exception as exc:  # report failures are shown, not fatal to the benchmark
+            out["report_error"] = f"{type(exc).__name__}: {exc}"
+            times["report"] = None
+        log(f"[{n}] report write {_fmt(times['report'])} s")
+
+    tick = time.perf_counter()
+    record = write_record(solution, workdir / "models", path)
+    times["record"] = time.perf_counter() - tick
+    times["e2e"] = time.perf_counter() - start
+    log(f"[{n}] record {times['record']:.2f} s; end to end {times['e2e']:.2f} s")
+
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        profiler.dump_stats(str(profile))
+        stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime")
+        stats.print_stats(30)
+
+    program = solution.stages[0].program
+    rows, cols = program.shape
+    out.update({
+        "variables": int(cols), "constraints": int(rows), "nonzeros": int(program.A.nnz),
+        "integers": int(program.integer.sum()), "status": str(solution.status.value),
+        "allocation_rows": len(solution.allocation), "rule_rows": len(solution.rules),
+        "rounding": solution.rounded.method, "record": str(record.folder),
+        "report_error": out.get("report_error"),
+        "stages": [{"name": s.name, "status": s.status.value, "seconds": s.seconds,
+                    "rows": int(s.program.shape[0]), "cols": int(s.program.shape[1]),
+                    **{k: v for k, v in s.solver_log.items() if isinstance(v, int | float | str)}}
+                   for s in solution.stages],
+        "mps": [str(p) for p in sorted(record.folder.glob("stage*.mps"))],
+        "settings": json.loads((record.folder / "settings.json").read_text()),
+        "time_limit_s": float(loaded.round.settings.time_limit_s),
+        "mip_gap": float(loaded.round.settings.mip_gap),
+        # ru_maxrss is in KiB on Linux
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    })
+    return out
+
+
+# --- one bare HiGHS solve, in its own process -------------------------------------------------
+def bare_solve(mps: Path, options: dict[str, object]) -> dict:
+    """readModel + run with the given options; the run() time is what the ratio compares."""
+    import highspy
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    for key, value in options.items():
+        h.setOptionValue(key, value)
+    tick = time.perf_counter()
+    h.readModel(str(mps))
+    read = time.perf_counter() - tick
+    tick = time.perf_counter()
+    h.run()
+    seconds = time.perf_counter() - tick
+    info = h.getInfo()
+    return {"file": mps.name, "read": read, "seconds": seconds,
+            "status": h.modelStatusToString(h.getModelStatus()),
+            "objective": float(info.objective_function_value),
+            "simplex_iterations": int(info.simplex_iteration_count),
+            "ipm_iterations": int(info.ipm_iteration_count),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def engine_options(result: dict) -> dict[str, object]:
+    """The options the engine solved with: SOLVER_OPTIONS, time limit, MIP gap, method."""
+    settings = result.get("settings", {})
+    options = dict(settings.get("solver_options", {}))
+    if not options:
+        from allocator.solve import SOLVER_OPTIONS
+
+        options = dict(SOLVER_OPTIONS)
+    options["time_limit"] = float(result["time_limit_s"])
+    options["mip_rel_gap"] = float(result["mip_gap"])
+    options["solver"] = str(settings.get("method", "choose"))
+    return options
+
+
+def _subprocess_json(args: list[str], timeout: float | None = None) -> dict:
+    """Run `python -m benchmarks.run ARGS`; its last stdout line is the JSON result."""
+    cmd = [sys.executable, "-m", "benchmarks.run", *args]
+    try:
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=timeout,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no answer within {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"error": f"exit code {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(result: dict, methods: list[str], method_time_limit: float) -> dict[str, list[dict]]:
+    """Bare highspy solves of the record's MPS files: the engine's options, then each method
+    (those capped at `method_time_limit` seconds per file, so a slow method cannot stall a run)."""
+    base = engine_options(result)
+    runs: dict[str, list[dict]] = {}
+    for label in ["engine", *methods]:
+        options = dict(base)
+        if label != "engine":
+            options.pop("solver", None)
+            options.update(METHODS[label])
+            options["time_limit"] = min(float(base["time_limit"]), method_time_limit)
+        runs[label] = []
+        for mps in result["mps"]:
+            res = _subprocess_json(["--bare", mps, "--options", json.dumps(options)],
+                                   timeout=float(options["time_limit"]) + 300)
+            res.setdefault("file", Path(mps).name)
+            runs[label].append(res)
+            log(f"[{result['n']}] bare {label:8s} {res['file']}: "
+                f"{res.get('seconds', float('nan')):.2f} s {res.get('status', res.get('error'))}")
+    return runs
+
+
+# --- output ------------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    """Where the numbers were measured."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    out = {"nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else os.cpu_count()),
+           "cpu": cpu, "ram": ram, "python": platform.python_version(),
+           "os": platform.platform(terse=True)}
+    for pkg in ("highspy", "pyomo", "numpy", "scipy", "pandas", "openpyxl", "python-calamine",
+                "xlsxwriter", "pydantic"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def size_table(result: dict, bare: dict[str, list[dict]] | None) -> str:
+    """One size: its phases, its stages and (with --compare) the bare solves, as markdown."""
+    n = result["n"]
+    lines = [f"### {n:,} programs: {result['variables']:,} variables, "
+             f"{result['constraints']:,} constraints, {result['nonzeros']:,} nonzeros, "
+             f"{result['integers']:,} binaries; status {result['status']}, "
+             f"peak {result['peak_mb']:.0f} MB", "",
+             "| phase | seconds | share of e2e |", "| --- | ---: | ---: |"]
+    e2e = result["times"]["e2e"]
+    for key, label in PHASES:
+        value = result["times"].get(key)
+        share = "" if value is None or key in ("generate", "e2e") else f"{100 * value / e2e:.1f}%"
+        lines.append(f"| {label} | {_fmt(value)} | {share} |")
+    if result.get("report_error"):
+        lines.append(f"\nreport write failed: {result['report_error']}")
+    lines += ["", "| stage | rows | cols | status | HiGHS s | simplex it | ipm it |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for s in result["stages"]:
+        lines.append(f"| {s['name']} | {s['rows']:,} | {s['cols']:,} | {s['status']} | "
+                     f"{s['seconds']:.2f} | {s.get('simplex_iterations', '')} | "
+                     f"{s.get('ipm_iterations', '')} |")
+    if bare:
+        files = [r["file"] for r in bare["engine"]]
+        lines += ["", "bare highspy `run()` seconds per MPS file (fresh process each):", "",
+                  "| options | " + " | ".join(files) + " | total |",
+                  "| --- |" + " ---: |" * (len(files) + 1)]
+        for label, runs in bare.items():
+            cells = [f"{r['seconds']:.2f} ({_short(r['status'])})" if "seconds" in r else "error"
+                     for r in runs]
+            total = sum(r.get("seconds", 0.0) for r in runs)
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {total:.2f} |")
+        bare_total = sum(r.get("seconds", 0.0) for r in bare["engine"])
+        lines.append(f"\nratio engine end-to-end / bare HiGHS (engine options) = "
+                     f"{e2e:.2f} / {bare_total:.2f} = **{e2e / bare_total:.2f}x**"
+                     if bare_total > 0 else "")
+    return "\n".join(lines)
+
+
+def _short(status: str) -> str:
+    return {"Optimal": "opt", "Time limit reached": "TIME"}.get(status, status)
+
+
+def summary_table(results: list[dict], bares: dict[int, dict]) -> str:
+    """All sizes in one markdown table, a row per size."""
+    head = ["programs", "variables", "constraints"] + [k for k, _ in PHASES] + ["peak MB"]
+    if bares:
+        head += ["bare HiGHS", "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r.get('n')} | failed: {r['error']} |")
+            continue
+        cells = [f"{r['n']:,}", f"{r['variables']:,}", f"{r['constraints']:,}"]
+        cells += [_fmt(r["times"].get(k)) for k, _ in PHASES]
+        cells.append(f"{r['peak_mb']:.0f}")
+        if bares:
+            bare = bares.get(r["n"])
+            if bare:
+                total = sum(x.get("seconds", 0.0) for x in bare["engine"])
+                cells += [f"{total:.2f}", f"{r['times']['e2e'] / total:.2f}x" if total else "n/a"]
+            else:
+                cells += ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine_lines(info: dict[str, str]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info.items()
+                         if k not in ("nproc", "cpu", "ram", "os", "python"))
+    return (f"Machine: {info['nproc']} cores ({info['cpu']}), {info['ram']} RAM, {info['os']}, "
+            f"Python {info['python']}; {versions}")
+
+
+# --- command line ------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments; the parent runs each size in a child process and prints the tables."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+                        help="comma-separated numbers of programs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", action="store_true",
+                        help="also solve the record's MPS files with bare highspy")
+    parser.add_argument("--methods", default="",
+                        help=f"with --compare, also time these HiGHS methods: {','.join(METHODS)}")
+    parser.add_argument("--method-time-limit", type=float, default=300.0,
+                        help="time limit per file for the --methods solves (default 300 s)")
+    parser.add_argument("--method", default=None,
+                        help="solver method passed to solve_round (default: the engine's own)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where workbooks, reports and records go (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile each size (slower; top functions on stderr)")
+    parser.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.bare is not None:
+        print(json.dumps(bare_solve(args.bare, json.loads(args.options))))
+        return 0
+    if args.child is not None:
+        assert args.workdir is not None
+        profile = args.workdir / f"profile-{args.child}.pstats" if args.profile else None
+        print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile)))
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="allocator-bench-"))
+    info = machine()
+    results, bares = [], {}
+    try:
+        for n in sizes:
+            child = ["--child", str(n), "--seed", str(args.seed), "--workdir", str(workdir / str(n))]
+            if args.method:
+                child += ["--method", args.method]
+            if args.profile:
+                child.append("--profile")
+            result = _subprocess_json(child)
+            result.setdefault("n", n)
+            results.append(result)
+            if "error" in result:
+                print(f"size {n}: the child process failed ({result['error']})")
+                continue
+            bare = compare(result, methods, args.method_time_limit) if args.compare else None
+            if bare:
+                bares[n] = bare
+            print(size_table(result, bare), end="\n\n", flush=True)
+    finally:
+        if args.keep or args.workdir:
+            log(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("## Summary (seconds)\n")
+    print(summary_table(results, bares))
+    print("\n" + machine_lines(info))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "results": results, "bare": bares},
+                                        indent=2, default=str))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
