@@ -57,7 +57,8 @@ def log(message: str) -> None:
 
 
 # --- one size, in its own process ------------------------------------------------------------
-def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None) -> dict:
+def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None,
+             no_solve: bool = False) -> dict:
     """Generate, read, solve, write report and record for one size; times and peak memory."""
     from benchmarks.synthetic import write_synthetic_round
 
@@ -87,6 +88,8 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
     times["read"] = time.perf_counter() - tick
     log(f"[{n}] read+validate {times['read']:.2f} s")
 
+    if no_solve:
+        return _model_phases_only(out, loaded.round, start)
     kwargs = {"method": method} if method else {}
     tick = time.perf_counter()
     solution = solve_round(loaded.round, **kwargs)
@@ -149,6 +152,30 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
         # ru_maxrss is in KiB on Linux
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
+    return out
+
+
+def _model_phases_only(out: dict, rnd: Any, start: float) -> dict:
+    """Read, build and hand-over only (what `solve_round` does before HiGHS), for sizes whose
+    solve is too long to wait for: shows how the non-solver phases grow."""
+    from allocator.eligibility import allocation_index
+    from allocator.formulation import create_model
+    from allocator.solve import compile_model
+
+    n, times = out["n"], out["times"]
+    tick = time.perf_counter()
+    form = create_model(rnd, allocation_index(rnd))
+    times["build"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    program, _, _ = compile_model(form)
+    times["handover"] = time.perf_counter() - tick
+    times["e2e"] = time.perf_counter() - start
+    log(f"[{n}] build {times['build']:.2f} s, hand-over {times['handover']:.2f} s (no solve)")
+    rows, cols = program.shape
+    out.update({"variables": int(cols), "constraints": int(rows), "nonzeros": int(program.A.nnz),
+                "integers": int(program.integer.sum()), "status": "not solved (--no-solve)",
+                "stages": [], "mps": [],
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     return out
 
 
@@ -275,8 +302,9 @@ def size_table(result: dict, bare: dict[str, list[dict]] | None) -> str:
         lines.append(f"| {label} | {_fmt(value)} | {share} |")
     if result.get("report_error"):
         lines.append(f"\nreport write failed: {result['report_error']}")
-    lines += ["", "| stage | rows | cols | status | HiGHS s | simplex it | ipm it |",
-              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    if result["stages"]:
+        lines += ["", "| stage | rows | cols | status | HiGHS s | simplex it | ipm it |",
+                  "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for s in result["stages"]:
         lines.append(f"| {s['name']} | {s['rows']:,} | {s['cols']:,} | {s['status']} | "
                      f"{s['seconds']:.2f} | {s.get('simplex_iterations', '')} | "
@@ -354,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile each size (slower; top functions on stderr)")
+    parser.add_argument("--no-solve", action="store_true",
+                        help="stop after the hand-over to HiGHS (read, build, hand-over only)")
     parser.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
@@ -366,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         assert args.workdir is not None
         profile = args.workdir / f"profile-{args.child}.pstats" if args.profile else None
-        print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile)))
+        print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile,
+                                  args.no_solve)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -384,13 +415,16 @@ def main(argv: list[str] | None = None) -> int:
                 child += ["--method", args.method]
             if args.profile:
                 child.append("--profile")
+            if args.no_solve:
+                child.append("--no-solve")
             result = _subprocess_json(child)
             result.setdefault("n", n)
             results.append(result)
             if "error" in result:
                 print(f"size {n}: the child process failed ({result['error']})")
                 continue
-            bare = compare(result, methods, args.method_time_limit) if args.compare else None
+            bare = compare(result, methods, args.method_time_limit) \
+                if args.compare and result["mps"] else None
             if bare:
                 bares[n] = bare
             print(size_table(result, bare), end="\n\n", flush=True)
