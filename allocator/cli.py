@@ -201,6 +201,108 @@ def diff(
         typer.echo(line)
 
 
+
+@app.command()
+@_guard
+def compare(
+    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx) with a Variants sheet.")],
+    report: Annotated[Path | None, typer.Option(
+        help="Comparison workbook [default: reports/<round_id>.compare.xlsx]")] = None,
+    records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
+    no_records: Annotated[bool, typer.Option("--no-records", help="Write no decision records.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Local worker processes [default: the usable cores]; 1 solves in this process.")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")] = False,
+) -> None:
+    """Solve the round and every variant of its Variants sheet; write them side by side."""
+    from allocator.compare import compare as run_compare
+
+    if workers is not None and workers < 1:
+        _err("--workers must be at least 1")
+        raise typer.Exit(2)
+    result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
+                         workers=workers, scheduler=scheduler, progress=not quiet)
+    if quiet:
+        return
+    summary = result.tables["Summary"]
+    for row in summary.itertuples(index=False):
+        if row.status in ("optimal", "time_limit"):
+            change = f"{row.change_from_base:+,.4f}" if _number(row.change_from_base) else "n/a"
+            typer.echo(f"  {row.variant:<24} {row.status:<10} outcome value {row.outcome_value:,.4f} "
+                       f"({change} from base)")
+        else:
+            typer.echo(f"  {row.variant:<24} {row.status:<10} {row.message.splitlines()[0]}")
+    failed = [r.name for r in result.runs if not r.solved]
+    if failed:
+        _err(f"warning: {len(failed)} variant(s) have no solution: {', '.join(failed)}; "
+             "see the Summary sheet")
+    typer.echo(f"ran on: {result.where}")
+    typer.echo(f"comparison: {result.report}")
+
+
+@app.command()
+@_guard
+def sweep(
+    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
+    budget_range: Annotated[str | None, typer.Option(
+        help="FUND:PERIOD:START:STOP:STEPS, e.g. JIF:2027:0:200000:5 (STEPS budget levels).")] = None,
+    outcome_spread: Annotated[float | None, typer.Option(
+        help="Draw each program's outcomes from +-this share of their values, e.g. 0.1.")] = None,
+    samples: Annotated[int, typer.Option(help="Samples of the outcome draws (per budget level).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the outcome draws.")] = 0,
+    report: Annotated[Path | None, typer.Option(
+        help="Sweep workbook [default: reports/<round_id>.sweep.xlsx]")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Local worker processes [default: the usable cores]; 1 solves in this process.")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")] = False,
+) -> None:
+    """What-if at scale: solve over budget levels and/or sampled outcomes; report robustness."""
+    from allocator.sweep import (
+        SweepSpecError,
+        default_sweep_path,
+        parse_budget_range,
+        run_sweep,
+        write_sweep,
+    )
+    from allocator.validate import load_round
+
+    if budget_range is None and outcome_spread is None:
+        _err("give --budget-range FUND:PERIOD:START:STOP:STEPS and/or --outcome-spread SHARE")
+        raise typer.Exit(2)
+    if workers is not None and workers < 1:
+        _err("--workers must be at least 1")
+        raise typer.Exit(2)
+    rnd = load_round(workbook).round
+    try:
+        br = parse_budget_range(budget_range, rnd) if budget_range is not None else None
+        result = run_sweep(rnd, budget_range=br, spread=outcome_spread, samples=samples, seed=seed,
+                           workers=workers, scheduler=scheduler, progress=not quiet)
+    except SweepSpecError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    path = write_sweep(result, report if report is not None else default_sweep_path(rnd))
+    if quiet:
+        return
+    from allocator.sweep import sweep_tables
+
+    for row in sweep_tables(result)["Levels"].itertuples(index=False):
+        budget = f"budget {row.budget:,.0f}: " if _number(row.budget) else ""
+        value = f"{row.outcome_value:,.4f}" if _number(row.outcome_value) else "-"
+        typer.echo(f"  {budget}outcome value {value} ({row.solved} of {row.solves} solved)")
+    typer.echo(f"{len(result.points)} solves in {result.seconds:.1f} s on {result.where}")
+    typer.echo(f"sweep: {path}")
+
+def _number(value: object) -> bool:
+    """A real number (not None, not NaN) in a summary table."""
+    import math
+
+    return isinstance(value, int | float | Decimal) and not (isinstance(value, float) and math.isnan(value))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
