@@ -256,6 +256,7 @@ def program_reasons(solution) -> pd.DataFrame:
         ks_of[index.programs[index.p[k]]].append(k)
     unit = float(rnd.settings.rounding_unit)
     marginal = _marginal(solution)
+    csc = None  # the pricing matrix by column, made once when a program is funded partly
     records = []
     for prog in rnd.programs:
         pid = prog.program_id
@@ -288,7 +289,9 @@ def program_reasons(solution) -> pd.DataFrame:
             parts = []
             for t in short:
                 got = money[(pid, t)] / prog.cost_per_trainee
-                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t])
+                if csc is None and solution.prices.row_dual is not None:
+                    csc = solution.prices.program.A.tocsc()
+                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc)
                 parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
             records.append({"program_id": pid, "status": "funded partly",
                             "reason": "; ".join(parts) + gate_note})
@@ -342,27 +345,36 @@ def _marginal(solution) -> list[tuple[float, float]]:
     if prices.row_dual is None or cols is None:
         return [(0.0, 0.0)] * n
     prog = prices.program
-    A = prog.A.tocsc()
-    keep = np.array([not r.component.startswith(_LIMIT_ROWS) for r in solution.row_refs])
+    keep = np.array([not r.component.startswith(_LIMIT_ROWS) for r in solution.row_refs],
+                    dtype=bool)
     y = np.where(keep, prices.row_dual, 0.0)
-    out = []
-    for k in range(n):
-        j = int(cols.x[k])
-        col = A[:, j]
-        opp = float(col.T @ y)  # dual-weighted use of the rows
-        out.append((float(prog.c[j]), opp))
-    return out
+    # Dual-weighted use of the rows, for every column at once (one sparse product, not n).
+    opp = np.asarray(prog.A.T @ y).ravel()
+    j = np.asarray(cols.x[:n], dtype=np.int64)
+    return list(zip(np.asarray(prog.c)[j].astype(float).tolist(), opp[j].astype(float).tolist(),
+                    strict=True))
 
 
-def _limits(solution, ks: list[int]) -> str:
-    """Which rows hold a program back in one period: budgets at the margin, rules, caps."""
+def _limits(solution, ks: list[int], A=None) -> str:
+    """Which rows hold a program back in one period: budgets at the margin, rules, caps.
+
+    `A` is the pricing LP's matrix in CSC form, when the caller has it (converting it once
+    per program would make a large round's reasons quadratic).
+    """
     prices = solution.prices
     refs = solution.row_refs
     if prices.row_dual is None or not ks:
         return "limited at the margin"
-    A = prices.program.A.tocsc()
+    if A is None:
+        A = prices.program.A.tocsc()
     cols = [int(solution.columns.x[k]) for k in ks]
-    rows = sorted(set(A[:, cols].tocoo().row.tolist()))
+    rows = set(A[:, cols].tocoo().row.tolist())
+    # A share-type rule sees the program through a reference total t: follow t to its rules.
+    for i in list(rows):
+        if refs[i].component == "reference_total_define":
+            t_col = int(solution.columns.t[int(refs[i].index[0])])
+            rows |= set(A[:, [t_col]].tocoo().row.tolist())
+    rows = sorted(rows)
     budgets, rules, cofin = [], [], []
     for i in rows:
         if abs(prices.row_dual[i]) <= 1e-9 or not _row_binding(solution, i):

@@ -39,14 +39,22 @@ from openpyxl.utils import get_column_letter
 import allocator
 from allocator.atomic import atomic_path
 from allocator.errors import Normalisation
+from allocator.explain import (
+    MIP_NOTE,
+    add_shortfalls,
+    price_table,
+    program_reasons,
+    soft_rule_table,
+)
 from allocator.round import FundRow, Round, TrancheRow
+from allocator.solve import RowRef, Status
 
 if TYPE_CHECKING:
     from allocator.engine import Solution
 
 REPORT_FORMAT_VERSION = 1
 SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
-          "Disbursements", "Audit", "Notes")
+          "Prices", "Disbursements", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 # A text cell starting with one of these is read as a formula (or DDE) by spreadsheet programs
@@ -245,6 +253,7 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _jurisdictions(rnd, ledger),
         _funds(rnd, ledger),
         _rules(solution),
+        _prices(solution),
         _disbursements(rnd, ledger),
         _audit(solution, run_id, input_digest, output_digest, record_dir, versions,
                solver_options),
@@ -265,8 +274,10 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["currency", s.currency, None],
         ["periods", ", ".join(s.periods), None],
         ["rounding unit", _money(s.rounding_unit), "money"],
-        ["status", str(solution.status.value), None],
+        ["status", status_text(solution), None],
     ]
+    if getattr(solution, "mip", False):
+        rows.append(["prices (Prices sheet)", MIP_NOTE, None])
     for stage in solution.stages:
         rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
         rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
@@ -281,6 +292,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["programs in round", len(rnd.programs), "count"],
         ["allocation rows", len(ledger), "count"],
         ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
+        *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],
         ["run id", run_id, None],
         ["input digest", input_digest, None],
         ["output digest", output_digest, None],
@@ -288,6 +300,48 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
     ]
     return Table("Summary", ["item", "value"], [r[:2] for r in rows],
                  {"value": _row_kinds([r[2] for r in rows])})
+
+
+def status_text(solution: Solution) -> str:
+    """The run's status in words; a time-limited MILP says it is not proven optimal, and its gap."""
+    if solution.status != Status.time_limit:
+        return str(solution.status.value)
+    gap = solution.stages[0].mip_gap if solution.stages else None
+    text = "not proven optimal (time limit)"
+    if gap is not None and math.isfinite(gap):
+        text += f", gap {gap * 100:.3g}%"
+    return text
+
+
+def row_name(ref: RowRef) -> str:
+    """A model row as a person names it: `rule R-INC (group A)`, `budget JIF 2027`, ..."""
+    idx = [str(i) for i in ref.index]
+    if ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")) and idx:
+        rule_id, *rest = idx[0].split(",")
+        return f"rule {rule_id}" + (f" (group {', '.join(rest)})" if rest else "")
+    names = {
+        "spend_fund_period_max": "budget {0} {1}",
+        "spend_fund_cumulative_max": "budget of {0} up to {1} (with carry-over)",
+        "trainees_program_period_max": "capacity of {0} in {1}",
+        "trainees_program_period_min": "all-or-nothing minimum of {0} in {1}",
+        "cofinancing_fund_program_period_max": "co-financing cap of {0} on {1} in {2}",
+    }
+    pattern = names.get(ref.component)
+    if pattern is not None and len(idx) >= pattern.count("{"):
+        return pattern.format(*idx)
+    return ref.name or f"{ref.component}[{', '.join(idx)}]"
+
+
+def rounding_misses(solution: Solution) -> list[tuple[str, str]]:
+    """(row name, sentence) per row rounding could not keep: `rounding misses <row> by <amount>`."""
+    cur = solution.round.settings.currency
+    out = []
+    for i, amount in sorted(solution.rounded.row_misses.items()):
+        name = row_name(solution.row_refs[i])
+        a = float(amount)
+        shown = f"{a:,.0f}" if abs(a - round(a)) < 1e-6 else f"{a:,.2f}"
+        out.append((name, f"rounding misses {name} by {cur} {shown}"))
+    return out
 
 
 def _row_kinds(kinds: list[str | None]) -> Callable[[int, Sequence[Any]], str | None]:
@@ -318,7 +372,9 @@ def _programs(solution: Solution, ledger: _Ledger) -> Table:
     by_p = ledger.sums(["program_id"])
     centi_p = ledger.sums(["program_id"], "centi")
     grand = ledger.total()
-    exclusions = getattr(solution.index, "exclusions", {}) or {}
+    # One source of truth for why a program got what it got: allocator.explain.
+    reasons = {r.program_id: (r.status, r.reason)
+               for r in program_reasons(solution).itertuples(index=False)}
     rows = []
     for prog in rnd.programs:
         pid = prog.program_id
@@ -327,9 +383,7 @@ def _programs(solution: Solution, ledger: _Ledger) -> Table:
         rows.append([pid, prog.name, prog.sector, prog.stage.value, ", ".join(prog.regions),
                      float(prog.cost_per_trainee), float(prog.max_trainees), ledger.money(amount),
                      ledger.trainees(centi_p.get(pid, 0)), *(ledger.money(a) for a in per),
-                     amount / grand if grand else None,
-                     _status(rnd, prog, ledger, dict(zip(periods, per, strict=True))),
-                     "; ".join(exclusions.get(pid, []))])
+                     amount / grand if grand else None, *reasons[pid]])
     cols = ["program_id", "program", "sector", "stage", "regions", "cost_per_trainee",
             "max_trainees", "amount", "trainees", *(f"amount {t}" for t in periods), "share",
             "status", "reason"]
@@ -342,15 +396,6 @@ def _programs(solution: Solution, ledger: _Ledger) -> Table:
                                       "share": "percent"}
     formats.update({f"amount {t}": "money" for t in periods})
     return Table("Programs", cols, rows, formats, total)
-
-
-def _status(rnd: Round, prog: Any, ledger: _Ledger, per: dict[str, int]) -> str:
-    """funded: at capacity (up to one rounding unit) in every active period; partly: some money."""
-    if not any(per.values()):
-        return "not funded"
-    capacity = _dec(prog.max_trainees) * _dec(prog.cost_per_trainee)
-    full = all(ledger.decimal(per[t]) >= capacity - ledger.unit for t in rnd.active_periods(prog))
-    return "funded" if full else "partly"
 
 
 def _regions(rnd: Round, ledger: _Ledger) -> Table:
@@ -458,11 +503,42 @@ def _funds(rnd: Round, ledger: _Ledger) -> Table:
 
 _RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
                  "achieved", "slack", "binding", "shadow_price", "selected_amount",
-                 "reference_amount", "penalty"]
+                 "reference_amount", "penalty", "shortfall", "soft", "note"]
+_RULE_FAMILY_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
+
+
+def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per rule row: soft yes/no, and a note: a soft rule's shortfall, or a rounding miss."""
+    soft = {(r.rule_id, r.group, r.jurisdiction): r.sentence
+            for r in soft_rule_table(solution).itertuples(index=False)}
+    missed: dict[str, float] = {}
+    for i, amount in solution.rounded.row_misses.items():
+        ref = solution.row_refs[i]
+        if ref.component.endswith(_RULE_FAMILY_ENDS) and ref.index:
+            missed[str(ref.index[0])] = float(amount)
+    cur = solution.round.settings.currency
+    flags, notes = [], []
+    for rule_id, group, juris, penalty in zip(df["rule_id"], df["group"], df["jurisdiction"],
+                                              df["penalty"], strict=True):
+        is_soft = penalty is not None and not pd.isna(penalty)
+        flags.append(_yes(is_soft))
+        label = ",".join(str(v) for v in (rule_id, group, juris) if v)
+        if is_soft:
+            notes.append("soft rule: " + soft.get((rule_id, group, juris), ""))
+        elif label in missed:
+            a = missed[label]
+            shown = f"{a:,.0f}" if abs(a - round(a)) < 1e-6 else f"{a:,.2f}"
+            notes.append(f"rounding misses it by {cur} {shown}")
+        else:
+            notes.append("")
+    return flags, notes
 
 
 def _rules(solution: Solution) -> Table:
-    df = solution.rules
+    df = solution.rules.copy()
+    if "shortfall" not in df.columns:
+        df = add_shortfalls(df)
+    df["soft"], df["note"] = _rule_notes(solution, df) if len(df) else ([], [])
     cols = [c for c in _RULE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _RULE_COLUMNS]
     currency_cols = ("slack", "selected_amount", "reference_amount", "shortfall")
@@ -471,7 +547,7 @@ def _rules(solution: Solution) -> Table:
         row = []
         for c in cols:
             v = rec[c]
-            if isinstance(v, bool) or c == "binding":
+            if isinstance(v, bool | np.bool_) or c == "binding":
                 row.append(_yes(v) if v is not None else None)
             elif isinstance(v, str):
                 row.append(v)
@@ -497,6 +573,40 @@ def _rules(solution: Solution) -> Table:
                                       "selected_amount": "money2", "reference_amount": "money2",
                                       "penalty": "general", "shortfall": "money2"}
     return Table("Rules", cols, rows, formats)
+
+
+_PRICE_KINDS = {"shadow_price": "general", "per_step": "general",
+                "trainees_per_step": "general"}
+
+
+def _prices(solution: Solution) -> Table:
+    """Every binding rule group and every fund budget per period: its price, and in words."""
+    table = price_table(solution)
+    cols = list(table.columns)
+    rows = []
+    for rec in table.to_dict("records"):
+        row = []
+        for c in cols:
+            v = rec[c]
+            if c == "binding":
+                row.append(_yes(bool(v)))
+            elif isinstance(v, str) or v is None:
+                row.append(v)
+            else:
+                row.append(_clean_float(v))
+        rows.append(row)
+    measure = {r.rule_id: r.measure.value for r in solution.round.rules}
+
+    def value_kind(_i: int, row: Sequence[Any]) -> str | None:
+        # A budget's value is money; a rule's value is in the rule's own unit.
+        if row[0] == "budget":
+            return "money"
+        m = measure.get(row[1])
+        return {"amount": "money", "share": "percent", "share_within": "percent",
+                "per_capita": "money2"}.get(m or "", "general")
+
+    formats: dict[str, FormatSpec] = {"value": value_kind, **_PRICE_KINDS}
+    return Table("Prices", cols, rows, formats)
 
 
 def _tranches_of(rnd: Round, fund: FundRow) -> list[TrancheRow]:

@@ -37,7 +37,9 @@ HEADERS = {
               "allocated", "carried_out", "unspent"],
     "Rules": ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
               "achieved", "slack", "binding", "shadow_price", "selected_amount",
-              "reference_amount", "penalty"],
+              "reference_amount", "penalty", "shortfall", "soft", "note"],
+    "Prices": ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
+               "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"],
     "Disbursements": ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
                       "due_period", "condition"],
     "Audit": ["item", "value"],
@@ -239,9 +241,11 @@ def test_programs_regions_jurisdictions_against_hand_figures(r1):
     programs, _ = _data_and_total(wb["Programs"])
     by_id = {r["program_id"]: r for r in programs}
     assert (by_id["P1"]["amount 2026"], by_id["P1"]["amount 2027"]) == (30000, 30000)
-    assert by_id["P1"]["status"] == "funded"  # at its 30-trainee cap in both periods
-    assert by_id["P2"]["status"] == "partly"
-    assert by_id["P3"]["status"] == "not funded" and by_id["P3"]["amount"] == 0
+    assert by_id["P1"]["status"] == "fully funded"  # at its 30-trainee cap in both periods
+    assert by_id["P1"]["reason"].startswith("capped by capacity: 30 trainees per period")
+    assert by_id["P2"]["status"] == "funded partly"  # every budget it can use is spent
+    assert "budget ran out at the margin" in by_id["P2"]["reason"]
+    assert by_id["P3"]["status"] == "gated" and by_id["P3"]["amount"] == 0
     assert "pilot P1" in by_id["P3"]["reason"]
     assert by_id["P1"]["share"] == pytest.approx(60000 / 165000)
     assert wb["Programs"]["L2"].number_format == "0.0%"
@@ -396,7 +400,14 @@ def test_a_round_with_no_money_still_gives_a_complete_report(tmp_path):
     assert wb["Allocations"].max_row == 1 and wb["Disbursements"].max_row == 1
     assert _kv(wb["Summary"])["total allocated"] == 0
     programs, total = _data_and_total(wb["Programs"])
-    assert {r["status"] for r in programs} == {"not funded"} and total["amount"] == 0
+    assert total["amount"] == 0
+    status = {r["program_id"]: (r["status"], r["reason"]) for r in programs}
+    assert status["P1"][0] == status["P2"][0] == "not eligible"
+    assert "JIF: no budget in the program's periods" in status["P1"][1]
+    assert status["P3"] == ("gated", "gated: its pilot P1 did not meet its targets "
+                                     "(has no Performance rows)")
+    assert wb["Prices"].max_row == 1  # nothing is spent, so no budget has a price row
+    assert _table(wb["Rules"]) == []
 
 
 # --- atomic writing -------------------------------------------------------------------------
