@@ -6,6 +6,8 @@ is checked against that hand solution, and every total against the rows it sums.
 
 from __future__ import annotations
 
+import os
+import stat
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from allocator.atomic import atomic_dir, current_umask, is_leftover
 from allocator.engine import solve_round
 from allocator.errors import CellRef, Normalisation
 from allocator.report import SHEETS, due_label, report_tables, split_units, write_report
@@ -428,6 +431,67 @@ def test_a_failed_write_keeps_the_old_report_and_leaves_no_temp_file(r1, tmp_pat
         write_report(solution, target, run_id="second")
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R1.xlsx"]
+
+
+@pytest.fixture
+def umask():
+    """Run a test under a given umask; the process's own is restored afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [
+    (0o022, 0o644, 0o755),
+    (0o027, 0o640, 0o750),
+    (0o077, 0o600, 0o700),
+])
+def test_written_files_and_folders_get_the_umask_permissions(r1, tmp_path, umask, mask,
+                                                             file_mode, dir_mode):
+    solution, _, _ = r1
+    umask(mask)
+    report = write_report(solution, tmp_path / "out" / "R1.xlsx")
+    assert stat.S_IMODE(report.stat().st_mode) == file_mode  # not mkstemp's 0600
+    with atomic_dir(tmp_path / "records" / "run-1") as folder:
+        (folder / "round.json").write_text("{}")
+    assert stat.S_IMODE((tmp_path / "records" / "run-1").stat().st_mode) == dir_mode
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["run-1"]
+
+
+def test_umask_is_read_without_proc_too(monkeypatch, umask):
+    umask(0o027)
+    assert current_umask() == 0o027
+
+    def no_proc(*_a, **_k):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr("allocator.atomic.open", no_proc, raising=False)
+    assert current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # reading it did not change it
+
+
+def test_leftovers_of_a_killed_run_are_hidden_and_never_taken_for_results(r1, tmp_path):
+    solution, _, _ = r1
+    # What a SIGKILL mid-write leaves: atomic_path's and api.run's staged reports, and
+    # atomic_dir's unfinished record folder (with files in it, but never renamed).
+    stale_file = tmp_path / ".R1.xlsx.k3j4l5.tmp"
+    stale_file.write_bytes(b"half a workbook")
+    staged = tmp_path / ".R1.xlsx.20260101T000000Z-abc.tmp"
+    staged.write_bytes(b"half a workbook")
+    stale_dir = tmp_path / "models" / "R1" / ".run-1.x8y9z0.tmp"
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "round.json").write_text("{}")
+    for p in (stale_file, staged, stale_dir):
+        assert is_leftover(p) and p.name.startswith(".")
+    report = write_report(solution, tmp_path / "R1.xlsx")
+    assert not is_leftover(report) and not is_leftover(tmp_path / "models" / "R1" / "run-1")
+    assert not is_leftover(tmp_path / ".tmp") and not is_leftover(tmp_path / "R1.tmp")
+    # The next run neither uses nor renames the leftovers; they stay as they were.
+    assert openpyxl.load_workbook(report).sheetnames == list(SHEETS)
+    assert stale_file.read_bytes() == b"half a workbook" and stale_dir.is_dir()
+    visible = sorted(p.name for p in tmp_path.iterdir() if not is_leftover(p))
+    assert visible == ["R1.xlsx", "models"]
 
 
 # --- the pieces -----------------------------------------------------------------------------
