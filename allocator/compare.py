@@ -70,9 +70,10 @@ class CompareResult:
 def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
     """Solve one round (runs in a worker): (solution or None, status, message)."""
     from allocator.engine import solve_round
+    from allocator.sweep import solver_threads
 
     try:
-        sol = solve_round(rnd, threads=1)
+        sol = solve_round(rnd, threads=solver_threads())
     except InfeasibleRoundError as exc:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:

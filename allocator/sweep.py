@@ -39,11 +39,27 @@ R = TypeVar("R")
 
 # --- the runner ------------------------------------------------------------------------------------
 _SHARED: Any = None  # the payload every task of a local pool shares, set once per worker
+_IN_WORKER = False  # set in worker processes (pool or Dask), never in the calling process
 
 
 def _init_worker(shared: Any) -> None:
-    global _SHARED
-    _SHARED = shared
+    global _SHARED, _IN_WORKER
+    _SHARED, _IN_WORKER = shared, True
+
+
+def _dask_call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
+    global _IN_WORKER
+    _IN_WORKER = True
+    return fn(shared, item)
+
+
+def solver_threads() -> int | None:
+    """One HiGHS thread in a worker (workers share the cores); the default in this process.
+
+    HiGHS fixes its thread count the first time a process solves: asking for another count
+    later in the same process makes the solve fail, so the calling process never asks.
+    """
+    return 1 if _IN_WORKER else None
 
 
 def _call_shared(fn: Callable[[Any, Any], Any], item: Any) -> Any:
@@ -116,7 +132,7 @@ def _run_dask(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, sche
 
     with Client(scheduler, set_as_default=False) as client:
         payload = client.scatter(shared, broadcast=True) if shared is not None else None
-        futures = [client.submit(fn, payload, item, pure=False) for item in items]
+        futures = [client.submit(_dask_call, fn, payload, item, pure=False) for item in items]
         index = {fut.key: i for i, fut in enumerate(futures)}
         try:
             for fut in dask_completed(futures):
@@ -245,13 +261,13 @@ def task_round(base: Round, task: SweepTask, budget_range: BudgetRange | None) -
 
 
 def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) -> SweepPoint:
-    """Solve one task (runs in a worker: one solver thread, so workers do not compete)."""
+    """Solve one task (in a worker: one solver thread, so workers do not compete)."""
     from allocator.engine import solve_round
 
     base, budget_range = shared
     rnd = task_round(base, task, budget_range)
     try:
-        sol = solve_round(rnd, threads=1)
+        sol = solve_round(rnd, threads=solver_threads())
     except InfeasibleRoundError as exc:
         return SweepPoint(task.level, task.sample, "infeasible", None, None, Decimal(0), 0.0, {},
                           str(exc).splitlines()[0])
