@@ -128,16 +128,14 @@ def run_tasks(fn: Callable[[Any, T], R], items: Sequence[T], *, shared: Any = No
 def _run_dask(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, scheduler: str,
               results: list[Any], advance: Callable[[], None]) -> None:
     from dask.distributed import Client
-    from dask.distributed import as_completed as dask_completed
 
     with Client(scheduler, set_as_default=False) as client:
         payload = client.scatter(shared, broadcast=True) if shared is not None else None
         futures = [client.submit(_dask_call, fn, payload, item, pure=False) for item in items]
-        index = {fut.key: i for i, fut in enumerate(futures)}
+        for fut in futures:  # progress from the client's thread; rich's advance is thread-safe
+            fut.add_done_callback(lambda _f: advance())
         try:
-            for fut in dask_completed(futures):
-                results[index[fut.key]] = fut.result()
-                advance()
+            results[:] = client.gather(futures)
         finally:
             client.cancel([f for f in futures if not f.done()])
 
