@@ -96,7 +96,7 @@ def write_template(path: str | Path) -> Path:
 
 
 def _header(ws, headers: Sequence[str]) -> None:
-    ws.append(list(headers))
+    _append(ws, headers)
     for cell in ws[1]:
         cell.font = Font(bold=True)
         cell.fill = PatternFill("solid", fgColor="DDEBF7")
@@ -108,16 +108,17 @@ def _header(ws, headers: Sequence[str]) -> None:
 def write_round_workbook(path: str | Path, sheets: Mapping[str, Any]) -> Path:
     """Write a round workbook from {sheet: rows}; rows are dicts, or (key, value) for Round.
 
-    Values are written as given (numbers as numbers, text as text); for tests and generators.
+    Values are written as given (numbers as numbers, every string as text, even one starting
+    with `=`; wrap a value in `Formula` to write a formula); for tests and generators.
     """
     wb = Workbook()
     wb.remove(wb.active)
     for sheet, rows in sheets.items():
         ws = wb.create_sheet(sheet)
         if sheet == "Round" and isinstance(rows, Mapping):
-            ws.append(["key", "value"])
+            _append(ws, ["key", "value"])
             for key, value in rows.items():
-                ws.append([key, _cell(value)])
+                _append(ws, [key, _cell(value)])
             continue
         rows = list(rows.to_dict("records") if hasattr(rows, "to_dict") else rows)
         headers = list(HEADERS.get(sheet, []))
@@ -130,8 +131,28 @@ def write_round_workbook(path: str | Path, sheets: Mapping[str, Any]) -> Path:
             headers = [h for h in headers if h in used]
         _header(ws, headers)
         for row in rows:
-            ws.append([_cell(row.get(h)) for h in headers])
+            _append(ws, [_cell(row.get(h)) for h in headers])
     return _save(wb, Path(path))
+
+
+class Formula(str):
+    """A cell value to write as an Excel formula (with no saved result), e.g. Formula("=A1")."""
+
+    __slots__ = ()
+
+
+def _append(ws, values: Sequence[Any]) -> None:
+    """Append a row; every string stays text, only a `Formula` becomes a formula.
+
+    openpyxl turns a string starting with `=` into a formula and `#N/A` into an error value;
+    a round may hold names like `=HYPERLINK(...)`, which must arrive as the text typed.
+    """
+    ws.append([str(v) if isinstance(v, Formula) else v for v in values])
+    for cell, value in zip(ws[ws.max_row], values, strict=False):
+        if isinstance(value, Formula):
+            cell.data_type = "f"
+        elif isinstance(cell.value, str):
+            cell.data_type = "s"
 
 
 def _cell(value: Any) -> Any:

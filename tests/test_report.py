@@ -17,9 +17,9 @@ import pytest
 
 from allocator.atomic import atomic_dir, current_umask, is_leftover
 from allocator.engine import solve_round
-from allocator.errors import CellRef, Normalisation
+from allocator.errors import CellRef, InputError, Normalisation
 from allocator.report import SHEETS, due_label, report_tables, split_units, write_report
-from allocator.template import write_round_workbook
+from allocator.template import Formula, write_round_workbook
 from allocator.validate import load_round
 
 HYPERLINK = '=HYPERLINK("http://x","y")'
@@ -48,17 +48,6 @@ HEADERS = {
     "Audit": ["item", "value"],
     "Notes": ["cell", "header", "found", "used", "why"],
 }
-
-
-def _as_text_cells(path: Path) -> None:
-    """Re-save formula-looking strings as text cells, as Excel stores a typed '=... entry."""
-    wb = openpyxl.load_workbook(path)
-    for ws in wb:
-        for row in ws.iter_rows():
-            for cell in row:
-                if cell.data_type == "f":
-                    cell.data_type = "s"
-    wb.save(path)
 
 
 # R1: one unit = 1000 EUR. P1 is worth 0.9 per 1000 EUR, P2 0.4: P1 is filled first.
@@ -137,7 +126,6 @@ def r1_sheets() -> dict:
 def _solve(tmp: Path, sheets: dict):
     path = tmp / "round.xlsx"
     write_round_workbook(path, sheets)
-    _as_text_cells(path)
     return solve_round(load_round(path).round)
 
 
@@ -313,6 +301,36 @@ def test_input_text_that_looks_like_a_formula_stays_literal_text(r1):
         for name in z.namelist():
             if name.startswith("xl/worksheets/"):
                 assert b"<f>" not in z.read(name) and b"<f " not in z.read(name), name
+
+
+def test_round_workbooks_store_every_string_as_text(tmp_path):
+    # write_round_workbook is how tests and generators build rounds: a name like
+    # =HYPERLINK(...) or a '#N/A' note must be stored as the text given, never as a
+    # formula or an error value, and read back unchanged.
+    sheets = r1_sheets()
+    sheets["Programs"][2]["sector"] = "#N/A"
+    odd = openpyxl.load_workbook(write_round_workbook(tmp_path / "odd.xlsx", sheets))
+    assert odd["Programs"]["C4"].value == "#N/A" and odd["Programs"]["C4"].data_type == "s"
+    path = write_round_workbook(tmp_path / "round.xlsx", r1_sheets())
+    wb = openpyxl.load_workbook(path)
+    cells = {c.value: c for ws in wb for row in ws.iter_rows() for c in row}
+    for text in (HYPERLINK, DDE, "+1+1", "@Alpha", "-joint", "+title", "program_id"):
+        assert cells[text].data_type == "s", text
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.startswith("xl/worksheets/"):
+                assert b"<f>" not in z.read(name) and b"<f " not in z.read(name), name
+    rnd = load_round(path).round
+    assert rnd.settings.title == "+title"
+    # A formula is written only when asked for, with no saved result (the reader refuses it).
+    sheets = r1_sheets()
+    sheets["Budgets"][0]["amount"] = Formula("=SUM(1,2)")
+    formula = write_round_workbook(tmp_path / "formula.xlsx", sheets)
+    cell = openpyxl.load_workbook(formula)["Budgets"]["C2"]
+    assert cell.data_type == "f" and cell.value == "=SUM(1,2)"
+    with pytest.raises(InputError, match="Budgets!C2"):
+        load_round(formula)
+    assert [p.name for p in rnd.programs][:2] == [HYPERLINK, "+1+1"]
 
 
 def test_notes_list_every_normalisation(r1):
