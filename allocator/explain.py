@@ -151,7 +151,10 @@ def _rule_sentence(g: RuleGroup, step: float, per_step: float, per_trainee: floa
     if g.jurisdiction:
         where += f" (contributor {g.jurisdiction})"
     desc = g.rule.description.strip()
-    label = f"the {desc} {kind} {g.rule.rule_id}" if desc else f"the {kind} {g.rule.rule_id}"
+    # A short description names the rule ("the inclusion floor R-INC"); a sentence-long one
+    # would bury the number, and the Rules sheet shows it anyway.
+    short = desc and len(desc.split()) <= 4 and not any(c in desc for c in ":;,.()%")
+    label = f"the {desc} {kind} {g.rule.rule_id}" if short else f"the {kind} {g.rule.rule_id}"
     v = g.rule.value
     effect = _effect(per_step, per_trainee)
     return f"Raising {label}{where} from {_fmt_value(g, v)} to {_fmt_value(g, v + step)} {effect}"

@@ -214,3 +214,17 @@ def test_time_limited_round_says_not_proven_optimal_with_its_gap(binding, tmp_pa
     stopped = dataclasses.replace(solution, status=Status.time_limit, stages=stages)
     wb = _report(stopped, tmp_path)
     assert _kv(wb["Summary"])["status"] == "not proven optimal (time limit), gap 1.23%"
+
+
+@pytest.mark.parametrize(("description", "named"), [
+    ("inclusion", "Raising the inclusion floor R-B from 80% to 81%"),
+    # A sentence-long description would bury the number: the Rules sheet shows it instead.
+    ("B1 gets at least 80% of all money, every period", "Raising the floor R-B from 80% to 81%"),
+])
+def test_price_sentence_names_the_rule_by_a_short_description(make_round, tmp_path,
+                                                              description, named):
+    solution = solve_round(make_round(variant(Rules=[{**R_B, "description": description}])))
+    wb = _report(solution, tmp_path)
+    assert _table(wb["Prices"])[0]["sentence"] == \
+        f"{named} costs 0.63 outcome points (about 0.95 trainee placements)"
+    assert _table(wb["Rules"])[0]["description"] == description
