@@ -172,6 +172,13 @@ class Round(Frozen):
     objective: tuple[ObjectiveRow, ...]
     rules: tuple[RuleRow, ...] = ()
 
+    def model_copy(self, *, update=None, deep: bool = False) -> Round:  # type: ignore[override]
+        """A copy without the lookup caches, which would describe the original's tables."""
+        copy = super().model_copy(update=update, deep=deep)
+        for cache in ("_lookup_cache", "_extra_cols"):
+            copy.__dict__.pop(cache, None)
+        return copy
+
     # --- canonical form -------------------------------------------------------------------
     def canonical_json(self) -> str:
         """Sorted, whitespace-free JSON: the same round always gives the same bytes."""
@@ -214,10 +221,13 @@ class Round(Frozen):
 
     def performance_score(self, program_id: str) -> float | None:
         """Mean of min(achieved/target, 1.5) over the program's Performance rows, or None."""
-        rows = [r for r in self.performance if r.program_id == program_id]
-        if not rows:
-            return None
-        return sum(min(r.achieved / r.target, 1.5) for r in rows) / len(rows)
+        cache = self.__dict__.setdefault("_lookup_cache", {})
+        if "scores" not in cache:
+            ratios: dict[str, list[float]] = {}
+            for r in self.performance:
+                ratios.setdefault(r.program_id, []).append(min(r.achieved / r.target, 1.5))
+            cache["scores"] = {p: sum(v) / len(v) for p, v in ratios.items()}
+        return cache["scores"].get(program_id)
 
     def met_targets(self, program_id: str) -> bool:
         """A program with no Performance rows has not met its targets."""
