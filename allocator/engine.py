@@ -28,6 +28,7 @@ from allocator.solve import (
     fix_integers,
     raise_for_status,
     solve_program,
+    solve_tiebreak_warm,
     tiebreak_program,
 )
 
@@ -49,6 +50,7 @@ class Solution:
     timings: dict[str, float] = field(default_factory=dict)
     mip: bool = False
     columns: Columns | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def objective(self) -> float:
@@ -57,7 +59,9 @@ class Solution:
 
     @property
     def optimal_objective(self) -> float:
-        return float(self.stages[0].objective or 0.0)
+        """Outcome value before rounding: the LP with the on/off decisions fixed, for a MILP
+        (never below the MILP's own objective, which it re-optimises)."""
+        return float(self.prices.objective or 0.0)
 
     @property
     def unit(self) -> Decimal:
@@ -99,29 +103,41 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     stages: list[StageResult] = []
     tick = time.perf_counter()
     first = solve_program(program, "outcome", time_limit=settings.time_limit_s,
-                          mip_gap=settings.mip_gap, method=method, threads=threads)
+                          mip_gap=settings.mip_gap, method=method, threads=threads,
+                          keep=not program.integer.any())
     stages.append(first)
     raise_for_status(first)
     prices, fixed = first, program
     if program.integer.any():
         fixed = fix_integers(program, first.x)
         prices = solve_program(fixed, "outcome_lp", time_limit=settings.time_limit_s,
-                               mip_gap=settings.mip_gap, method=method, threads=threads)
+                               mip_gap=settings.mip_gap, method=method, threads=threads, keep=True)
         stages.append(prices)
         raise_for_status(prices)
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
     tb = tiebreak_program(fixed, prices.objective, _tiebreak_weights(fixed, cols),
                           twin_pairs(rnd, index, cols, y_values))
-    tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
-                        mip_gap=settings.mip_gap, method="choose", threads=threads)
+    if prices.highs is not None:
+        tie = solve_tiebreak_warm(prices.highs, fixed, tb, settings.time_limit_s)
+        prices.highs = None  # the instance now holds the tie-break; prices were read already
+    else:
+        tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
+                            mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(tie)
-    solution_x = tie.x if tie.status in (Status.optimal, Status.time_limit) else prices.x
+    warnings: list[str] = []
+    if tie.status == Status.optimal:
+        solution_x = tie.x
+    else:
+        solution_x = prices.x
+        warnings.append(f"the tie-break stage ended without an optimum ({tie.status.value}); "
+                        "the allocation is optimal but may not be the unique, reproducible one")
     timings["solve"] = time.perf_counter() - tick
     tick = time.perf_counter()
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
-                               time_limit=min(30.0, settings.time_limit_s))
+                               time_limit=min(30.0, settings.time_limit_s),
+                               free_cols=np.concatenate([cols.s, cols.t]))
     timings["rounding"] = time.perf_counter() - tick
     status = Status.time_limit if Status.time_limit in (s.status for s in stages[:2]) \
         else Status.optimal
@@ -130,7 +146,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
 
     rules = add_shortfalls(rule_table(rnd, form, rounded, refs, prices, cols))  # soft rules' misses
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
-                    refs, prices, timings, bool(program.integer.any()), cols)
+                    refs, prices, timings, bool(program.integer.any()), cols, warnings)
 
 
 def _raise_for_trivial_rows(form: Formulation) -> None:
@@ -142,12 +158,20 @@ def _raise_for_trivial_rows(form: Formulation) -> None:
         raise InfeasibleRoundError("infeasible: " + "; ".join(lines))
 
 
+TIEBREAK_SEED = 20261125
+
+
 def _tiebreak_weights(program: MatrixProgram, cols: Columns) -> np.ndarray:
-    """Money spent, each x weighted 1 + (its canonical rank)/n * 1e-3: distinct, so unique."""
+    """Money spent, each x weighted 1 + u_k, u_k in [0, 1) drawn once from a fixed seed.
+
+    Weights in a pattern (such as 1 + k/n) leave ties between alternative optima; seeded
+    pseudo-random ones, taken in the canonical order of ids, leave none, and PCG64 gives the
+    same numbers on every machine.
+    """
     weights = np.zeros(program.shape[1])
     n = len(cols.x)
     if n:
-        weights[cols.x] = 1.0 + 1e-3 * np.arange(n) / n
+        weights[cols.x] = 1.0 + np.random.Generator(np.random.PCG64(TIEBREAK_SEED)).random(n)
     weights[cols.s] = 2.0  # leftover soft-rule shortfall is never preferred
     return weights
 

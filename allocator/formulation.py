@@ -272,7 +272,10 @@ def define_rules(m: pyo.ConcreteModel, form: Formulation) -> None:
     """
     m.soft_slack_of = {}  # (rule_id, label) -> [(slack index, sign in the row)]
     m.penalty_of = {}
+    m.total_of = {}  # RuleGroup label -> index of the reference total t it uses
     by_family: dict[str, dict[str, RuleGroup]] = defaultdict(dict)
+    totals: dict[bytes, int] = {}
+    reference_sets: list[np.ndarray] = []
     n_slacks = 0
     for g in form.rule_groups:
         soft = g.rule.penalty is not None
@@ -280,6 +283,12 @@ def define_rules(m: pyo.ConcreteModel, form: Formulation) -> None:
             form.trivial.append((g, _holds(0.0, g.rule.op, g.rhs)))
             continue
         by_family[g.family][g.label] = g
+        if len(g.rel):
+            key = np.sort(g.rel).tobytes()
+            if key not in totals:
+                totals[key] = len(reference_sets)
+                reference_sets.append(np.sort(g.rel))
+            m.total_of[(g.family, g.label)] = totals[key]
         if soft:
             signs = {Op.ge: [1.0], Op.le: [-1.0], Op.eq: [1.0, -1.0]}[g.rule.op]
             m.soft_slack_of[(g.rule.rule_id, g.label)] = [(n_slacks + i, sign)
@@ -287,22 +296,36 @@ def define_rules(m: pyo.ConcreteModel, form: Formulation) -> None:
             n_slacks += len(signs)
             m.penalty_of[g.rule.rule_id] = g.rule.penalty
     m.s = pyo.Var(range(n_slacks), domain=pyo.NonNegativeReals)
+    define_reference_totals(m, reference_sets)
     for family in sorted(by_family):
         rows = by_family[family]
         m.add_component(family, pyo.Constraint(list(rows), rule=_rule_row(rows)))
 
 
+def define_reference_totals(m: pyo.ConcreteModel, reference_sets: list[np.ndarray]) -> None:
+    """t[j] equals the money in the j-th reference set shared by share-type rule rows.
+
+    One defining row per distinct reference total keeps each share row short: a dozen rules
+    measured against "all money" would otherwise each repeat every x.
+    """
+    m.t = pyo.Var(range(len(reference_sets)), domain=pyo.NonNegativeReals)
+    if not reference_sets:
+        return
+    m.reference_total_define = pyo.Constraint(
+        range(len(reference_sets)),
+        rule=lambda m, j: _linear([1.0] + [-1.0] * len(reference_sets[j]),
+                                  [m.t[j]] + [m.xs[int(k)] for k in reference_sets[j]]) == 0)
+
+
 def _rule_row(rows: dict[str, RuleGroup]):
     def rule(m, label):
         g = rows[label]
-        coefs = defaultdict(float)
-        for k in g.sel:
-            coefs[int(k)] += 1.0
-        for k in g.rel:
-            coefs[int(k)] -= g.factor
-        ks = sorted(coefs)
+        ks = sorted(int(k) for k in g.sel)
         variables = [m.xs[k] for k in ks]
-        values = [coefs[k] for k in ks]
+        values = [1.0] * len(ks)
+        if len(g.rel):
+            variables.append(m.t[m.total_of[(g.family, g.label)]])
+            values.append(-g.factor)
         for slack, sign in m.soft_slack_of.get((g.rule.rule_id, g.label), []):
             variables.append(m.s[slack])
             values.append(sign)

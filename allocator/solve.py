@@ -18,6 +18,7 @@ Stages, in order (DESIGN.md "The model"):
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ SOLVER_OPTIONS: dict[str, object] = {
     "presolve": "on",
     "primal_feasibility_tolerance": 1e-7,
     "dual_feasibility_tolerance": 1e-7,
-    "mip_feasibility_tolerance": 1e-7,
 }
 # The tie-break stage may give up this share of the outcome value to stay numerically feasible.
 OBJECTIVE_HOLD_RTOL = 1e-7
@@ -127,6 +127,7 @@ class StageResult:
     mip_gap: float | None
     seconds: float
     solver_log: dict[str, object] = field(default_factory=dict)
+    highs: highspy.Highs | None = None  # kept only for a warm-started next stage
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Columns:
     x: np.ndarray  # column of each x[k]
     y: np.ndarray  # column of each y[j]
     s: np.ndarray  # column of each soft-rule slack
+    t: np.ndarray  # column of each reference total
 
 
 @dataclass
@@ -156,6 +158,7 @@ def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRe
     x_cols = np.array([col_of.get(id(m.x[k]), -1) for k in range(len(form.index))], dtype=np.int64)
     y_cols = np.array([col_of.get(id(m.y[j]), -1) for j in range(len(m.y))], dtype=np.int64)
     s_cols = np.array([col_of.get(id(m.s[j]), -1) for j in range(len(m.s))], dtype=np.int64)
+    t_cols = np.array([col_of.get(id(m.t[j]), -1) for j in range(len(m.t))], dtype=np.int64)
     A = repn.A.tocsr()
     rhs = np.asarray(repn.rhs, dtype=float)
     kinds = np.array([r.bound_type for r in repn.rows], dtype=np.int8)
@@ -164,32 +167,38 @@ def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRe
     refs = []
     for r in repn.rows:
         con = r.constraint
-        comp = con.parent_component().name
+        comp = con.parent_component().local_name
         idx = con.index()
         idx = idx if isinstance(idx, tuple) else (idx,)
-        refs.append(RowRef(comp, idx, _mps_name(con.name)))
+        refs.append(RowRef(comp, idx, _mps_name(f"{comp}[{','.join(map(str, idx))}]")))
     c = np.asarray(repn.c.toarray()).ravel() if repn.c.shape[0] else np.zeros(n_cols)
+    # Every column is an x, y or s of ours: bounds and names follow from which one it is,
+    # which is much cheaper than asking Pyomo for each variable's name.
     col_lower = np.zeros(n_cols)
     col_upper = np.full(n_cols, INF)
     integer = np.zeros(n_cols, dtype=bool)
-    for j, v in enumerate(repn.columns):
-        if v.lb is not None:
-            col_lower[j] = v.lb
-        if v.ub is not None:
-            col_upper[j] = v.ub
-        integer[j] = v.is_integer() or v.is_binary()
-    col_names = [_mps_name(v.name) for v in repn.columns]
+    col_upper[y_cols[y_cols >= 0]] = 1.0
+    integer[y_cols[y_cols >= 0]] = True
+    col_names = [""] * n_cols
+    for prefix, cols_ in (("x", x_cols), ("y", y_cols), ("s", s_cols), ("t", t_cols)):
+        for k, j in enumerate(cols_.tolist()):
+            if j >= 0:
+                col_names[j] = f"{prefix}{k}"
     program = MatrixProgram(c, A, row_lower, row_upper, col_lower, col_upper, integer,
                             [r.name for r in refs], col_names, maximize=True)
-    return program, Columns(x_cols, y_cols, s_cols), refs
+    return program, Columns(x_cols, y_cols, s_cols, t_cols), refs
+
+
+_NOT_IN_NAMES = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def _mps_name(name: str) -> str:
-    """MPS names cannot hold spaces; keep everything else readable."""
-    return "".join(ch if ch.isprintable() and not ch.isspace() else "_" for ch in name)
+    """MPS names cannot hold spaces or control characters; keep everything else readable."""
+    return _NOT_IN_NAMES.sub("_", name)
 
 
 _BANNER_SHOWN = False
+_THREADS: int | None = None  # the thread count this process's first solve used (0: HiGHS's choice)
 
 
 def new_highs() -> highspy.Highs:
@@ -212,24 +221,56 @@ def new_highs() -> highspy.Highs:
     return h
 
 
+# LP stages above this many columns use the interior point method (with crossover, so the
+# answer is still a vertex with a basis to warm-start from): dual simplex took 368 s on the
+# fixed LP of a 10,000-program round.
+IPM_COLUMNS = 60_000
+
+
+def lp_method(program: MatrixProgram, method: str) -> str:
+    """The HiGHS method for a stage: as asked, except 'choose' picks IPM for large LPs."""
+    if method == "choose" and not program.integer.any() and program.shape[1] > IPM_COLUMNS:
+        return "ipm"
+    return method
+
+
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
-                  method: str = "choose", threads: int | None = None) -> StageResult:
-    """Solve one stage with HiGHS; the run and model status are checked before any value."""
+                  method: str = "choose", threads: int | None = None,
+                  keep: bool = False) -> StageResult:
+    """Solve one stage with HiGHS; the run and model status are checked before any value.
+
+    With `keep`, the HiGHS instance stays on the result (`.highs`) for a warm-started stage.
+    """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
         return StageResult(name, program, Status.optimal, 0.0, empty, np.zeros(program.shape[0]),
                            empty, 0.0 if program.integer.any() else None, 0.0,
                            {"model_status": "Empty"})
     h = new_highs()
-    h.setOptionValue("output_flag", False)
     for key, value in SOLVER_OPTIONS.items():
         h.setOptionValue(key, value)
-    if threads is not None:  # HiGHS takes this once per process; the tie-break makes it moot
+    global _THREADS
+    # HiGHS fixes its thread pool at the first solve of a process and fails a later solve that
+    # asks for another count; answers do not depend on it, so a later different ask is ignored.
+    if threads is not None and _THREADS in (None, int(threads)):
         h.setOptionValue("threads", int(threads))
+    if _THREADS is None:
+        _THREADS = int(threads) if threads is not None else 0
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", float(mip_gap))
-    h.setOptionValue("solver", method)
+    chosen = lp_method(program, method)
+    h.setOptionValue("solver", chosen)
+    if chosen == "ipm":
+        h.setOptionValue("run_crossover", "on")
     program.to_highs(h)
+    result = _run(h, name, program)
+    result.solver_log["method"] = chosen
+    if keep:
+        result.highs = h
+    return result
+
+
+def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
     start = time.perf_counter()
     run_status = h.run()
     seconds = time.perf_counter() - start
@@ -250,6 +291,31 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
+    return result
+
+
+def solve_tiebreak_warm(h: highspy.Highs, base: MatrixProgram, tiebreak: MatrixProgram,
+                        time_limit: float) -> StageResult:
+    """Turn the solved LP in `h` into the tie-break in place and re-solve from its basis.
+
+    The result is the same optimum as solving `tiebreak` from scratch (that is what the
+    record's MPS file holds); only the starting point differs.
+    """
+    extra = sp.csr_matrix(tiebreak.A)[base.shape[0]:]
+    n_extra = extra.shape[0]
+    lower = tiebreak.row_lower[base.shape[0]:]
+    upper = tiebreak.row_upper[base.shape[0]:]
+    _check_call(h.addRows(n_extra, lower.astype(float), upper.astype(float), int(extra.nnz),
+                          extra.indptr.astype(np.int32), extra.indices.astype(np.int32),
+                          extra.data.astype(float)), "adding the tie-break rows")
+    n = tiebreak.shape[1]
+    _check_call(h.changeColsCost(n, np.arange(n, dtype=np.int32), tiebreak.c.astype(float)),
+                "setting the tie-break objective")
+    _check_call(h.changeObjectiveSense(highspy.ObjSense.kMinimize), "setting the tie-break sense")
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("solver", "simplex")  # from an optimal basis, primal simplex is quickest
+    result = _run(h, "tiebreak", tiebreak)
+    result.solver_log["method"] = "simplex (warm start)"
     return result
 
 
