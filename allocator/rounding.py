@@ -20,6 +20,9 @@ import scipy.sparse as sp
 from allocator.solve import INF, MatrixProgram, Status, solve_program
 
 NEAR_INTEGER = 1e-6  # in units: an amount this close to a multiple is that multiple
+# Above this many fractional amounts the down-or-up MILP gets slow (14 s at 2,000 programs);
+# a greedy pass (floor, then up where every row allows) with a small MILP repair takes over.
+MILP_MAX_STEPS = 3_000
 
 
 @dataclass
@@ -29,73 +32,207 @@ class Rounded:
     units: np.ndarray  # int64 per x variable
     row_misses: dict[int, float]  # row -> amount (currency) by which it is missed
     method: str
+    columns: np.ndarray | None = None  # every column after rounding (slacks and totals follow x)
 
 
 def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
-                     unit: float, soft_rows: np.ndarray, time_limit: float = 30.0) -> Rounded:
-    """Round x (currency) to multiples of `unit`; the other columns keep their values."""
+                     unit: float, soft_rows: np.ndarray, time_limit: float = 30.0,
+                     free_cols: np.ndarray | None = None) -> Rounded:
+    """Round x (currency) to multiples of `unit`.
+
+    `free_cols` (soft-rule slacks, reference totals) are re-optimised with the rounded x so
+    the rows that define them stay exact; every other column keeps its solved value.
+    """
+    free_cols = np.zeros(0, dtype=np.int64) if free_cols is None else free_cols
     x = np.maximum(solution[x_cols], 0.0) / unit
     lo = np.floor(x + NEAR_INTEGER)
     fractional = x - lo > NEAR_INTEGER
-    # Floor/ceil alone can be infeasible (a capacity and a co-financing cap on the same two
-    # amounts), so every non-zero amount may also step one unit further down.
-    frac = np.flatnonzero(fractional | (lo > 0))
     units = lo.copy()
+    full = solution.copy()
+    full[x_cols] = units * unit
     if not fractional.any():
-        misses = _misses(program, x_cols, solution, units * unit)
-        return Rounded(units.astype(np.int64), misses, "exact")
-    best = _rounding_milp(program, x_cols, solution, lo, frac, unit, soft_rows, time_limit)
-    if best is None:
-        units[frac] = np.floor(x[frac])
-        method = "floor"
+        return Rounded(units.astype(np.int64), _misses(program, full), "exact", full)
+    # First pass: each fractional amount goes down or up. Floor/ceil alone can be infeasible
+    # (a capacity and a co-financing cap on the same two amounts); then, in a second, small
+    # pass, the amounts in the rows still missed may move one unit either way from there.
+    steps = np.flatnonzero(fractional)
+    if len(steps) > MILP_MAX_STEPS:
+        full = _greedy(program, x_cols, solution, lo, steps, unit, free_cols)
+        method = "greedy"
     else:
-        units[frac] = lo[frac] + best
+        result = _rounding_milp(program, x_cols, solution, lo, steps, np.zeros(len(steps)),
+                                np.ones(len(steps)), unit, soft_rows, free_cols, time_limit)
+        if result is None:
+            full = solution.copy()
+            full[x_cols] = lo * unit
+            return Rounded(lo.astype(np.int64), _misses(program, full), "floor", full)
+        full = _apply(solution, x_cols, lo, steps, free_cols, result, unit)
         method = "milp"
-    misses = _misses(program, x_cols, solution, units * unit)
-    return Rounded(units.astype(np.int64), misses, method)
+    soft = set(soft_rows.tolist())
+    hard_missed = [i for i in _misses(program, full) if i not in soft]
+    if hard_missed:
+        now = np.rint(full[x_cols] / unit)
+        steps2 = np.flatnonzero(_columns_in_rows(program, hard_missed, x_cols))
+        second = _rounding_milp(program, x_cols, full, now, steps2, -np.minimum(now[steps2], 1.0),
+                                np.ones(len(steps2)), unit, soft_rows, free_cols, time_limit)
+        if second is not None:
+            full = _apply(full, x_cols, now, steps2, free_cols, second, unit)
+            method += "+repair"
+    units = np.rint(full[x_cols] / unit)
+    return Rounded(units.astype(np.int64), _misses(program, full), method, full)
+
+
+def _greedy(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray, lo: np.ndarray,
+            steps: np.ndarray, unit: float, free_cols: np.ndarray) -> np.ndarray:
+    """Floor every amount, then move one unit at a time — first moves that mend a missed row,
+    then rounding up by outcome value — wherever no row would be broken. Totals follow x."""
+    A = sp.csr_matrix(program.A)
+    full = solution.copy()
+    full[x_cols] = lo * unit
+    totals = _total_rows(program, free_cols)
+    for row, col in totals:  # t_j - sum x = 0: recompute t from the floored amounts
+        full[col] = 0.0
+        full[col] = -float((A[row] @ full)[0])
+    effect = _effective_columns(program, x_cols, totals)  # x's effect with totals following
+    act = A @ full
+    lower, upper = program.row_lower, program.row_upper
+    tol = 1e-7 * np.maximum(1.0, np.abs(act))
+    skip = np.zeros(A.shape[0], bool)
+    skip[[row for row, _ in totals]] = True
+    short = (act < lower - tol) & ~skip
+    over = (act > upper + tol) & ~skip
+    units = lo.copy()
+
+    def try_move(k: int, sign: float) -> bool:
+        start, end = effect.indptr[k], effect.indptr[k + 1]
+        rows, coefs = effect.indices[start:end], sign * effect.data[start:end] * unit
+        new = act[rows] + coefs
+        bad_up = (new > upper[rows] + tol[rows]) & (coefs > 0) & ~skip[rows]
+        bad_lo = (new < lower[rows] - tol[rows]) & (coefs < 0) & ~skip[rows]
+        if bad_up.any() or bad_lo.any():
+            return False
+        act[rows] = new
+        units[k] += sign
+        return True
+
+    moved: set[int] = set()
+    # 1. mend missed rows: round up a floored amount that helps, or take one unit off one
+    #    that hurts (a fund over its co-financing cap once the others were floored).
+    for k in steps.tolist():
+        if _mends(effect, k, short, over, +1) and try_move(k, +1.0):
+            moved.add(k)
+    for k in np.flatnonzero(units > 0).tolist():
+        if k not in moved and _mends(effect, k, act < lower - tol, act > upper + tol, -1) \
+                and try_move(k, -1.0):
+            moved.add(k)
+    # 2. by outcome value, round up every other floored amount that still fits.
+    remainder = solution[x_cols[steps]] / unit - lo[steps]
+    order = np.argsort(-program.c[x_cols[steps]] * remainder, kind="stable")
+    for k in steps[order].tolist():
+        if k not in moved:
+            try_move(k, +1.0)
+    full[x_cols] = units * unit
+    for row, col in totals:
+        full[col] = 0.0
+        full[col] = -float((A[row] @ full)[0])
+    return full
+
+
+def _total_rows(program: MatrixProgram, free_cols: np.ndarray) -> list[tuple[int, int]]:
+    """(defining row, column) of each reference total: the free column with an equality row
+    `t - sum x = 0` of its own (soft-rule slacks have none)."""
+    A = sp.csc_matrix(program.A)
+    out = []
+    for col in free_cols.tolist():
+        rows = A.indices[A.indptr[col]:A.indptr[col + 1]]
+        for row in rows.tolist():
+            if program.row_lower[row] == program.row_upper[row] == 0.0 and A[row, col] == 1.0:
+                out.append((row, col))
+                break
+    return out
+
+
+def _effective_columns(program: MatrixProgram, x_cols: np.ndarray,
+                       totals: list[tuple[int, int]]) -> sp.csc_matrix:
+    """Each x's column with the totals it feeds folded in (so they move with it)."""
+    A = sp.csc_matrix(program.A)
+    effect = A[:, x_cols]
+    if totals:
+        rows = [r for r, _ in totals]
+        cols = [c for _, c in totals]
+        D = -sp.csr_matrix(program.A)[rows][:, x_cols]  # t = D x
+        effect = effect + A[:, cols] @ D
+    return sp.csc_matrix(effect)
+
+
+def _mends(effect: sp.csc_matrix, k: int, short: np.ndarray, over: np.ndarray,
+           sign: int) -> bool:
+    """Whether moving x_k by `sign` units pushes a missed row towards its bound."""
+    start, end = effect.indptr[k], effect.indptr[k + 1]
+    rows, coefs = effect.indices[start:end], sign * effect.data[start:end]
+    return bool(((coefs > 0) & short[rows]).any() or ((coefs < 0) & over[rows]).any())
+
+
+def _apply(solution: np.ndarray, x_cols: np.ndarray, lo: np.ndarray, steps: np.ndarray,
+           free_cols: np.ndarray, result: np.ndarray, unit: float) -> np.ndarray:
+    full = solution.copy()
+    units = lo.copy()
+    units[steps] += np.round(result[: len(steps)])
+    full[x_cols] = units * unit
+    full[free_cols] = result[len(steps): len(steps) + len(free_cols)]
+    return full
+
+
+def _columns_in_rows(program: MatrixProgram, rows: list[int], x_cols: np.ndarray) -> np.ndarray:
+    """Mask over x: the amounts that appear in any of the given rows."""
+    cols = np.unique(sp.csr_matrix(program.A)[rows].indices)
+    return np.isin(x_cols, cols)
 
 
 def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
-                   lo: np.ndarray, frac: np.ndarray, unit: float, soft_rows: np.ndarray,
+                   lo: np.ndarray, steps: np.ndarray, step_lower: np.ndarray, step_upper: np.ndarray,
+                   unit: float, soft_rows: np.ndarray, free_cols: np.ndarray,
                    time_limit: float) -> np.ndarray | None:
-    A = program.A.tocsc()
-    frac_cols = x_cols[frac]
-    # Activity of every row with each fractional x at its floor and the rest as solved.
+    """Solve the rounding MILP: x_k = unit * (lo_k + z_k) for k in `steps`, z_k integer within
+    [step_lower, step_upper]; the other x stay at `unit * lo`. Returns z then the free columns."""
+    A = sp.csc_matrix(program.A)
+    step_cols = x_cols[steps]
+    # Activity of every row with each stepped x at its floor, free columns at 0, rest as solved.
     fixed = solution.copy()
     fixed[x_cols] = lo * unit
-    base = program.A @ fixed
-    B = A[:, frac_cols] * unit  # effect of rounding each fractional x up by one unit
-    touched = np.unique(B.tocsr().nonzero()[0])
-    B = B.tocsr()[touched]
+    fixed[free_cols] = 0.0
+    base = A @ fixed
+    B = sp.hstack([A[:, step_cols] * unit, A[:, free_cols]], format="csr")
+    touched = np.unique(B.nonzero()[0])
+    B = B[touched]
     lower = program.row_lower[touched] - base[touched]
     upper = program.row_upper[touched] - base[touched]
-    n_z, n_r = len(frac), len(touched)
-    scale = float(np.max(np.abs(program.c))) if len(program.c) else 1.0
+    n_z, n_f, n_r = len(steps), len(free_cols), len(touched)
+    scale = float(np.max(np.abs(program.c[x_cols]))) if len(x_cols) else 1.0
     soft = np.isin(touched, soft_rows)
     weight = np.where(soft, 1e3, 1e6) * max(scale, 1e-9) + 1.0
-    has_lo, has_up = np.isfinite(lower) & (lower > -INF), np.isfinite(upper) & (upper < INF)
-    # Columns: z (binary, up or down), e_lo (row may fall short), e_up (row may overshoot).
+    has_lo, has_up = lower > -INF, upper < INF
+    # Columns: z (integer step), free columns, e_lo (row may fall short), e_up (overshoot).
     eye = sp.identity(n_r, format="csr")
     A_full = sp.hstack([B, eye[:, has_lo], -eye[:, has_up]], format="csr")
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
-    c = np.concatenate([program.c[frac_cols] * unit - 1e-9 * unit, -weight[has_lo], -weight[has_up]])
-    col_lower = np.concatenate([-np.minimum(lo[frac], 1.0), np.zeros(n_lo + n_up)])
-    col_upper = np.concatenate([np.ones(n_z), np.full(n_lo + n_up, INF)])
-    integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_lo + n_up, bool)])
+    c = np.concatenate([program.c[step_cols] * unit - 1e-9 * unit, program.c[free_cols],
+                        -weight[has_lo], -weight[has_up]])
+    col_lower = np.concatenate([step_lower, program.col_lower[free_cols], np.zeros(n_lo + n_up)])
+    col_upper = np.concatenate([step_upper, program.col_upper[free_cols], np.full(n_lo + n_up, INF)])
+    integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_f + n_lo + n_up, bool)])
     rounding = MatrixProgram(c, A_full, np.where(has_lo, lower, -INF), np.where(has_up, upper, INF),
                              col_lower, col_upper, integer,
                              [f"r{i}" for i in range(n_r)],
-                             [f"z{i}" for i in range(n_z + n_lo + n_up)], maximize=True)
+                             [f"z{i}" for i in range(A_full.shape[1])], maximize=True)
     result = solve_program(rounding, "rounding", time_limit=time_limit, mip_gap=1e-6)
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
-    return np.round(result.x[:n_z])
+    return result.x[: n_z + n_f]
 
 
-def _misses(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
-            amounts: np.ndarray) -> dict[int, float]:
-    full = solution.copy()
-    full[x_cols] = amounts
+def _misses(program: MatrixProgram, full: np.ndarray) -> dict[int, float]:
+    """Rows whose activity lies outside their bounds, with the amount by which."""
     activity = program.A @ full
     scale = np.maximum(1.0, np.abs(activity))
     short = program.row_lower - activity
