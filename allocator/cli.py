@@ -170,8 +170,12 @@ def template(path: Annotated[Path, typer.Argument(help="Where to write the blank
 @_guard
 def verify(record: Annotated[Path, typer.Argument(help="A decision record folder.")]) -> None:
     """Re-run a decision record: VERIFIED, or every difference and violated rule."""
+    from allocator.atomic import is_leftover
     from allocator.record import verify_record
 
+    if is_leftover(record):
+        _err(f"{record} is the leftover of an interrupted run, not a decision record")
+        raise typer.Exit(EXIT_INVALID)
     result = verify_record(record)
     for w in result.warnings:
         typer.echo(f"warning: {w}")
@@ -191,10 +195,12 @@ def diff(
     record_b: Annotated[Path, typer.Argument(help="The later decision record folder.")],
 ) -> None:
     """What changed between two decisions: inputs, then money by program, region and fund."""
+    from allocator.atomic import is_leftover
     from allocator.record import diff_records
 
     for folder in (record_a, record_b):
-        if not (folder / "round.json").is_file() or not (folder / "allocation.csv").is_file():
+        complete = (folder / "round.json").is_file() and (folder / "allocation.csv").is_file()
+        if is_leftover(folder) or not complete:
             _err(f"{folder} is not a decision record (no round.json / allocation.csv)")
             raise typer.Exit(EXIT_INVALID)
     for line in diff_records(record_a, record_b):

@@ -22,7 +22,7 @@ from typing import Any
 
 import openpyxl
 
-from allocator.template import write_round_workbook
+from allocator.template import Formula, write_round_workbook
 
 BASE: dict[str, Any] = {
     "Round": {"round_id": "T1", "periods": "2026, 2027", "rounding_unit": 1},
@@ -509,9 +509,9 @@ def cases() -> list[Case]:
         Case("empty_regions_sheet", base(_no_regions_rows), ("Regions", None, None), "no rows"),
         Case("duplicate_round_key", _dup_round_key, ("Round", 5, "A"), "given twice"),
         # -- cells ----------------------------------------------------------------------------
-        Case("formula_without_value", setcell("Budgets", 0, "amount", "=SUM(1,2)"), ("Budgets", 2, "amount"),
-             "no saved result"),
-        Case("formula_without_value_in_id", setcell("Programs", 1, "program_id", '="P"&"2"'),
+        Case("formula_without_value", setcell("Budgets", 0, "amount", Formula("=SUM(1,2)")),
+             ("Budgets", 2, "amount"), "no saved result"),
+        Case("formula_without_value_in_id", setcell("Programs", 1, "program_id", Formula('="P"&"2"')),
              ("Programs", 3, "program_id"), "no saved result"),
         Case("error_div0", setcell("Programs", 0, "cost_per_trainee", "#DIV/0!"),
              ("Programs", 2, "cost_per_trainee"), "#DIV/0!"),
