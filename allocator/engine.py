@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.equity import EquityResult, run_equity_stages
 from allocator.errors import InfeasibleRoundError
 from allocator.formulation import Formulation, RuleGroup, create_model
-from allocator.round import Op, Round
+from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
     Columns,
@@ -51,6 +52,7 @@ class Solution:
     mip: bool = False
     columns: Columns | None = None
     warnings: list[str] = field(default_factory=list)
+    fairness: dict | None = None  # the price of fairness, when the round has an equity objective
 
     @property
     def objective(self) -> float:
@@ -115,7 +117,14 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         stages.append(prices)
         raise_for_status(prices)
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
-    tb = tiebreak_program(fixed, prices.objective, _tiebreak_weights(fixed, cols),
+    held, hold_value, equity = fixed, prices.objective, None
+    if settings.equity_objective != EquityObjective.none:
+        equity = run_equity_stages(rnd, index, fixed, cols, prices.objective, method=method,
+                                   threads=threads)
+        stages.extend(equity.stages)
+        held, hold_value = equity.program, equity.outcome_after
+        prices.highs = None  # the tie-break now also holds the equity levels: start cold
+    tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
                           twin_pairs(rnd, index, cols, y_values))
     if prices.highs is not None:
         tie = solve_tiebreak_warm(prices.highs, fixed, tb, settings.time_limit_s)
@@ -124,11 +133,11 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
                             mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(tie)
-    warnings: list[str] = []
+    warnings: list[str] = list(equity.warnings) if equity else []
     if tie.status == Status.optimal:
         solution_x = tie.x
     else:
-        solution_x = prices.x
+        solution_x = prices.x if equity is None else equity.stages[-1].x
         warnings.append(f"the tie-break stage ended without an optimum ({tie.status.value}); "
                         "the allocation is optimal but may not be the unique, reproducible one")
     timings["solve"] = time.perf_counter() - tick
@@ -145,8 +154,36 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     from allocator.explain import add_shortfalls
 
     rules = add_shortfalls(rule_table(rnd, form, rounded, refs, prices, cols))  # soft rules' misses
+    fairness = price_of_fairness(rnd, index, equity, prices.x[cols.x], solution_x[cols.x],
+                                 rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
-                    refs, prices, timings, bool(program.integer.any()), cols, warnings)
+                    refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
+                      best_x: np.ndarray, fair_x: np.ndarray, rounded_x: np.ndarray) -> dict:
+    """Outcome value and trainee placements given up for equity, and the measure before/after."""
+    cost = np.array([p.cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
+        np.zeros(0)
+    value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])[index.p] if len(index) \
+        else np.zeros(0)
+    groups = equity.groups
+    before, after = groups.measures(best_x), groups.measures(rounded_x)
+    trainees_best, trainees_fair = float((best_x / cost).sum()), float((fair_x / cost).sum())
+    outcome_fair = float((fair_x / cost * value).sum())
+    return {
+        "objective": groups.objective.value,
+        "unit": groups.unit,
+        "outcome_best": equity.outcome_best,
+        "outcome_fair": outcome_fair,
+        "outcome_given_up": equity.outcome_best - outcome_fair,
+        "trainees_best": trainees_best,
+        "trainees_fair": trainees_fair,
+        "trainees_given_up": trainees_best - trainees_fair,
+        "min_before": float(before.min()) if len(before) else None,
+        "min_after": float(after.min()) if len(after) else None,
+        "groups": equity.table(before, after),
+    }
 
 
 def _raise_for_trivial_rows(form: Formulation) -> None:

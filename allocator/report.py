@@ -261,6 +261,24 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
     ]
 
 
+def _fairness_rows(solution: Solution) -> list[list[Any]]:
+    """The price of fairness, when the round has an equity objective."""
+    fair = getattr(solution, "fairness", None)
+    if not fair:
+        return []
+    unit = fair["unit"]
+    return [
+        ["equity objective", fair["objective"], None],
+        ["outcome value at best (no equity)", _clean_float(fair["outcome_best"]), "value"],
+        ["outcome value with equity", _clean_float(fair["outcome_fair"]), "value"],
+        ["price of fairness: outcome value given up", _clean_float(fair["outcome_given_up"]), "value"],
+        ["price of fairness: trainee placements given up", _clean_float(fair["trainees_given_up"]),
+         "value"],
+        [f"lowest group before equity ({unit})", _clean_float(fair["min_before"]), "value"],
+        [f"lowest group after equity ({unit})", _clean_float(fair["min_after"]), "value"],
+    ]
+
+
 def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str,
              output_digest: str) -> Table:
     rnd: Round = solution.round
@@ -291,6 +309,8 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["programs funded", funded, "count"],
         ["programs in round", len(rnd.programs), "count"],
         ["allocation rows", len(ledger), "count"],
+        *_fairness_rows(solution),
+        *[["warning", w, None] for w in getattr(solution, "warnings", [])],
         ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
         *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],
         ["run id", run_id, None],

@@ -334,9 +334,6 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
                   f"got {values['currency']!r}")
     if "currency" in values:
         values["currency"] = values["currency"].upper()
-    if values.get("equity_objective", "none") != "none":
-        col.error(where["equity_objective"], "equity objectives are not supported by this "
-                  "version of allocator yet; set equity_objective to none")
     if col.issues:
         return None
     return RoundSettings(**values)
@@ -539,6 +536,11 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
         return None
     _check_filters(rnd, rows, t, col)
     _check_rules(rnd, rows["rules"], t.get("rules"), col)
+    if settings.equity_objective == EquityObjective.maxmin_contribution and not any(
+            c.amount > 0 for c in rnd.contributions):
+        col.error(CellRef("Round", None, None, "equity_objective"),
+                  "maxmin_contribution needs contributions: the Contributions sheet has no "
+                  "row with an amount")
     return rnd
 
 

@@ -81,12 +81,19 @@ def test_infeasible_round_exits_3_and_writes_nothing(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_equity_objective_is_rejected_until_supported(tmp_path):
+def test_equity_run_reports_the_price_of_fairness(tmp_path):
     data = sheets(Round={"round_id": "T1", "periods": "2026, 2027",
-                         "equity_objective": "maxmin_per_capita"})
-    result = _invoke("check", str(write(tmp_path / "eq.xlsx", data)))
-    assert result.exit_code == 1
-    assert "equity objectives are not supported" in result.stderr
+                         "equity_objective": "maxmin_per_capita", "outcome_tolerance": 0.2})
+    report = tmp_path / "r.xlsx"
+    result = _invoke("run", str(write(tmp_path / "eq.xlsx", data)), "--report", str(report),
+                     "--records", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.output
+    import openpyxl
+
+    items = {row[0]: row[1] for row in openpyxl.load_workbook(report)["Summary"].iter_rows(
+        min_row=2, values_only=True)}
+    assert items["equity objective"] == "maxmin_per_capita"
+    assert items["price of fairness: outcome value given up"] >= 0
 
 
 def test_template_round_trip(tmp_path):
