@@ -9,6 +9,7 @@ k-th eligible (p, r, f, t); y[p, t] in {0, 1} says whether an all-or-nothing pro
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -125,6 +126,7 @@ def define_outcome_objective(m: pyo.ConcreteModel, form: Formulation) -> None:
 # --- hard limits -------------------------------------------------------------------------------
 def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
     """Spending of a fund in a period is at most its budget; with carry-over, cumulatively."""
+    unit = float(rnd.settings.rounding_unit)
     idx = form.index
     by_ft: dict[tuple[int, int], list[int]] = defaultdict(list)
     for k, (f, t) in enumerate(zip(idx.f, idx.t, strict=True)):
@@ -141,17 +143,18 @@ def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) ->
                 cap = rnd.budget(fund.fund_id, period)
                 target = plain
             if ks:
-                target[(fund.fund_id, period)] = (ks, float(cap))
+                target[(fund.fund_id, period)] = (ks, whole_units_below(float(cap), unit))
     m.spend_fund_period_max = _rows_le(m, plain)
     m.spend_fund_cumulative_max = _rows_le(m, cumulative)
 
 
 def define_capacity_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
     """Money for a program in a period is at most max_trainees * cost (times y if switched)."""
+    unit = float(rnd.settings.rounding_unit)
     rows = {}
     for (p, t), ks in _by_program_period(form).items():
         prog = rnd.program(p)
-        cap = prog.max_trainees * prog.cost_per_trainee
+        cap = whole_units_below(prog.max_trainees * prog.cost_per_trainee, unit)
         rows[(p, t)] = (ks, cap)
 
     def rule(m, p, t):
@@ -166,6 +169,7 @@ def define_capacity_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) 
 
 def define_minimum_sizes(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
     """An all-or-nothing program gets at least min_trainees * cost in a period, or nothing."""
+    unit = float(rnd.settings.rounding_unit)
     if not form.binaries:
         return
     groups_ = _by_program_period(form)
@@ -173,7 +177,7 @@ def define_minimum_sizes(m: pyo.ConcreteModel, rnd: Round, form: Formulation) ->
     def rule(m, p, t):
         prog = rnd.program(p)
         ks = groups_[(p, t)]
-        need = prog.min_trainees * prog.cost_per_trainee
+        need = whole_units_above(prog.min_trainees * prog.cost_per_trainee, unit)
         return _linear([1.0] * len(ks) + [-need], [m.xs[k] for k in ks] + [m.y[m.y_of[(p, t)]]]) >= 0
 
     m.trainees_program_period_min = pyo.Constraint(form.binaries, rule=rule)
@@ -348,6 +352,20 @@ def _holds(lhs: float, op: Op, rhs: float, tol: float = 1e-9) -> bool:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+def whole_units_below(amount: float, unit: float) -> float:
+    """The largest whole number of rounding units not above `amount`.
+
+    Budgets and capacities are stated in these terms so that rounding never has to exceed
+    one; an all-or-nothing program whose minimum and maximum hold no whole number of units
+    between them can then only be switched off, which the MILP sees before it solves.
+    """
+    return math.floor(amount / unit + 1e-9) * unit
+
+
+def whole_units_above(amount: float, unit: float) -> float:
+    """The smallest whole number of rounding units not below `amount`."""
+    return math.ceil(amount / unit - 1e-9) * unit
+
 def _linear(coefs: list[float], variables: list) -> LinearExpression:
     return LinearExpression(linear_coefs=coefs, linear_vars=variables)
 

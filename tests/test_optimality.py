@@ -539,8 +539,15 @@ def test_rounding_unit(make_round):
                 program("P3", 1)])
     s["Round"]["rounding_unit"] = 100
     rnd = make_round(s)
-    sol = assert_optimal(rnd, 250 * 0.3 + 750 * 0.2)
+    assert reference_optimum(rnd)[0] == pytest.approx(250 * 0.3 + 750 * 0.2)
+    # In whole units of 100 the capacities are 200 and 700, so the best rounded allocation is
+    # P1 200 (0.3/unit), P2 700 (0.2), and the last 100 of the budget to P3 (0.1): 210. The
+    # engine states capacities and budgets in whole units, so its LP optimum is that too.
+    sol = solve_round(rnd)
+    assert sol.optimal_objective == pytest.approx(200 * 0.3 + 700 * 0.2 + 100 * 0.1)
+    assert sol.objective == pytest.approx(210)
     assert all(a % 100 == 0 for a in sol.allocation["amount"])
+    assert check_allocation(rnd, sol.allocation) == []
 
 
 # --- seeded random rounds ------------------------------------------------------------------------
