@@ -27,6 +27,7 @@ from allocator.solve import (
     Status,
     compile_model,
     fix_integers,
+    lp_method,
     raise_for_status,
     solve_program,
     solve_tiebreak_warm,
@@ -126,7 +127,10 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         prices.highs = None  # the tie-break now also holds the equity levels: start cold
     tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
                           twin_pairs(rnd, index, cols, y_values))
-    if prices.highs is not None:
+    # Warm primal simplex wins on small LPs; on large ones a cold interior point solve with
+    # crossover is faster (10,000 programs: 152 s warm, 76 s cold IPM) and reaches the same
+    # unique optimum.
+    if prices.highs is not None and lp_method(tb, method) != "ipm":
         tie = solve_tiebreak_warm(prices.highs, fixed, tb, settings.time_limit_s)
         prices.highs = None  # the instance now holds the tie-break; prices were read already
     else:

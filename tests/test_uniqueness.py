@@ -75,3 +75,17 @@ def test_thread_counts_agree(tmp_path):
     ]
     assert outputs[0] == outputs[1]
     assert outputs[0].count("\n") > 2
+
+
+def test_interior_point_and_simplex_paths_agree(tmp_path, monkeypatch):
+    # Large rounds solve their LP stages by interior point (with crossover) and start the
+    # tie-break cold; small ones use simplex and warm-start it. The tie-break's optimum is
+    # unique, so both paths must give the same allocation.
+    import allocator.solve as solve
+
+    rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round
+    simplex = solve_round(rnd)
+    monkeypatch.setattr(solve, "IPM_COLUMNS", 0)
+    interior = solve_round(rnd)
+    assert [s.solver_log.get("method") for s in interior.stages][-1] == "ipm"
+    assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
