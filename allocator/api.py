@@ -18,6 +18,7 @@ import pandas as pd
 
 from allocator.atomic import commit
 from allocator.engine import Solution, solve_round
+from allocator.progress import phase
 from allocator.record import RecordPaths, solver_settings, versions, write_record
 from allocator.round import Round
 from allocator.validate import LoadedRound, load_round
@@ -64,6 +65,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     """Validate, solve, and write the decision record and the report as one all-or-nothing step."""
     timings: dict[str, float] = {}
     tick = time.perf_counter()
+    phase("reading and validating the workbook")
     loaded = load_round(workbook)
     timings["read"] = time.perf_counter() - tick
     solution = solve_round(loaded.round, threads=threads)
@@ -86,6 +88,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
         timings["report"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
+    phase("writing the decision record and the report")
     try:
         record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside)
         commit(staged[0], report_path)  # record first: a report never points at no record

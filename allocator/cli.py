@@ -74,9 +74,11 @@ def run(
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
+    from allocator.progress import rich_phases
 
     try:
-        result = api.run(workbook, report=report, records=records)
+        with rich_phases(enabled=not quiet):
+            result = api.run(workbook, report=report, records=records)
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise
@@ -106,8 +108,12 @@ def summary_text(result) -> str:
     total = alloc["amount"].sum() if len(alloc) else 0.0
     budget = sum(b.amount for b in rnd.budgets)
     funded = alloc["program_id"].nunique() if len(alloc) else 0
+    status = sol.status.value
+    if sol.status.value == "time_limit_feasible":
+        gap = sol.stages[0].mip_gap
+        status += " — not proven optimal" + (f" (gap {gap:.2%})" if gap is not None else "")
     lines = [
-        f"round {rnd.settings.round_id}: {sol.status.value}",
+        f"round {rnd.settings.round_id}: {status}",
         f"outcome value {sol.objective:,.4f} (optimum before rounding {sol.optimal_objective:,.4f})",
         f"allocated {_money(total, cur)} of {_money(budget, cur)} budget; "
         f"{funded} of {len(rnd.programs)} programs funded",

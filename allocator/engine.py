@@ -17,6 +17,7 @@ from allocator.eligibility import AllocationIndex, allocation_index
 from allocator.equity import EquityResult, run_equity_stages
 from allocator.errors import InfeasibleRoundError
 from allocator.formulation import Formulation, RuleGroup, create_model
+from allocator.progress import phase
 from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
@@ -95,16 +96,20 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
 def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     timings: dict[str, float] = {}
     tick = time.perf_counter()
+    phase("building the model")
     index = allocation_index(rnd)
     form = create_model(rnd, index)
     timings["build"] = time.perf_counter() - tick
     _raise_for_trivial_rows(form)
     tick = time.perf_counter()
+    phase("handing the model to HiGHS")
     program, cols, refs = compile_model(form)
     timings["handover"] = time.perf_counter() - tick
     settings = rnd.settings
     stages: list[StageResult] = []
     tick = time.perf_counter()
+    phase(f"solving: best outcome ({'MILP' if program.integer.any() else 'LP'}, "
+          f"{program.shape[1]:,} variables, {program.shape[0]:,} constraints)")
     first = solve_program(program, "outcome", time_limit=settings.time_limit_s,
                           mip_gap=settings.mip_gap, method=method, threads=threads,
                           keep=not program.integer.any())
@@ -113,6 +118,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     prices, fixed = first, program
     if program.integer.any():
         fixed = fix_integers(program, first.x)
+        phase("solving: prices (LP with on/off decisions fixed)")
         prices = solve_program(fixed, "outcome_lp", time_limit=settings.time_limit_s,
                                mip_gap=settings.mip_gap, method=method, threads=threads, keep=True)
         stages.append(prices)
@@ -120,11 +126,13 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
     held, hold_value, equity = fixed, prices.objective, None
     if settings.equity_objective != EquityObjective.none:
+        phase(f"solving: equity ({settings.equity_objective.value})")
         equity = run_equity_stages(rnd, index, fixed, cols, prices.objective, method=method,
                                    threads=threads)
         stages.extend(equity.stages)
         held, hold_value = equity.program, equity.outcome_after
         prices.highs = None  # the tie-break now also holds the equity levels: start cold
+    phase("solving: tie-break (a unique allocation)")
     tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
                           twin_pairs(rnd, index, cols, y_values))
     # Warm primal simplex wins on small LPs; on large ones a cold interior point solve with
@@ -146,6 +154,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                         "the allocation is optimal but may not be the unique, reproducible one")
     timings["solve"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    phase("rounding to whole units")
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,

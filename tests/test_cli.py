@@ -26,6 +26,9 @@ def test_run_writes_report_and_record_and_prints_summary(tmp_path):
     assert lines[0] == "round T1: optimal"
     assert lines[2].startswith("allocated EUR 130,000 of EUR 180,000 budget; 2 of 3 programs funded")
     assert f"report: {report}" in lines
+    # phases with elapsed time go to standard error, so standard output stays the summary
+    assert "solving: best outcome (MILP" in result.stderr
+    assert "rounding to whole units" in result.stderr
     assert report.is_file()
     folders = list((records / "T1").iterdir())
     assert len(folders) == 1 and (folders[0] / "manifest.json").is_file()
@@ -35,7 +38,7 @@ def test_run_quiet_prints_nothing(tmp_path):
     wb = write(tmp_path / "t1.xlsx")
     result = _invoke("run", str(wb), "--report", str(tmp_path / "r.xlsx"),
                      "--records", str(tmp_path / "m"), "--quiet")
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
 
 
 def test_invalid_cell_is_named_and_nothing_is_written(tmp_path):
