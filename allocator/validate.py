@@ -205,17 +205,17 @@ class Collector:
     def cell(self, table: Table, row: int, col: Column, raw: object) -> Any:
         """Parse one cell, recording a problem or a normalisation against it."""
         notes: list[str] = []
-        where = table.ref(row, col.name)
         try:
             value = col.parse(raw, notes)
         except cells.CellValueError as exc:
-            self.error(where, str(exc))
+            self.error(table.ref(row, col.name), str(exc))
             return _INVALID
         if col.required and (value is None or value == () or value == []):
-            self.error(where, "required, but the cell is blank")
+            self.error(table.ref(row, col.name), "required, but the cell is blank")
             return _INVALID
-        for note in notes:
-            self.notes.append(Normalisation(where, cells.describe(raw), str(value), note))
+        for note in notes:  # the cell's reference is built only when something is said of it
+            self.notes.append(Normalisation(table.ref(row, col.name), cells.describe(raw),
+                                            str(value), note))
         return value
 
 

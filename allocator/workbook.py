@@ -403,6 +403,44 @@ class _RelsScan:
 
 def _parse_part(fh: BinaryIO, info: zipfile.ZipInfo, handler: object | None = None) -> None:
     """Parse one XML part with expat; refuse DTDs and entities; feed `handler` if given."""
+    _parse_chunks(_part_chunks(fh, info), info, handler)
+
+
+# A sheet is measured with regular expressions over its bytes when it holds nothing that
+# calamine would misread; the per-element scan above (ten times slower) is kept for sheets
+# with formulas, error cells, merged cells or cells without a reference.
+_SLOW_SIGNS = re.compile(rb'<(?:\w+:)?f[\s/>]|\st="e"|<(?:\w+:)?mergeCell[\s/>]')
+_CELL_TAG = re.compile(rb"<(?:\w+:)?c[\s/>]")
+_CELL_REFS = re.compile(rb'<(?:\w+:)?c\s[^>]*?\br="\$?([A-Z]{1,3})\$?(\d+)"')
+_ROW_REFS = re.compile(rb'<(?:\w+:)?row\s[^>]*?\br="(\d+)"')
+
+
+def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
+    """Parse a wanted sheet strictly, and measure it (fast path) or scan it cell by cell."""
+    data = b"".join(_part_chunks(fh, info))
+    if _SLOW_SIGNS.search(data):
+        _parse_chunks([data], info, scan)
+        return
+    _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
+    refs = _CELL_REFS.findall(data)
+    if len(refs) != len(_CELL_TAG.findall(data)):  # a cell without r=: count the slow way
+        _parse_chunks([data], info, scan)
+        return
+    rows = [int(r) for r in _ROW_REFS.findall(data)]
+    scan.cells = len(refs)
+    if not refs and not rows:
+        return
+    letters = {c for c, _ in refs}
+    max_col = max((column_index(c.decode()) for c in letters), default=1)
+    max_row = max([*rows, *(int(r) for _, r in refs[-1:])], default=1)
+    if (max_row > MAX_ROWS_PER_SHEET or max_col > MAX_COLUMNS
+            or max_row * max_col > MAX_CELLS_PER_SHEET or len(refs) > MAX_CELLS_PER_SHEET):
+        _parse_chunks([data], info, scan)  # over a limit: the slow scan names the first place
+        return
+    scan.max_row, scan.max_col = max_row, max_col
+
+
+def _parse_chunks(chunks, info: zipfile.ZipInfo, handler: object | None = None) -> None:
     parser = expat.ParserCreate()
     parser.buffer_text = True
 
@@ -422,7 +460,7 @@ def _parse_part(fh: BinaryIO, info: zipfile.ZipInfo, handler: object | None = No
         if hasattr(handler, "text"):
             parser.CharacterDataHandler = handler.text
     try:
-        for chunk in _part_chunks(fh, info):
+        for chunk in chunks:
             parser.Parse(chunk, False)
         parser.Parse(b"", True)
     except expat.ExpatError as exc:
@@ -461,8 +499,10 @@ def scan_parts(path: Path, infos: list[zipfile.ZipInfo], wanted: set[str]) -> li
         for info in infos:
             if info.filename in done or info.is_dir():
                 continue
-            if info.filename.lower().endswith((".xml", ".rels", ".vml")) or info.filename in scans:
-                _parse_part(fh, info, scans.get(info.filename))
+            if info.filename in scans:
+                _scan_sheet(fh, info, scans[info.filename])
+            elif info.filename.lower().endswith((".xml", ".rels", ".vml")):
+                _parse_part(fh, info)
     return sheets
 
 
