@@ -37,13 +37,17 @@ class Rounded:
 
 def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
                      unit: float, soft_rows: np.ndarray, time_limit: float = 30.0,
-                     free_cols: np.ndarray | None = None) -> Rounded:
+                     free_cols: np.ndarray | None = None,
+                     switch_cols: np.ndarray | None = None) -> Rounded:
     """Round x (currency) to multiples of `unit`.
 
     `free_cols` (soft-rule slacks, reference totals) are re-optimised with the rounded x so
-    the rows that define them stay exact; every other column keeps its solved value.
+    the rows that define them stay exact; `switch_cols` (the on/off decisions of all-or-nothing
+    programs) may be switched off by the repair pass when no whole-unit split of a program's
+    money keeps its caps; every other column keeps its solved value.
     """
     free_cols = np.zeros(0, dtype=np.int64) if free_cols is None else free_cols
+    switch_cols = np.zeros(0, dtype=np.int64) if switch_cols is None else switch_cols
     x = np.maximum(solution[x_cols], 0.0) / unit
     lo = np.floor(x + NEAR_INTEGER)
     fractional = x - lo > NEAR_INTEGER
@@ -72,11 +76,18 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
     hard_missed = [i for i in _misses(program, full) if i not in soft]
     if hard_missed:
         now = np.rint(full[x_cols] / unit)
-        steps2 = np.flatnonzero(_columns_in_rows(program, hard_missed, x_cols))
-        second = _rounding_milp(program, x_cols, full, now, steps2, -np.minimum(now[steps2], 1.0),
-                                np.ones(len(steps2)), unit, soft_rows, free_cols, time_limit)
+        in_missed = _columns_in_rows(program, hard_missed, x_cols)
+        # The on/off decisions of the programs involved may switch off; their money may then
+        # fall all the way to 0, the rest moves by one unit at most.
+        switches = _switches_near(program, x_cols[in_missed], switch_cols, full)
+        whole = _columns_in_rows(program, _rows_of(program, switches), x_cols) if len(switches) \
+            else np.zeros(len(x_cols), bool)
+        steps2 = np.flatnonzero(in_missed | whole)
+        lower2 = np.where(whole[steps2], -now[steps2], -np.minimum(now[steps2], 1.0))
+        second = _rounding_milp(program, x_cols, full, now, steps2, lower2, np.ones(len(steps2)),
+                                unit, soft_rows, free_cols, time_limit, switches)
         if second is not None:
-            full = _apply(full, x_cols, now, steps2, free_cols, second, unit)
+            full = _apply(full, x_cols, now, steps2, free_cols, second, unit, switches)
             method += "+repair"
     units = np.rint(full[x_cols] / unit)
     return Rounded(units.astype(np.int64), _misses(program, full), method, full)
@@ -174,13 +185,32 @@ def _mends(effect: sp.csc_matrix, k: int, short: np.ndarray, over: np.ndarray,
 
 
 def _apply(solution: np.ndarray, x_cols: np.ndarray, lo: np.ndarray, steps: np.ndarray,
-           free_cols: np.ndarray, result: np.ndarray, unit: float) -> np.ndarray:
+           free_cols: np.ndarray, result: np.ndarray, unit: float,
+           switches: np.ndarray | None = None) -> np.ndarray:
     full = solution.copy()
     units = lo.copy()
     units[steps] += np.round(result[: len(steps)])
     full[x_cols] = units * unit
     full[free_cols] = result[len(steps): len(steps) + len(free_cols)]
+    if switches is not None and len(switches):
+        start = len(steps) + len(free_cols)
+        full[switches] = np.round(result[start: start + len(switches)])
     return full
+
+
+def _rows_of(program: MatrixProgram, cols: np.ndarray) -> list[int]:
+    return np.unique(sp.csc_matrix(program.A)[:, cols].nonzero()[0]).tolist()
+
+
+def _switches_near(program: MatrixProgram, cols: np.ndarray, switch_cols: np.ndarray,
+                   full: np.ndarray) -> np.ndarray:
+    """The switched-on decisions that share a row with any of the given columns."""
+    if len(switch_cols) == 0 or len(cols) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = _rows_of(program, cols)
+    near = np.unique(sp.csr_matrix(program.A)[rows].indices)
+    on = switch_cols[full[switch_cols] > 0.5]
+    return np.intersect1d(on, near)
 
 
 def _columns_in_rows(program: MatrixProgram, rows: list[int], x_cols: np.ndarray) -> np.ndarray:
@@ -192,16 +222,20 @@ def _columns_in_rows(program: MatrixProgram, rows: list[int], x_cols: np.ndarray
 def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
                    lo: np.ndarray, steps: np.ndarray, step_lower: np.ndarray, step_upper: np.ndarray,
                    unit: float, soft_rows: np.ndarray, free_cols: np.ndarray,
-                   time_limit: float) -> np.ndarray | None:
+                   time_limit: float, switches: np.ndarray | None = None) -> np.ndarray | None:
     """Solve the rounding MILP: x_k = unit * (lo_k + z_k) for k in `steps`, z_k integer within
-    [step_lower, step_upper]; the other x stay at `unit * lo`. Returns z then the free columns."""
+    [step_lower, step_upper]; the other x stay at `unit * lo`; `switches` may go from 1 to 0.
+    Returns z, then the free columns, then the switches."""
+    switches = np.zeros(0, dtype=np.int64) if switches is None else switches
     A = sp.csc_matrix(program.A)
     step_cols = x_cols[steps]
     # Activity of every row with each stepped x at its floor, free columns at 0, rest as solved.
     fixed = solution.copy()
     fixed[x_cols] = lo * unit
     fixed[free_cols] = 0.0
+    fixed[switches] = 0.0
     base = A @ fixed
+    free_cols = np.concatenate([free_cols, switches]).astype(np.int64)
     B = sp.hstack([A[:, step_cols] * unit, A[:, free_cols]], format="csr")
     touched = np.unique(B.nonzero()[0])
     B = B[touched]
@@ -218,9 +252,13 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
     c = np.concatenate([program.c[step_cols] * unit - 1e-9 * unit, program.c[free_cols],
                         -weight[has_lo], -weight[has_up]])
-    col_lower = np.concatenate([step_lower, program.col_lower[free_cols], np.zeros(n_lo + n_up)])
-    col_upper = np.concatenate([step_upper, program.col_upper[free_cols], np.full(n_lo + n_up, INF)])
-    integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_f + n_lo + n_up, bool)])
+    n_s = len(switches)
+    col_lower = np.concatenate([step_lower, program.col_lower[free_cols[: n_f - n_s]],
+                                np.zeros(n_s + n_lo + n_up)])
+    col_upper = np.concatenate([step_upper, program.col_upper[free_cols[: n_f - n_s]],
+                                np.ones(n_s), np.full(n_lo + n_up, INF)])
+    integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_f - n_s, bool), np.ones(n_s, bool),
+                              np.zeros(n_lo + n_up, bool)])
     rounding = MatrixProgram(c, A_full, np.where(has_lo, lower, -INF), np.where(has_up, upper, INF),
                              col_lower, col_upper, integer,
                              [f"r{i}" for i in range(n_r)],
