@@ -102,12 +102,14 @@ def _reject_special(value: object) -> None:
             f"the cell holds {describe(value)}; open and save the workbook in Excel "
             "or LibreOffice so the value is stored, or type the value"
         )
-    if isinstance(value, str) and value.strip().upper() in EXCEL_ERRORS:
+    if isinstance(value, str) and "#" in value and value.strip().upper() in EXCEL_ERRORS:
         raise CellValueError(f"the cell holds the error text {value.strip()!r}")
 
 
 def clean_text(value: str, notes: list[str] | None = None) -> str:
     """NFKC-normalise, drop invisible characters, fold runs of white space, strip."""
+    if value.isascii() and value.isprintable() and "  " not in value and value == value.strip():
+        return value  # the common case: nothing NFKC, invisible characters or spacing would change
     nfkc = unicodedata.normalize("NFKC", value)
     invisible = _INVISIBLE.findall(nfkc)
     out = _SPACES.sub(" ", _INVISIBLE.sub("", nfkc)).strip()

@@ -39,15 +39,15 @@ from allocator.errors import CellRef, InputError, InputIssue, Normalisation
 # Limits the reader enforces (documented in docs/limits.md). A round workbook holds a few
 # thousand rows at most; these leave two orders of magnitude of room while keeping memory
 # bounded (calamine holds a sheet as a dense grid of its used area).
-MAX_FILE_BYTES = 50 * 1024**2  # the .xlsx file on disk
-MAX_UNCOMPRESSED_BYTES = 512 * 1024**2  # all parts together, once expanded
+MAX_FILE_BYTES = 200 * 1024**2  # the .xlsx file on disk
+MAX_UNCOMPRESSED_BYTES = 2 * 1024**3  # all parts together, once expanded
 MAX_PART_RATIO = 100  # expanded/compressed, for any part of RATIO_FLOOR bytes or more
 RATIO_FLOOR = 1024**2  # smaller parts are harmless whatever their ratio
 MAX_PARTS = 10_000  # entries in the zip directory
 MAX_SHEETS = 200  # sheets in the workbook
-MAX_ROWS_PER_SHEET = 100_000  # last used row of a sheet the engine reads
+MAX_ROWS_PER_SHEET = 300_000  # last used row of a sheet the engine reads
 MAX_COLUMNS = 256  # last used column (IV) of a sheet the engine reads
-MAX_CELLS_PER_SHEET = 2_000_000  # rows x columns of the used area (A1 to the last cell)
+MAX_CELLS_PER_SHEET = 6_000_000  # rows x columns of the used area (A1 to the last cell)
 
 _CHUNK = 1 << 20
 _NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -427,7 +427,6 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         _parse_chunks([data], info, scan)
         return
     rows = [int(r) for r in _ROW_REFS.findall(data)]
-    scan.cells = len(refs)
     if not refs and not rows:
         return
     letters = {c for c, _ in refs}
@@ -437,7 +436,7 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
             or max_row * max_col > MAX_CELLS_PER_SHEET or len(refs) > MAX_CELLS_PER_SHEET):
         _parse_chunks([data], info, scan)  # over a limit: the slow scan names the first place
         return
-    scan.max_row, scan.max_col = max_row, max_col
+    scan.max_row, scan.max_col, scan.cells = max_row, max_col, len(refs)
 
 
 def _parse_chunks(chunks, info: zipfile.ZipInfo, handler: object | None = None) -> None:

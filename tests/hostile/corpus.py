@@ -290,8 +290,10 @@ def truncated(path: Path) -> None:
 
 def too_big(path: Path) -> None:
     base()(path)
+    from allocator.workbook import MAX_FILE_BYTES
+
     with path.open("r+b") as fh:  # a sparse file: costs no disk
-        fh.truncate(51 * 1024**2)
+        fh.truncate(MAX_FILE_BYTES + 1024**2)
 
 
 def plain_zip(files: dict[str, bytes]) -> Callable[[Path], None]:
@@ -439,7 +441,7 @@ def _program_ids(rnd: Any) -> list[str]:
 
 FAR_ROW = '<row r="1000000"><c r="A1000000" t="inlineStr"><is><t>x</t></is></c></row>'
 FAR_COL = '<row r="9"><c r="ZZ9" t="inlineStr"><is><t>x</t></is></c></row>'
-WIDE_AREA = '<row r="20000"><c r="IV20000" t="inlineStr"><is><t>x</t></is></c></row>'
+WIDE_AREA = '<row r="30000"><c r="IV30000" t="inlineStr"><is><t>x</t></is></c></row>'
 SPARSE_BOMB = '<row r="1000000"><c r="XFD1000000" t="inlineStr"><is><t>x</t></is></c></row>'
 
 
@@ -489,13 +491,13 @@ def cases() -> list[Case]:
         Case("macros_xlsm", patched({}, add=[("xl/vbaProject.bin", b"\xd0\xcf\x11\xe0 macro")]),
              (F, None, None), "macros"),
         Case("sparse_far_row", patched(in_sheet("Regions", lambda x: append_row(x, FAR_ROW))),
-             ("Regions", 1000000, None), "limit is 100,000 rows"),
+             ("Regions", 1000000, None), "limit is 300,000 rows"),
         Case("sparse_far_column", patched(in_sheet("Programs", lambda x: append_row(x, FAR_COL))),
              ("Programs", 9, "ZZ"), "limit is 256 columns"),
         Case("sparse_cell_bomb", patched(in_sheet("Budgets", lambda x: append_row(x, SPARSE_BOMB))),
-             ("Budgets", 1000000, None), "limit is 100,000 rows"),
+             ("Budgets", 1000000, None), "limit is 300,000 rows"),
         Case("used_area_too_large", patched(in_sheet("Funds", lambda x: append_row(x, WIDE_AREA))),
-             ("Funds", 20000, "IV"), "used area"),
+             ("Funds", 30000, "IV"), "used area"),
         # -- sheets and headers ---------------------------------------------------------------
         Case("missing_sheet", rename_sheet("Programs", "Programmes"), ("Programs", None, None),
              "required sheet 'Programs' is missing"),
