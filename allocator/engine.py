@@ -158,7 +158,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
-                               time_limit=min(30.0, settings.time_limit_s),
+                               time_limit=min(10.0, settings.time_limit_s),
                                free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
     timings["rounding"] = time.perf_counter() - tick
     status = Status.time_limit if Status.time_limit in (s.status for s in stages[:2]) \

@@ -154,13 +154,26 @@ def _extra_columns(rnd: Round, dim: str) -> set[str]:
 
 def entities(rnd: Round, dimension: str) -> list[tuple[str, object]]:
     """(id, row) for every member of a dimension; periods have no row."""
-    if dimension == "program":
-        return [(p.program_id, p) for p in rnd.programs]
-    if dimension == "region":
-        return [(r.region_id, r) for r in rnd.regions]
-    if dimension == "fund":
-        return [(f.fund_id, f) for f in rnd.funds]
-    return [(t, None) for t in rnd.periods]
+    cache = rnd.__dict__.setdefault("_entities", {})
+    if dimension not in cache:
+        if dimension == "program":
+            cache[dimension] = [(p.program_id, p) for p in rnd.programs]
+        elif dimension == "region":
+            cache[dimension] = [(r.region_id, r) for r in rnd.regions]
+        elif dimension == "fund":
+            cache[dimension] = [(f.fund_id, f) for f in rnd.funds]
+        else:
+            cache[dimension] = [(t, None) for t in rnd.periods]
+    return cache[dimension]
+
+
+def member_values(rnd: Round, spec: KeySpec) -> list[tuple[str, frozenset[str]]]:
+    """(id, values) of every member of the key's dimension, computed once per round."""
+    cache = rnd.__dict__.setdefault("_member_values", {})
+    if spec not in cache:
+        cache[spec] = [(ident, values_of(spec, ident, row))
+                       for ident, row in entities(rnd, spec.dimension)]
+    return cache[spec]
 
 
 def values_of(spec: KeySpec, ident: str, row: object) -> frozenset[str]:
@@ -189,6 +202,8 @@ def normalise_value(spec: KeySpec, value: object) -> str:
         if text in ("no", "false", "0", "n"):
             return "no"
         raise ValueError(f"expected yes or no, got {value!r}")
+    if type(value) is str:  # the common case, without the enum check below
+        return value.strip() if spec.kind == "id" else value.strip().casefold()
     text = str(value.value if hasattr(value, "value") else value).strip()
     return text if spec.kind == "id" else text.casefold()
 
@@ -198,8 +213,8 @@ def known_values(rnd: Round, spec: KeySpec) -> frozenset[str]:
     if spec.kind == "bool":
         return frozenset({"yes", "no"})
     out: set[str] = set()
-    for ident, row in entities(rnd, spec.dimension):
-        out |= values_of(spec, ident, row)
+    for _, values in member_values(rnd, spec):
+        out |= values
     return frozenset(out)
 
 
@@ -235,9 +250,8 @@ def passing(flt: Filter, rnd: Round) -> dict[str, frozenset[str]]:
         spec = resolve_key(cond.key, rnd)
         wanted = {normalise_value(spec, v) for v in cond.values}
         keep = set()
-        for ident, row in entities(rnd, spec.dimension):
-            hit = bool(values_of(spec, ident, row) & wanted)
-            if hit != cond.negate:
+        for ident, values in member_values(rnd, spec):
+            if bool(values & wanted) != cond.negate:
                 keep.add(ident)
         out[spec.dimension] = out[spec.dimension] & frozenset(keep)
     return out

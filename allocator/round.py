@@ -175,7 +175,7 @@ class Round(Frozen):
     def model_copy(self, *, update=None, deep: bool = False) -> Round:  # type: ignore[override]
         """A copy without the lookup caches, which would describe the original's tables."""
         copy = super().model_copy(update=update, deep=deep)
-        for cache in ("_lookup_cache", "_extra_cols"):
+        for cache in [k for k in copy.__dict__ if k.startswith("_")]:
             copy.__dict__.pop(cache, None)
         return copy
 

@@ -6,6 +6,7 @@ models of `round`, and the cross-sheet checks (unknown references, duplicates, f
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -355,21 +356,23 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
     if missing:
         return []
     extras = [h for h in table.headers if h not in known]
+    present = [c for c in spec if c.name in table.headers]
+    parsed = {c.name: _parse_column(table, c, col) for c in present}
+    extra_cols = [Column(h, cells.parse_text) for h in extras]
+    parsed_extras = {c.name: _parse_column(table, c, col) for c in extra_cols}
     out: list[Located] = []
-    for excel_row, raw in table.rows:
+    for i, (excel_row, _raw) in enumerate(table.rows):
         data: dict[str, Any] = {}
         bad = False
-        for c in spec:
-            if c.name not in table.headers:
-                continue
-            value = col.cell(table, excel_row, c, raw.get(c.name))
+        for c in present:
+            value = parsed[c.name][i]
             if value is _INVALID:
                 bad = True
             elif value is not None:
                 data[c.name] = value
         attributes = {}
         for h in extras:
-            value = col.cell(table, excel_row, Column(h, cells.parse_text), raw.get(h))
+            value = parsed_extras[h][i]
             if value is _INVALID:
                 bad = True
             elif value is not None:
@@ -385,6 +388,42 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
             continue
         out.append(Located(row, excel_row, data | {"attributes": attributes}))
     return out
+
+
+def _parse_column(table: Table, c: Column, col: Collector) -> list[Any]:
+    """Every cell of one column, typed; a column of plain values skips the per-cell parser."""
+    raws = [raw.get(c.name) for _, raw in table.rows]
+    fast = _plain_column(c, raws)
+    if fast is not None:
+        return fast
+    return [col.cell(table, row, c, value) for (row, _), value in zip(table.rows, raws, strict=True)]
+
+
+def _is_plain_text(value: object, separators: bool) -> bool:
+    """Text no parser would change or refuse: ASCII, printable, trimmed, single spaces."""
+    return (type(value) is str and value != "" and value.isascii() and value.isprintable()
+            and value == value.strip() and "  " not in value and "#" not in value
+            and not (separators and ("," in value or ";" in value or "|" in value)))
+
+
+def _plain_column(c: Column, raws: list[object]) -> list[Any] | None:
+    """The column's values when every cell is already what its parser would return, else None.
+
+    A cell counts as blank only when empty (None or ''); any other cell that is not plain sends
+    the whole column through the per-cell parser, which names problems and normalisations.
+    """
+    blank = [v is None or v == "" for v in raws]
+    if c.required and any(blank):
+        return None
+    if c.parse is cells.parse_float:
+        if all(b or (type(v) in (float, int) and math.isfinite(v)) for v, b in zip(raws, blank, strict=True)):
+            return [None if b else float(v) for v, b in zip(raws, blank, strict=True)]
+        return None
+    if c.parse in (cells.parse_id, cells.parse_text):
+        separators = c.parse is cells.parse_id
+        if all(b or _is_plain_text(v, separators) for v, b in zip(raws, blank, strict=True)):
+            return [None if b else v for v, b in zip(raws, blank, strict=True)]
+    return None
 
 
 def _build(model: type[BaseModel], data: dict[str, Any], attributes: dict[str, str]) -> BaseModel:

@@ -410,8 +410,8 @@ def _parse_part(fh: BinaryIO, info: zipfile.ZipInfo, handler: object | None = No
 # calamine would misread; the per-element scan above (ten times slower) is kept for sheets
 # with formulas, error cells, merged cells or cells without a reference.
 _SLOW_SIGNS = re.compile(rb'<(?:\w+:)?f[\s/>]|\st="e"|<(?:\w+:)?mergeCell[\s/>]')
-_CELL_TAG = re.compile(rb"<(?:\w+:)?c[\s/>]")
-_CELL_REFS = re.compile(rb'<(?:\w+:)?c\s[^>]*?\br="\$?([A-Z]{1,3})\$?(\d+)"')
+_PREFIXED_CELL = re.compile(rb"<\w+:c[\s/>]")
+_LAST_CELL_ROW = re.compile(rb'<c r="[A-Z]{1,3}(\d+)"')
 _ROW_REFS = re.compile(rb'<(?:\w+:)?row\s[^>]*?\br="(\d+)"')
 
 
@@ -422,21 +422,33 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         _parse_chunks([data], info, scan)
         return
     _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
-    refs = _CELL_REFS.findall(data)
-    if len(refs) != len(_CELL_TAG.findall(data)):  # a cell without r=: count the slow way
+    n_cells = data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>")
+    n_refs = data.count(b'<c r="')
+    if n_cells != n_refs or _PREFIXED_CELL.search(data):  # cells without r= or prefixed tags
         _parse_chunks([data], info, scan)
         return
     rows = [int(r) for r in _ROW_REFS.findall(data)]
-    if not refs and not rows:
-        return
-    letters = {c for c, _ in refs}
-    max_col = max((column_index(c.decode()) for c in letters), default=1)
-    max_row = max([*rows, *(int(r) for _, r in refs[-1:])], default=1)
+    cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
+    max_row = max([*rows, *cell_rows], default=0)
+    max_col = _max_column(data)
     if (max_row > MAX_ROWS_PER_SHEET or max_col > MAX_COLUMNS
-            or max_row * max_col > MAX_CELLS_PER_SHEET or len(refs) > MAX_CELLS_PER_SHEET):
+            or max_row * max_col > MAX_CELLS_PER_SHEET or n_cells > MAX_CELLS_PER_SHEET
+            or (n_cells and not rows)):
         _parse_chunks([data], info, scan)  # over a limit: the slow scan names the first place
         return
-    scan.max_row, scan.max_col, scan.cells = max_row, max_col, len(refs)
+    scan.max_row, scan.max_col, scan.cells = max_row, max_col, n_cells
+
+
+def _max_column(data: bytes) -> int:
+    """The right-most column any cell reference names (searching letters from the widest)."""
+    for width in (3, 2):
+        found = re.findall(rb'<c r="([A-Z]{%d})\d' % width, data)
+        if found:
+            return max(column_index(c.decode()) for c in set(found))
+    for index in range(25, -1, -1):
+        if (b'<c r="' + bytes([65 + index])) in data:
+            return index + 1
+    return 0
 
 
 def _parse_chunks(chunks, info: zipfile.ZipInfo, handler: object | None = None) -> None:
