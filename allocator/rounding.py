@@ -23,6 +23,7 @@ NEAR_INTEGER = 1e-6  # in units: an amount this close to a multiple is that mult
 # Above this many fractional amounts the down-or-up MILP gets slow (5 s at 1,000 programs);
 # a greedy pass (floor, then up where every row allows) with a small MILP repair takes over.
 MILP_MAX_STEPS = 1_000
+ROUNDING_MAX_NODES = 2_000
 
 
 @dataclass
@@ -263,7 +264,10 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
                              col_lower, col_upper, integer,
                              [f"r{i}" for i in range(n_r)],
                              [f"z{i}" for i in range(A_full.shape[1])], maximize=True)
-    result = solve_program(rounding, "rounding", time_limit=time_limit, mip_gap=1e-6)
+    # A node limit, not the clock, ends a long search: the answer must not depend on how
+    # busy the machine is (the time limit stays only as a safety net).
+    result = solve_program(rounding, "rounding", time_limit=max(time_limit, 120.0), mip_gap=1e-6,
+                           options={"mip_max_nodes": ROUNDING_MAX_NODES})
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
     return result.x[: n_z + n_f]

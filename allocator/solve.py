@@ -236,7 +236,7 @@ def lp_method(program: MatrixProgram, method: str) -> str:
 
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None,
-                  keep: bool = False) -> StageResult:
+                  keep: bool = False, options: dict[str, object] | None = None) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value.
 
     With `keep`, the HiGHS instance stays on the result (`.highs`) for a warm-started stage.
@@ -260,6 +260,8 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     h.setOptionValue("mip_rel_gap", float(mip_gap))
     chosen = lp_method(program, method)
     h.setOptionValue("solver", chosen)
+    for key, value in (options or {}).items():
+        h.setOptionValue(key, value)
     if chosen == "ipm":
         h.setOptionValue("run_crossover", "on")
     program.to_highs(h)
