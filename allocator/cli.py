@@ -214,6 +214,14 @@ def diff(
 
 
 
+# Options shared by the commands that run independent solves in parallel.
+Workers = Annotated[int | None, typer.Option(
+    help="Local worker processes [default: the usable cores]; 1 solves in this process.")]
+Scheduler = Annotated[str | None, typer.Option(
+    help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")]
+QuietParallel = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+
+
 @app.command()
 @_guard
 def compare(
@@ -222,11 +230,9 @@ def compare(
         help="Comparison workbook [default: reports/<round_id>.compare.xlsx]")] = None,
     records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
     no_records: Annotated[bool, typer.Option("--no-records", help="Write no decision records.")] = False,
-    workers: Annotated[int | None, typer.Option(
-        help="Local worker processes [default: the usable cores]; 1 solves in this process.")] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")] = False,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quiet: QuietParallel = False,
 ) -> None:
     """Solve the round and every variant of its Variants sheet; write them side by side."""
     from allocator.compare import compare as run_compare
@@ -266,11 +272,9 @@ def sweep(
     seed: Annotated[int, typer.Option(help="Seed of the outcome draws.")] = 0,
     report: Annotated[Path | None, typer.Option(
         help="Sweep workbook [default: reports/<round_id>.sweep.xlsx]")] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Local worker processes [default: the usable cores]; 1 solves in this process.")] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")] = False,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quiet: QuietParallel = False,
 ) -> None:
     """What-if at scale: solve over budget levels and/or sampled outcomes; report robustness."""
     from allocator.sweep import (
