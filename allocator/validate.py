@@ -423,6 +423,23 @@ def _plain_column(c: Column, raws: list[object]) -> list[Any] | None:
         separators = c.parse is cells.parse_id
         if all(b or _is_plain_text(v, separators) for v, b in zip(raws, blank, strict=True)):
             return [None if b else v for v, b in zip(raws, blank, strict=True)]
+    if c.parse in (_ids, _tags):
+        out: list[Any] = []
+        for v, b in zip(raws, blank, strict=True):
+            if b:
+                out.append(())
+                continue
+            if type(v) is not str or not v.isascii() or not v.isprintable() or "#" in v \
+                    or ";" in v or "|" in v:
+                return None
+            items = [p.strip() for p in v.split(",")]
+            items = [p for p in items if p]
+            if c.parse is _tags:
+                items = [p.lower() for p in items]
+            if len(set(items)) != len(items) or any("  " in p for p in items):
+                return None
+            out.append(tuple(sorted(items)))
+        return out
     return None
 
 
