@@ -119,7 +119,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     if program.integer.any():
         fixed = fix_integers(program, first.x)
         phase("solving: prices (LP with on/off decisions fixed)")
-        prices = solve_program(fixed, "outcome_lp", time_limit=settings.time_limit_s,
+        prices = solve_program(fixed, "outcome_lp", time_limit=follow_up_limit(settings.time_limit_s),
                                mip_gap=settings.mip_gap, method=method, threads=threads, keep=True)
         stages.append(prices)
         raise_for_status(prices)
@@ -139,10 +139,10 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     # crossover is faster (10,000 programs: 152 s warm, 76 s cold IPM) and reaches the same
     # unique optimum.
     if prices.highs is not None and lp_method(tb, method) != "ipm":
-        tie = solve_tiebreak_warm(prices.highs, fixed, tb, settings.time_limit_s)
+        tie = solve_tiebreak_warm(prices.highs, fixed, tb, follow_up_limit(settings.time_limit_s))
         prices.highs = None  # the instance now holds the tie-break; prices were read already
     else:
-        tie = solve_program(tb, "tiebreak", time_limit=settings.time_limit_s,
+        tie = solve_program(tb, "tiebreak", time_limit=follow_up_limit(settings.time_limit_s),
                             mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(tie)
     warnings: list[str] = list(equity.warnings) if equity else []
@@ -158,7 +158,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
-                               time_limit=min(10.0, settings.time_limit_s),
+                               time_limit=min(10.0, settings.time_limit_s),  # node-limited
                                free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
     timings["rounding"] = time.perf_counter() - tick
     status = Status.time_limit if Status.time_limit in (s.status for s in stages[:2]) \
@@ -209,6 +209,15 @@ def _raise_for_trivial_rows(form: Formulation) -> None:
 
 
 TIEBREAK_SEED = 20261125
+# `time_limit_s` bounds the search for the best outcome (where a gap can be reported). The LP
+# stages after it (prices, equity, tie-break) have no useful answer short of their optimum,
+# so they get at least this long each.
+FOLLOW_UP_MIN_SECONDS = 600.0
+
+
+def follow_up_limit(time_limit_s: float) -> float:
+    """Time limit of each stage after the outcome stage."""
+    return max(time_limit_s, FOLLOW_UP_MIN_SECONDS)
 
 
 def _tiebreak_weights(program: MatrixProgram, cols: Columns) -> np.ndarray:

@@ -133,7 +133,7 @@ def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, 
         if not free.any():
             break
         stage = _maxmin_stage(base, G, groups.divisors, levels, free, round_no)
-        result = solve_program(stage, f"equity_{round_no}", time_limit=settings.time_limit_s,
+        result = solve_program(stage, f"equity_{round_no}", time_limit=max(settings.time_limit_s, 600.0),
                                mip_gap=settings.mip_gap, method=method, threads=threads)
         stages.append(result)
         raise_for_status(result)
@@ -156,7 +156,7 @@ def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, 
     held = levels - LEVEL_RTOL * np.maximum(1.0, np.abs(levels))
     final = _with_rows(base, G, list(held * groups.divisors), [INF] * n_groups,
                        [f"equity_level_min[{g}]" for g in groups.names])
-    again = solve_program(final, "outcome_given_equity", time_limit=settings.time_limit_s,
+    again = solve_program(final, "outcome_given_equity", time_limit=max(settings.time_limit_s, 600.0),
                           mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(again)
     raise_for_status(again)
