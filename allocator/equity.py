@@ -33,7 +33,6 @@ from allocator.solve import (
     Columns,
     MatrixProgram,
     StageResult,
-    Status,
     raise_for_status,
     solve_program,
 )
@@ -204,4 +203,4 @@ def _maxmin_stage(base: MatrixProgram, G: sp.csr_matrix, divisors: np.ndarray,
         [*base.col_names, "z_equity"], maximize=True)
 
 
-__all__ = ["EquityResult", "Status", "equity_groups", "run_equity_stages"]
+__all__ = ["EquityResult", "equity_groups", "run_equity_stages"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import highspy
 import numpy as np
 import scipy.sparse as sp
 
@@ -284,4 +283,4 @@ def _misses(program: MatrixProgram, full: np.ndarray) -> dict[int, float]:
     return {int(i): float(miss[i]) for i in rows}
 
 
-__all__ = ["Rounded", "highspy", "round_allocation"]
+__all__ = ["Rounded", "round_allocation"]
