@@ -119,6 +119,12 @@ def summary_text(result) -> str:
         f"{funded} of {len(rnd.programs)} programs funded",
         "by fund:",
     ]
+    if sol.fairness:
+        fair = sol.fairness
+        lines.insert(2, f"equity {fair['objective']}: price of fairness "
+                        f"{fair['outcome_given_up']:,.4f} outcome value, "
+                        f"{fair['trainees_given_up']:,.2f} trainee placements; lowest group "
+                        f"{fair['min_before']:,.4g} -> {fair['min_after']:,.4g} {fair['unit']}")
     by_fund = alloc.groupby("fund_id")["amount"].sum() if len(alloc) else {}
     for f in rnd.funds:
         lines.append(f"  {f.fund_id:<16} {_money(by_fund.get(f.fund_id, 0.0), cur):>22}")

@@ -91,6 +91,7 @@ def test_equity_run_reports_the_price_of_fairness(tmp_path):
     result = _invoke("run", str(write(tmp_path / "eq.xlsx", data)), "--report", str(report),
                      "--records", str(tmp_path / "m"))
     assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2].startswith("equity maxmin_per_capita: price of fairness ")
     import openpyxl
 
     items = {row[0]: row[1] for row in openpyxl.load_workbook(report)["Summary"].iter_rows(
