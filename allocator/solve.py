@@ -225,6 +225,10 @@ def new_highs() -> highspy.Highs:
 # answer is still a vertex with a basis to warm-start from): dual simplex took 368 s on the
 # fixed LP of a 10,000-program round.
 IPM_COLUMNS = 60_000
+# Above this many columns crossover costs more than the interior point solve itself (50,000
+# programs: still in crossover after 15 minutes); the optimum of each stage after the first is
+# unique, so the interior point solution without a basis is the same allocation to 1e-8.
+CROSSOVER_COLUMNS = 250_000
 
 
 def lp_method(program: MatrixProgram, method: str) -> str:
@@ -263,7 +267,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     for key, value in (options or {}).items():
         h.setOptionValue(key, value)
     if chosen == "ipm":
-        h.setOptionValue("run_crossover", "on")
+        h.setOptionValue("run_crossover", "on" if program.shape[1] <= CROSSOVER_COLUMNS else "off")
     program.to_highs(h)
     result = _run(h, name, program)
     result.solver_log["method"] = chosen

@@ -89,3 +89,16 @@ def test_interior_point_and_simplex_paths_agree(tmp_path, monkeypatch):
     interior = solve_round(rnd)
     assert [s.solver_log.get("method") for s in interior.stages][-1] == "ipm"
     assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
+
+
+def test_interior_point_without_crossover_gives_the_same_allocation(tmp_path, monkeypatch):
+    # The largest rounds skip crossover: no vertex, but the tie-break optimum is unique, so
+    # after rounding the allocation must be the one simplex finds.
+    import allocator.solve as solve
+
+    rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round
+    simplex = solve_round(rnd)
+    monkeypatch.setattr(solve, "IPM_COLUMNS", 0)
+    monkeypatch.setattr(solve, "CROSSOVER_COLUMNS", 0)
+    interior = solve_round(rnd)
+    assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
