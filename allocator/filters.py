@@ -9,7 +9,6 @@ belongs to exactly one dimension, a filter splits into one independent test per 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -295,7 +294,3 @@ def intersect(*maps: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
         for dim in DIMENSIONS:
             out[dim] = out[dim] & m[dim]
     return out
-
-
-def ids_text(ids: Iterable[str]) -> str:
-    return ", ".join(sorted(ids))
