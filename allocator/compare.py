@@ -78,9 +78,6 @@ def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
         return None, "stopped", str(exc)
-    for stage in sol.stages:  # a live solver handle cannot cross a process boundary
-        stage.highs = None
-    sol.prices.highs = None
     return sol, sol.status.value, ""
 
 

@@ -28,10 +28,10 @@ from allocator.solve import (
     Status,
     compile_model,
     fix_integers,
-    lp_method,
+    optimal_face,
     raise_for_status,
     solve_program,
-    solve_tiebreak_warm,
+    tiebreak_method,
     tiebreak_program,
 )
 
@@ -111,8 +111,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     phase(f"solving: best outcome ({'MILP' if program.integer.any() else 'LP'}, "
           f"{program.shape[1]:,} variables, {program.shape[0]:,} constraints)")
     first = solve_program(program, "outcome", time_limit=settings.time_limit_s,
-                          mip_gap=settings.mip_gap, method=method, threads=threads,
-                          keep=not program.integer.any())
+                          mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(first)
     raise_for_status(first)
     prices, fixed = first, program
@@ -120,7 +119,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         fixed = fix_integers(program, first.x)
         phase("solving: prices (LP with on/off decisions fixed)")
         prices = solve_program(fixed, "outcome_lp", time_limit=follow_up_limit(settings.time_limit_s),
-                               mip_gap=settings.mip_gap, method=method, threads=threads, keep=True)
+                               mip_gap=settings.mip_gap, method=method, threads=threads)
         stages.append(prices)
         raise_for_status(prices)
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
@@ -131,19 +130,13 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                    threads=threads)
         stages.extend(equity.stages)
         held, hold_value = equity.program, equity.outcome_after
-        prices.highs = None  # the tie-break now also holds the equity levels: start cold
     phase("solving: tie-break (a unique allocation)")
     tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
                           twin_pairs(rnd, index, cols, y_values))
-    # Warm primal simplex wins on small LPs; on large ones a cold interior point solve with
-    # crossover is faster (10,000 programs: 152 s warm, 76 s cold IPM) and reaches the same
-    # unique optimum.
-    if prices.highs is not None and lp_method(tb, method) != "ipm":
-        tie = solve_tiebreak_warm(prices.highs, fixed, tb, follow_up_limit(settings.time_limit_s))
-        prices.highs = None  # the instance now holds the tie-break; prices were read already
-    else:
-        tie = solve_program(tb, "tiebreak", time_limit=follow_up_limit(settings.time_limit_s),
-                            mip_gap=settings.mip_gap, method=method, threads=threads)
+    if equity is None:  # the equity stages leave the outcome's optimal face on purpose
+        tb = optimal_face(tb, prices)
+    tie = solve_program(tb, "tiebreak", time_limit=follow_up_limit(settings.time_limit_s),
+                        mip_gap=settings.mip_gap, method=tiebreak_method(method), threads=threads)
     stages.append(tie)
     warnings: list[str] = list(equity.warnings) if equity else []
     if tie.status == Status.optimal:

@@ -127,7 +127,6 @@ class StageResult:
     mip_gap: float | None
     seconds: float
     solver_log: dict[str, object] = field(default_factory=dict)
-    highs: highspy.Highs | None = None  # kept only for a warm-started next stage
 
 
 @dataclass
@@ -238,13 +237,16 @@ def lp_method(program: MatrixProgram, method: str) -> str:
     return method
 
 
+def tiebreak_method(method: str) -> str:
+    """The HiGHS method for the tie-break: on the optimal face presolve removes every fixed
+    column, and dual simplex finishes what is left sooner than interior point would."""
+    return "simplex" if method == "choose" else method
+
+
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None,
-                  keep: bool = False, options: dict[str, object] | None = None) -> StageResult:
-    """Solve one stage with HiGHS; the run and model status are checked before any value.
-
-    With `keep`, the HiGHS instance stays on the result (`.highs`) for a warm-started stage.
-    """
+                  options: dict[str, object] | None = None) -> StageResult:
+    """Solve one stage with HiGHS; the run and model status are checked before any value."""
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
         return StageResult(name, program, Status.optimal, 0.0, empty, np.zeros(program.shape[0]),
@@ -271,8 +273,6 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     program.to_highs(h)
     result = _run(h, name, program)
     result.solver_log["method"] = chosen
-    if keep:
-        result.highs = h
     return result
 
 
@@ -297,31 +297,6 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
-    return result
-
-
-def solve_tiebreak_warm(h: highspy.Highs, base: MatrixProgram, tiebreak: MatrixProgram,
-                        time_limit: float) -> StageResult:
-    """Turn the solved LP in `h` into the tie-break in place and re-solve from its basis.
-
-    The result is the same optimum as solving `tiebreak` from scratch (that is what the
-    record's MPS file holds); only the starting point differs.
-    """
-    extra = sp.csr_matrix(tiebreak.A)[base.shape[0]:]
-    n_extra = extra.shape[0]
-    lower = tiebreak.row_lower[base.shape[0]:]
-    upper = tiebreak.row_upper[base.shape[0]:]
-    _check_call(h.addRows(n_extra, lower.astype(float), upper.astype(float), int(extra.nnz),
-                          extra.indptr.astype(np.int32), extra.indices.astype(np.int32),
-                          extra.data.astype(float)), "adding the tie-break rows")
-    n = tiebreak.shape[1]
-    _check_call(h.changeColsCost(n, np.arange(n, dtype=np.int32), tiebreak.c.astype(float)),
-                "setting the tie-break objective")
-    _check_call(h.changeObjectiveSense(highspy.ObjSense.kMinimize), "setting the tie-break sense")
-    h.setOptionValue("time_limit", float(time_limit))
-    h.setOptionValue("solver", "simplex")  # from an optimal basis, primal simplex is quickest
-    result = _run(h, "tiebreak", tiebreak)
-    result.solver_log["method"] = "simplex (warm start)"
     return result
 
 
@@ -376,6 +351,48 @@ def tiebreak_program(program: MatrixProgram, objective: float, weights: np.ndarr
     return MatrixProgram(weights.astype(float), A, row_lower, row_upper, program.col_lower,
                          program.col_upper, np.zeros_like(program.integer), names,
                          program.col_names, maximize=False)
+
+
+# A reduced cost or row price below this share of the largest objective coefficient counts as
+# zero. On the synthetic rounds the outcome LP's duals lie either below 1e-14 or above 1e-6 of
+# it, so the face found does not hinge on the threshold.
+FACE_DUAL_RTOL = 1e-9
+FACE_PRIMAL_RTOL = 1e-6
+
+
+def optimal_face(program: MatrixProgram, solved: StageResult) -> MatrixProgram:
+    """`program` with its columns and first rows held on the optimal face of the `solved` LP.
+
+    Complementary slackness: for any optimal dual, every optimal solution keeps each column
+    with a non-zero reduced cost at its bound and each row with a non-zero price at its bound.
+    Fixing them leaves exactly the optimal solutions (whichever optimal dual HiGHS returned),
+    so the tie-break chooses among true optima, not among near-optima that the objective-hold
+    row's tolerance would admit, and its LP shrinks to the columns that can still move.
+    A bound is only fixed where the solved point also lies on it.
+    """
+    base = solved.program
+    if solved.x is None or solved.col_dual is None or solved.row_dual is None:
+        return program
+    sense = 1.0 if base.maximize else -1.0
+    tol = FACE_DUAL_RTOL * max(float(np.abs(base.c).max(initial=0.0)), 1e-12)
+    col_lower, col_upper = program.col_lower.copy(), program.col_upper.copy()
+    _hold_at_bounds(solved.x, sense * solved.col_dual, tol, col_lower, col_upper)
+    m = base.shape[0]
+    row_lower, row_upper = program.row_lower.copy(), program.row_upper.copy()
+    _hold_at_bounds(base.A @ solved.x, sense * solved.row_dual, tol, row_lower[:m], row_upper[:m])
+    return MatrixProgram(program.c, program.A, row_lower, row_upper, col_lower, col_upper,
+                         program.integer, program.row_names, program.col_names, program.maximize)
+
+
+def _hold_at_bounds(value: np.ndarray, dual: np.ndarray, tol: float, lower: np.ndarray,
+                    upper: np.ndarray) -> None:
+    """Fix, in place, each entry whose (maximisation-signed) dual presses it onto a bound it
+    sits on: a negative dual onto its lower bound, a positive one onto its upper bound."""
+    near = FACE_PRIMAL_RTOL * np.maximum(1.0, np.abs(value))
+    at_lower = (dual < -tol) & np.isfinite(lower) & (np.abs(value - lower) <= near)
+    at_upper = (dual > tol) & np.isfinite(upper) & (np.abs(value - upper) <= near)
+    upper[at_lower] = lower[at_lower]
+    lower[at_upper] = upper[at_upper]
 
 
 def raise_for_status(result: StageResult) -> None:
