@@ -209,13 +209,19 @@ def add_shortfalls(rules: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+SOFT_COLUMNS = ["rule_id", "group", "jurisdiction", "op", "target", "achieved", "penalty",
+                "shortfall", "shortfall_in_rule_unit", "sentence"]
+
+
 def soft_rule_table(solution) -> pd.DataFrame:
     """Each group of a soft rule: its penalty, and the shortfall in currency and in its own unit."""
     rules = add_shortfalls(solution.rules)
     soft = rules[rules["penalty"].notna()]
+    records: list[dict] = []
+    if soft.empty:  # expanding the rule groups takes ~0.4 s at 10,000 programs: only when needed
+        return pd.DataFrame(records, columns=SOFT_COLUMNS)
     groups = {(g.rule.rule_id, g.group or "", g.jurisdiction or ""): g
               for g in rule_groups(solution.round, solution.index)}
-    records = []
     cur = solution.round.settings.currency
     for _, r in soft.iterrows():
         g = groups[(r["rule_id"], r["group"], r["jurisdiction"])]
@@ -232,9 +238,7 @@ def soft_rule_table(solution) -> pd.DataFrame:
                         "achieved": r["achieved"], "penalty": float(r["penalty"]),
                         "shortfall": short, "shortfall_in_rule_unit": unit_short,
                         "sentence": text})
-    return pd.DataFrame(records, columns=["rule_id", "group", "jurisdiction", "op", "target",
-                                          "achieved", "penalty", "shortfall",
-                                          "shortfall_in_rule_unit", "sentence"])
+    return pd.DataFrame(records, columns=SOFT_COLUMNS)
 
 
 def _in_rule_unit(g: RuleGroup, short: float, row) -> float:
