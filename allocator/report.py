@@ -70,7 +70,7 @@ FormatSpec = str | Callable[[int, Sequence[Any]], str | None] | None
 
 
 # Rows of a large table are made and written this many at a time: memory stays flat.
-BLOCK_ROWS = 20_000
+BLOCK_ROWS = 5_000
 
 
 class Rows:

@@ -70,10 +70,12 @@ def cell_tails(values: Iterable[Any], number_style: int = 0, text_style: int = 0
     """Each value's cell XML after `<c r="A1"`: a number, an inline string, or nothing.
 
     None and "" are empty cells; a bool is the text yes/no; a number is a number. Each distinct
-    text is escaped once (ids and names repeat on every row of a ledger).
+    text is escaped once, each distinct float shown once (ids, names, shares repeat on every
+    row of a ledger).
     """
     num, txt = _style_attr(number_style), _style_attr(text_style)
     texts: dict[str, str] = {}
+    floats: dict[float, str] = {}
     out: list[str] = []
     append = out.append
     for v in values:
@@ -86,8 +88,11 @@ def cell_tails(values: Iterable[Any], number_style: int = 0, text_style: int = 0
         elif cls is int:
             append(f"{num}><v>{v}</v></c>")
         elif cls is float:
-            shown = number_text(v)
-            append(_EMPTY if shown is None else f"{num}><v>{shown}</v></c>")
+            tail = floats.get(v)
+            if tail is None:
+                shown = number_text(v)
+                tail = floats[v] = _EMPTY if shown is None else f"{num}><v>{shown}</v></c>"
+            append(tail)
         elif v is None:
             append(_EMPTY)
         else:
