@@ -6,6 +6,7 @@ is checked against that hand solution, and every total against the rows it sums.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import zipfile
@@ -17,6 +18,7 @@ import numpy as np
 import openpyxl
 import pytest
 
+import allocator.report as report_module
 from allocator.atomic import atomic_dir, current_umask, is_leftover
 from allocator.engine import solve_round
 from allocator.errors import CellRef, InputError, Normalisation
@@ -455,6 +457,26 @@ def test_a_failed_write_keeps_the_old_report_and_leaves_no_temp_file(r1, tmp_pat
         raise OSError("disk full")
 
     monkeypatch.setattr(openpyxl.Workbook, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(solution, target, run_id="second")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R1.xlsx"]
+
+
+def test_a_failure_while_streaming_rows_keeps_the_old_report(r1, tmp_path, monkeypatch):
+    # The rows are streamed into the file openpyxl saved; failing half-way through them must
+    # leave the previous report as it was, and no temporary file.
+    solution, _, _ = r1
+    target = tmp_path / "R1.xlsx"
+    write_report(solution, target)
+    before = target.read_bytes()
+    real = report_module.rows_xml
+
+    def half_then_fail(*args, **kwargs):
+        yield from itertools.islice(real(*args, **kwargs), 1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report_module, "rows_xml", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_report(solution, target, run_id="second")
     assert target.read_bytes() == before
