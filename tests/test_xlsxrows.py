@@ -96,3 +96,17 @@ def test_pieces():
     assert number_text(math.nan) is None and number_text(-math.inf) is None
     assert row_template(2).format(5, "/>", "/>") == '<row r="5"><c r="A5"/><c r="B5"/></row>'
     assert cell_tails(["x", "x"], 0, 3) == [' s="3" t="inlineStr"><is><t>x</t></is></c>'] * 2
+
+
+def test_a_stated_used_range_is_dropped_so_read_only_readers_see_every_row(tmp_path):
+    wb = Workbook()  # a normal workbook states its used range (<dimension ref="A1:B1"/>)
+    wb.active.title = "A"
+    wb.active.append(["h1", "h2"])
+    path = tmp_path / "book.xlsx"
+    wb.save(path)
+    fill_sheets(path, {"A": rows_xml(2, 2, [([[f"r{i}", i] for i in range(5)], [0, 0], [0, 0])])})
+    with zipfile.ZipFile(path) as z:
+        assert b"<dimension" not in z.read("xl/worksheets/sheet1.xml")
+    ws = openpyxl.load_workbook(path, read_only=True)["A"]
+    assert [r for r in ws.iter_rows(values_only=True)] == \
+        [("h1", "h2"), *[(f"r{i}", i) for i in range(5)]]
