@@ -29,7 +29,7 @@ PRICE_COLUMNS = ["kind", "id", "group", "jurisdiction", "period", "op", "value",
 
 
 # --- prices ------------------------------------------------------------------------------------
-def price_table(solution) -> pd.DataFrame:
+def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame:
     """Shadow price of every binding rule group and every fund budget per period.
 
     `shadow_price` is outcome value per currency unit of the row's right-hand side;
@@ -37,6 +37,7 @@ def price_table(solution) -> pd.DataFrame:
     (0.01 * the reference total), a per-capita rule per currency unit per inhabitant
     (the population), an amount rule or a budget per 10,000 currency units, a
     contribution_share rule per 0.01 of its value (0.01 * c_j * the selected total).
+    `groups` are the round's `rule_groups`, when the caller has them already.
     """
     rnd: Round = solution.round
     prices = solution.prices
@@ -48,7 +49,8 @@ def price_table(solution) -> pd.DataFrame:
         return pd.DataFrame(records, columns=PRICE_COLUMNS)
     x = _lp_amounts(solution)
     row_of = {(r.component, r.index): i for i, r in enumerate(solution.row_refs)}
-    groups = rule_groups(rnd, solution.index)
+    if groups is None:
+        groups = rule_groups(rnd, solution.index)
     for g, (_, rrow) in zip(groups, solution.rules.iterrows(), strict=True):
         row = row_of.get((g.family, (g.label,)))
         if row is None:
@@ -117,6 +119,21 @@ def _row_binding(solution, row: int) -> bool:
     act = float(prog.A[row] @ solution.prices.x)
     tol = 1e-6 * max(1.0, abs(act))
     return bool(abs(act - prog.row_upper[row]) <= tol or abs(act - prog.row_lower[row]) <= tol)
+
+
+def _binding_rows(solution) -> np.ndarray:
+    """`_row_binding` of every row of the pricing LP, from one sparse product.
+
+    Slicing one row out of the matrix costs about a millisecond; program_reasons asks about
+    thousands of rows on a 10,000-program round.
+    """
+    prog = solution.prices.program
+    act = np.asarray(prog.A @ np.asarray(solution.prices.x, dtype=float), dtype=float).ravel()
+    tol = 1e-6 * np.maximum(1.0, np.abs(act))
+    upper = np.asarray(prog.row_upper, dtype=float)
+    lower = np.asarray(prog.row_lower, dtype=float)
+    with np.errstate(invalid="ignore"):  # inf - inf on a free row: not binding
+        return (np.abs(act - upper) <= tol) | (np.abs(act - lower) <= tol)
 
 
 def _rule_step(g: RuleGroup, x: np.ndarray, cur: str) -> tuple[float, str, float]:
@@ -194,16 +211,26 @@ def add_shortfalls(rules: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def soft_rule_table(solution) -> pd.DataFrame:
-    """Each group of a soft rule: its penalty, and the shortfall in currency and in its own unit."""
+SOFT_COLUMNS = ["rule_id", "group", "jurisdiction", "op", "target", "achieved", "penalty",
+                "shortfall", "shortfall_in_rule_unit", "sentence"]
+
+
+def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame:
+    """Each group of a soft rule: its penalty, and the shortfall in currency and in its own unit.
+
+    `groups` are the round's `rule_groups`, when the caller has them already.
+    """
     rules = add_shortfalls(solution.rules)
     soft = rules[rules["penalty"].notna()]
-    groups = {(g.rule.rule_id, g.group or "", g.jurisdiction or ""): g
-              for g in rule_groups(solution.round, solution.index)}
-    records = []
+    records: list[dict] = []
+    if soft.empty:  # expanding the rule groups takes ~0.4 s at 10,000 programs: only when needed
+        return pd.DataFrame(records, columns=SOFT_COLUMNS)
+    if groups is None:
+        groups = rule_groups(solution.round, solution.index)
+    by_key = {(g.rule.rule_id, g.group or "", g.jurisdiction or ""): g for g in groups}
     cur = solution.round.settings.currency
     for _, r in soft.iterrows():
-        g = groups[(r["rule_id"], r["group"], r["jurisdiction"])]
+        g = by_key[(r["rule_id"], r["group"], r["jurisdiction"])]
         short = float(r["shortfall"])
         unit_short = _in_rule_unit(g, short, r)
         if short > 0:
@@ -217,9 +244,7 @@ def soft_rule_table(solution) -> pd.DataFrame:
                         "achieved": r["achieved"], "penalty": float(r["penalty"]),
                         "shortfall": short, "shortfall_in_rule_unit": unit_short,
                         "sentence": text})
-    return pd.DataFrame(records, columns=["rule_id", "group", "jurisdiction", "op", "target",
-                                          "achieved", "penalty", "shortfall",
-                                          "shortfall_in_rule_unit", "sentence"])
+    return pd.DataFrame(records, columns=SOFT_COLUMNS)
 
 
 def _in_rule_unit(g: RuleGroup, short: float, row) -> float:
@@ -260,6 +285,7 @@ def program_reasons(solution) -> pd.DataFrame:
     unit = float(rnd.settings.rounding_unit)
     marginal = _marginal(solution)
     csc = None  # the pricing matrix by column, made once when a program is funded partly
+    binding = None  # and which of its rows bind, also made once
     records = []
     for prog in rnd.programs:
         pid = prog.program_id
@@ -294,7 +320,9 @@ def program_reasons(solution) -> pd.DataFrame:
                 got = money[(pid, t)] / prog.cost_per_trainee
                 if csc is None and solution.prices.row_dual is not None:
                     csc = solution.prices.program.A.tocsc()
-                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc)
+                    binding = _binding_rows(solution)
+                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc,
+                              binding)
                 parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
             records.append({"program_id": pid, "status": "funded partly",
                             "reason": "; ".join(parts) + gate_note})
@@ -358,11 +386,12 @@ def _marginal(solution) -> list[tuple[float, float]]:
                     strict=True))
 
 
-def _limits(solution, ks: list[int], A=None) -> str:
+def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) -> str:
     """Which rows hold a program back in one period: budgets at the margin, rules, caps.
 
-    `A` is the pricing LP's matrix in CSC form, when the caller has it (converting it once
-    per program would make a large round's reasons quadratic).
+    `A` is the pricing LP's matrix in CSC form and `binding` its `_binding_rows`, when the
+    caller has them (making them once per program would make a large round's reasons
+    quadratic).
     """
     prices = solution.prices
     refs = solution.row_refs
@@ -370,17 +399,17 @@ def _limits(solution, ks: list[int], A=None) -> str:
         return "limited at the margin"
     if A is None:
         A = prices.program.A.tocsc()
-    cols = [int(solution.columns.x[k]) for k in ks]
-    rows = set(A[:, cols].tocoo().row.tolist())
+    if binding is None:
+        binding = _binding_rows(solution)
+    rows = _rows_of(A, [int(solution.columns.x[k]) for k in ks])
     # A share-type rule sees the program through a reference total t: follow t to its rules.
     for i in list(rows):
         if refs[i].component == "reference_total_define":
-            t_col = int(solution.columns.t[int(refs[i].index[0])])
-            rows |= set(A[:, [t_col]].tocoo().row.tolist())
+            rows |= _rows_of(A, [int(solution.columns.t[int(refs[i].index[0])])])
     rows = sorted(rows)
     budgets, rules, cofin = [], [], []
     for i in rows:
-        if abs(prices.row_dual[i]) <= 1e-9 or not _row_binding(solution, i):
+        if abs(prices.row_dual[i]) <= 1e-9 or not binding[i]:
             continue
         ref = refs[i]
         if ref.component in ("spend_fund_period_max", "spend_fund_cumulative_max"):
@@ -391,7 +420,7 @@ def _limits(solution, ks: list[int], A=None) -> str:
             cofin.append(ref.index[0])
     if not budgets:  # money the program could use may be bound without a price on its own row
         budgets = [" ".join(refs[i].index) for i in rows
-                   if refs[i].component.startswith("spend_fund") and _row_binding(solution, i)]
+                   if refs[i].component.startswith("spend_fund") and binding[i]]
     parts = []
     if budgets:
         parts.append(f"budget ran out at the margin ({', '.join(sorted(set(budgets)))} fully spent)")
@@ -400,6 +429,11 @@ def _limits(solution, ks: list[int], A=None) -> str:
     if cofin:
         parts.append(f"co-financing cap of {', '.join(sorted(set(cofin)))}")
     return "; ".join(parts) if parts else "funded partly at the margin (ties with other programs)"
+
+
+def _rows_of(csc, cols: list[int]) -> set[int]:
+    """Rows with a stored entry in any of the columns (of a CSC matrix), without slicing it."""
+    return {int(i) for c in cols for i in csc.indices[csc.indptr[c]:csc.indptr[c + 1]]}
 
 
 __all__ = ["MIP_NOTE", "add_shortfalls", "price_table", "program_reasons", "soft_rule_table"]

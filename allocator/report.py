@@ -1,16 +1,19 @@
 """The result workbook (output contract, version 1): what a finance officer files.
 
 Last stage of the data flow: Solution -> plain tables -> xlsx. The tables are built once
-(`report_tables` returns them for the Python API) and streamed into a write-only workbook,
-so a round with 100k allocation rows is written with flat memory.
+(`report_tables` returns them for the Python API). openpyxl writes the workbook's frame: the
+sheets in order, header rows, styles, frozen panes, widths and filters; the data and total
+rows are then streamed into the saved file by `allocator.xlsxrows`, block by block, so a round
+with 100k allocation rows is written fast and with flat memory (the large ledgers are made
+while they are written, from the integer ledger, never held as rows).
 
 Money is never summed as float: every allocated amount is an integer number of rounding units
 (budgets are Decimal), totals are integer/Decimal sums of exactly the rows above them, and
 currency is made with Decimal (units x rounding_unit) only when a number is written. An amount
 is written as an int when it is whole, so Excel's own SUM over a column gives the same total.
 
-Text that came from the input (ids, names, descriptions, conditions) is always written as a
-text cell: a program called `=HYPERLINK(...)` stays a name and never becomes a formula.
+Text (ids, names, descriptions, conditions, notes) is always written as an inline string
+cell: a program called `=HYPERLINK(...)` stays a name and never becomes a formula.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import math
 import platform
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from importlib import metadata
@@ -32,7 +35,7 @@ import numpy as np
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
@@ -46,8 +49,10 @@ from allocator.explain import (
     program_reasons,
     soft_rule_table,
 )
+from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.solve import RowRef, Status
+from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
 if TYPE_CHECKING:
     from allocator.engine import Solution
@@ -57,9 +62,6 @@ SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Fun
           "Prices", "Disbursements", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
-# A text cell starting with one of these is read as a formula (or DDE) by spreadsheet programs
-# when typed or imported; such text is forced to a string cell.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SHARE_MEASURES = ("share", "share_within")
 
 # A column's format is a kind (resolved per workbook, see _Formats) or a function of the row.
@@ -67,15 +69,30 @@ _SHARE_MEASURES = ("share", "share_within")
 FormatSpec = str | Callable[[int, Sequence[Any]], str | None] | None
 
 
+# Rows of a large table are made and written this many at a time: memory stays flat.
+BLOCK_ROWS = 5_000
+
+
+class Rows:
+    """A large table's rows, made block by block while they are written (never all at once).
+
+    `make(size)` returns a fresh iterator over blocks (lists of rows) of about `size` rows;
+    `count` is known before any row is made, so the sheet's filter can be set up front.
+    """
+
+    def __init__(self, count: int, make: Callable[[int], Iterator[list[Sequence[Any]]]]):
+        self.count = count
+        self.make = make
+
+
 class Table:
     """One sheet: header, data rows, optional total row, and a number format per column.
 
-    `rows` is a list, or a function returning a fresh iterator over the rows (the two large
-    ledgers are generated while they are written, so their memory stays flat).
+    `rows` is a list, or `Rows` made while they are written (the large ledgers, so their
+    memory stays flat).
     """
 
-    def __init__(self, name: str, columns: list[str],
-                 rows: list[list[Any]] | Callable[[], Iterator[list[Any]]],
+    def __init__(self, name: str, columns: list[str], rows: list[list[Any]] | Rows,
                  formats: dict[str, FormatSpec] | None = None, total: list[Any] | None = None):
         self.name = name
         self.columns = columns
@@ -83,12 +100,21 @@ class Table:
         self.formats = formats or {}
         self.total = total
 
-    def iter_rows(self) -> Iterator[list[Any]]:
-        return iter(self._rows) if isinstance(self._rows, list) else self._rows()
+    def __len__(self) -> int:
+        return len(self._rows) if isinstance(self._rows, list) else self._rows.count
+
+    def blocks(self, size: int | None = None) -> Iterator[Sequence[Sequence[Any]]]:
+        size = size or BLOCK_ROWS
+        if isinstance(self._rows, Rows):
+            return self._rows.make(size)
+        return (self._rows[i:i + size] for i in range(0, len(self._rows), size))
+
+    def iter_rows(self) -> Iterator[Sequence[Any]]:
+        return itertools.chain.from_iterable(self.blocks())
 
     def frame(self) -> pd.DataFrame:
         """The sheet as a DataFrame: data rows, then the total row (first cell `Total`) if any."""
-        rows = list(self.iter_rows()) + ([self.total] if self.total is not None else [])
+        rows = [list(r) for r in self.iter_rows()] + ([self.total] if self.total is not None else [])
         return pd.DataFrame(rows, columns=self.columns)
 
 
@@ -119,13 +145,13 @@ def write_report(solution: Solution, path: Path, *, run_id: str = "", input_dige
     tables = _build(solution, run_id=run_id, input_digest=input_digest,
                     output_digest=output_digest, notes=notes, record_dir=record_dir,
                     versions=versions, solver_options=solver_options)
-    formats = _Formats(solution.round)
+    styles = _StyleIds(_Formats(solution.round))
     wb = Workbook(write_only=True)
     try:
-        for table in tables:
-            _write_sheet(wb, table, formats)
+        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles)) for t in tables}
         with atomic_path(path) as tmp:
             wb.save(tmp)
+            fill_sheets(tmp, bodies)
     except BaseException:
         _discard(wb)
         raise
@@ -222,6 +248,23 @@ class _Ledger:
             return int(units) * int(self.unit)
         return _money(Decimal(int(units)) * self.unit)
 
+    def money_list(self, units: np.ndarray) -> list[int | float]:
+        """`money` of every element, without a Decimal per row.
+
+        Python ints are exact at any size, and int / int is the correctly rounded quotient, so
+        units x num / den is the same number as float(Decimal(units) x unit).
+        """
+        if self.whole_unit:
+            k = int(self.unit)
+            return [u * k for u in units.tolist()]
+        num, den = self.unit.as_integer_ratio()
+        return [q if not r else (u * num) / den
+                for u in units.tolist() for q, r in (divmod(u * num, den),)]
+
+    @staticmethod
+    def trainees_list(centi: np.ndarray) -> list[float]:
+        return [c / 100 for c in centi.tolist()]
+
     def decimal(self, units: int | np.integer) -> Decimal:
         return Decimal(int(units)) * self.unit
 
@@ -245,17 +288,21 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
            solver_options: Mapping[str, object] | None) -> list[Table]:
     rnd: Round = solution.round
     ledger = _Ledger(rnd, solution.allocation)
+    round_digest = rnd.digest()  # canonical JSON of the whole round: made once, shown twice
+    # Prices and soft rules both need the rule groups; expanding them takes ~0.3 s at 10,000
+    # programs, so once.
+    groups = rule_groups(rnd, solution.index) if rnd.rules else []
     return [
-        _summary(solution, ledger, run_id, input_digest, output_digest),
+        _summary(solution, ledger, run_id, input_digest, output_digest, round_digest),
         _allocations(rnd, ledger),
         _programs(solution, ledger),
         _regions(rnd, ledger),
         _jurisdictions(rnd, ledger),
         _funds(rnd, ledger),
-        _rules(solution),
-        _prices(solution),
+        _rules(solution, groups),
+        _prices(solution, groups),
         _disbursements(rnd, ledger),
-        _audit(solution, run_id, input_digest, output_digest, record_dir, versions,
+        _audit(solution, run_id, input_digest, output_digest, round_digest, record_dir, versions,
                solver_options),
         _notes(notes),
     ]
@@ -280,7 +327,7 @@ def _fairness_rows(solution: Solution) -> list[list[Any]]:
 
 
 def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str,
-             output_digest: str) -> Table:
+             output_digest: str, round_digest: str) -> Table:
     rnd: Round = solution.round
     s = rnd.settings
     budget = sum((b.amount for b in rnd.budgets), Decimal(0))
@@ -316,7 +363,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["run id", run_id, None],
         ["input digest", input_digest, None],
         ["output digest", output_digest, None],
-        ["round digest (canonical JSON)", rnd.digest(), None],
+        ["round digest (canonical JSON)", round_digest, None],
     ]
     return Table("Summary", ["item", "value"], [r[:2] for r in rows],
                  {"value": _row_kinds([r[2] for r in rows])})
@@ -374,15 +421,20 @@ def _allocations(rnd: Round, ledger: _Ledger) -> Table:
     juris = {r.region_id: r.jurisdiction for r in rnd.regions}
     df = ledger.df
 
-    def rows() -> Iterator[list[Any]]:
-        # Generated while writing: 100k rows never sit in memory as Python lists.
-        for p, r, f, t, u, c in zip(df["program_id"], df["region_id"], df["fund_id"],
-                                    df["period"], df["units"], df["centi"], strict=True):
-            yield [p, names[p], r, juris[r], f, t, ledger.money(u), ledger.trainees(c)]
+    def blocks(size: int) -> Iterator[list[Sequence[Any]]]:
+        # Made while writing: the ledger is the one full copy; a block is made from it and gone.
+        for start in range(0, len(df), size):
+            part = df.iloc[start:start + size]
+            pids, rids = part["program_id"].tolist(), part["region_id"].tolist()
+            yield list(zip(pids, [names[p] for p in pids], rids, [juris[r] for r in rids],
+                           part["fund_id"].tolist(), part["period"].tolist(),
+                           ledger.money_list(part["units"].to_numpy()),
+                           ledger.trainees_list(part["centi"].to_numpy()), strict=True))
 
     cols = ["program_id", "program", "region_id", "jurisdiction", "fund_id", "period", "amount",
             "trainees"]
-    return Table("Allocations", cols, rows, {"amount": "money", "trainees": "trainees"})
+    return Table("Allocations", cols, Rows(len(df), blocks),
+                 {"amount": "money", "trainees": "trainees"})
 
 
 def _programs(solution: Solution, ledger: _Ledger) -> Table:
@@ -527,10 +579,11 @@ _RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "
 _RULE_FAMILY_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
 
 
-def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+def _rule_notes(solution: Solution, df: pd.DataFrame,
+                groups: list[RuleGroup]) -> tuple[list[str], list[str]]:
     """Per rule row: soft yes/no, and a note: a soft rule's shortfall, or a rounding miss."""
     soft = {(r.rule_id, r.group, r.jurisdiction): r.sentence
-            for r in soft_rule_table(solution).itertuples(index=False)}
+            for r in soft_rule_table(solution, groups).itertuples(index=False)}
     missed: dict[str, float] = {}
     for i, amount in solution.rounded.row_misses.items():
         ref = solution.row_refs[i]
@@ -554,11 +607,11 @@ def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[s
     return flags, notes
 
 
-def _rules(solution: Solution) -> Table:
+def _rules(solution: Solution, groups: list[RuleGroup]) -> Table:
     df = solution.rules.copy()
     if "shortfall" not in df.columns:
         df = add_shortfalls(df)
-    df["soft"], df["note"] = _rule_notes(solution, df) if len(df) else ([], [])
+    df["soft"], df["note"] = _rule_notes(solution, df, groups) if len(df) else ([], [])
     cols = [c for c in _RULE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _RULE_COLUMNS]
     currency_cols = ("slack", "selected_amount", "reference_amount", "shortfall")
@@ -599,9 +652,9 @@ _PRICE_KINDS = {"shadow_price": "general", "per_step": "general",
                 "trainees_per_step": "general"}
 
 
-def _prices(solution: Solution) -> Table:
+def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
     """Every binding rule group and every fund budget per period: its price, and in words."""
-    table = price_table(solution)
+    table = price_table(solution, groups)
     cols = list(table.columns)
     rows = []
     for rec in table.to_dict("records"):
@@ -657,6 +710,33 @@ def split_units(units: int, shares: Sequence[float]) -> list[int]:
     return parts
 
 
+def split_units_many(units: np.ndarray, shares: Sequence[float]) -> np.ndarray:
+    """`split_units` of many amounts at once: row i of the result is split_units(units[i], shares).
+
+    The shares become integer weights over a common denominator, so every quota, floor and
+    remainder is exact integer arithmetic, and remainders compare exactly as in `split_units`.
+    """
+    units = np.asarray(units, dtype=np.int64)
+    fr = [Fraction(_dec(s)) for s in shares]
+    den = math.lcm(*(f.denominator for f in fr))
+    weights = [int(f * den) for f in fr]
+    total = sum(weights)
+    top = int(np.abs(units).max()) if len(units) else 0
+    if total <= 0 or min(weights) < 0 or top * max(weights) >= 2**62:
+        # Beyond int64 (or shares split_units refuses): the exact scalar path, row by row.
+        return np.array([split_units(u, shares) for u in units.tolist()],
+                        dtype=np.int64).reshape(len(units), len(shares))
+    prod = units[:, None] * np.array(weights, dtype=np.int64)[None, :]
+    parts, rem = np.divmod(prod, total)
+    left = units - parts.sum(axis=1)
+    k = np.arange(len(shares))
+    # ahead[m, i, j]: tranche j gets its extra unit before tranche i (larger remainder, or a
+    # tie and j is earlier); tranche i gets one when fewer than `left` are ahead of it.
+    ahead = (rem[:, None, :] > rem[:, :, None]) | \
+        ((rem[:, None, :] == rem[:, :, None]) & (k[None, None, :] < k[None, :, None]))
+    return parts + (ahead.sum(axis=2) < left[:, None])
+
+
 def due_label(periods: Sequence[str], funded: str, due: int) -> str:
     """The period `due` steps after `funded`; past the round's end, e.g. `2028+1`."""
     k = list(periods).index(funded) + due
@@ -665,25 +745,52 @@ def due_label(periods: Sequence[str], funded: str, due: int) -> str:
     return f"{periods[-1]}+{k - len(periods) + 1}"
 
 
-def _disbursements(rnd: Round, ledger: _Ledger) -> Table:
-    agg = ledger.sums(["program_id", "fund_id", "period"])
-    names = {p.program_id: p.name for p in rnd.programs}
-    p_order = {p.program_id: i for i, p in enumerate(rnd.programs)}
-    f_order = {f.fund_id: i for i, f in enumerate(rnd.funds)}
-    t_order = {t: i for i, t in enumerate(rnd.periods)}
-    tranches = {f.fund_id: _tranches_of(rnd, f) for f in rnd.funds}
-    keys = sorted(agg, key=lambda k: (p_order[k[0]], f_order[k[1]], t_order[k[2]]))
+def _disbursement_keys(rnd: Round, ledger: _Ledger) -> pd.DataFrame:
+    """Units per (program, fund, period), in report order: program, fund, period as in the round."""
+    if not len(ledger):
+        return pd.DataFrame({"program_id": [], "fund_id": [], "period": [],
+                             "units": np.zeros(0, np.int64)})
+    agg = ledger.df.groupby(["program_id", "fund_id", "period"], sort=False,
+                            as_index=False)["units"].sum()
+    order = [agg["program_id"].map({p.program_id: i for i, p in enumerate(rnd.programs)}),
+             agg["fund_id"].map({f.fund_id: i for i, f in enumerate(rnd.funds)}),
+             agg["period"].map({t: i for i, t in enumerate(rnd.periods)})]
+    rank = np.lexsort([o.to_numpy() for o in reversed(order)])
+    return agg.iloc[rank].reset_index(drop=True)
 
-    def rows() -> Iterator[list[Any]]:
-        for p, f, t in keys:
-            parts = split_units(agg[(p, f, t)], [tr.share for tr in tranches[f]])
-            for tr, part in zip(tranches[f], parts, strict=True):
-                yield [p, names[p], f, t, tr.tranche, float(tr.share), ledger.money(part),
-                       due_label(rnd.periods, t, tr.due), tr.condition]
+
+def _disbursements(rnd: Round, ledger: _Ledger) -> Table:
+    keys = _disbursement_keys(rnd, ledger)
+    names = {p.program_id: p.name for p in rnd.programs}
+    tranches = {f.fund_id: _tranches_of(rnd, f) for f in rnd.funds}
+    fund_of = keys["fund_id"].to_numpy()
+    # Every key's tranche amounts (written numbers), split at once for all keys of a fund.
+    amounts: list[list[int | float]] = [[] for _ in range(len(keys))]
+    for f, trs in tranches.items():
+        at = np.flatnonzero(fund_of == f)
+        split = split_units_many(keys["units"].to_numpy()[at], [tr.share for tr in trs])
+        flat, k = ledger.money_list(split.ravel()), len(trs)
+        for n, i in enumerate(at.tolist()):
+            amounts[i] = flat[n * k:(n + 1) * k]
+    due = {(t, tr.due): due_label(rnd.periods, t, tr.due)
+           for trs in tranches.values() for tr in trs for t in rnd.periods}
+    count = sum(len(tranches[f]) for f in fund_of.tolist())
+
+    def blocks(size: int) -> Iterator[list[Sequence[Any]]]:
+        block: list[Sequence[Any]] = []
+        for p, f, t, money in zip(keys["program_id"].tolist(), fund_of.tolist(),
+                                  keys["period"].tolist(), amounts, strict=True):
+            block += [(p, names[p], f, t, tr.tranche, float(tr.share), a, due[(t, tr.due)],
+                       tr.condition) for tr, a in zip(tranches[f], money, strict=True)]
+            if len(block) >= size:
+                yield block
+                block = []
+        if block:
+            yield block
 
     cols = ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
             "due_period", "condition"]
-    return Table("Disbursements", cols, rows, {"share": "percent", "amount": "money"})
+    return Table("Disbursements", cols, Rows(count, blocks), {"share": "percent", "amount": "money"})
 
 
 def _version(dist: str) -> str:
@@ -693,8 +800,9 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: str, record_dir: str,
-           versions: Mapping[str, str] | None, solver_options: Mapping[str, object] | None) -> Table:
+def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: str,
+           round_digest: str, record_dir: str, versions: Mapping[str, str] | None,
+           solver_options: Mapping[str, object] | None) -> Table:
     rnd: Round = solution.round
     found = {"allocator": allocator.__version__, "python": platform.python_version(),
              "pyomo": _version("pyomo"), "highspy": _version("highspy"),
@@ -718,7 +826,7 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
     rows += [
         ["input digest", input_digest, None],
         ["output digest", output_digest, None],
-        ["round digest (canonical JSON)", rnd.digest(), None],
+        ["round digest (canonical JSON)", round_digest, None],
         ["run id", run_id, None],
         ["record folder", record_dir, None],
     ]
@@ -786,36 +894,42 @@ def _text(value: str) -> str:
     return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
 
 
-def _needs_forcing(value: str) -> bool:
-    return value.startswith(_FORMULA_START) or value in ERROR_CODES
-
-
-def _cell(ws: Any, value: Any, code: str | None, font: Font | None = None) -> Any:
-    """The value to append: plain where Excel reads it right, else a styled/forced cell."""
-    if value is None or (isinstance(value, str) and not value):
-        return None  # an empty cell, not an empty string
-    if isinstance(value, str):
-        value = _text(value)
-        if not _needs_forcing(value) and font is None:
-            return value
-        cell = WriteOnlyCell(ws, value)
-        cell.data_type = "s"  # literal text, never a formula or an error value
-    else:
-        if isinstance(value, bool):
-            value = _yes(value)
-        if code is None and font is None:
-            return value
-        cell = WriteOnlyCell(ws, value)
-        if code:
-            cell.number_format = code
-    if font is not None:
-        cell.font = font
+def _header_cell(ws: Any, name: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, _text(name))
+    cell.data_type = "s"  # literal text, never a formula or an error value
+    cell.font = _HEADER_FONT
+    cell.fill = _HEADER_FILL
+    cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
     return cell
+
+
+class _StyleIds:
+    """Style ids of the workbook (a cell's `s`), one per number format and weight.
+
+    openpyxl registers a style when a cell asks for its id; the data rows are written after
+    the workbook is saved, so every style they use is asked for before.
+    """
+
+    def __init__(self, formats: _Formats):
+        self.formats = formats
+        self._ids: dict[tuple[str | None, bool], int] = {}
+
+    def of(self, ws: Any, kind: str | None, bold: bool = False) -> int:
+        code = self.formats.code(kind)
+        key = (code, bold)
+        if key not in self._ids:
+            cell = WriteOnlyCell(ws)
+            if code:
+                cell.number_format = code
+            if bold:
+                cell.font = _TOTAL_FONT
+            self._ids[key] = cell.style_id
+        return self._ids[key]
 
 
 def _widths(table: Table) -> list[float]:
     """Column widths from the header and the first few hundred rows (and the total row)."""
-    sample = list(itertools.islice(table.iter_rows(), 500))
+    sample = list(itertools.islice(itertools.chain.from_iterable(table.blocks(500)), 500))
     sample += [table.total] if table.total else []
     return [float(min(60, max(9, max([len(name)] + [len(_shown(r[i])) for r in sample]) + 3)))
             for i, name in enumerate(table.columns)]
@@ -831,33 +945,46 @@ def _shown(v: Any) -> str:
     return str(v)
 
 
-def _write_sheet(wb: Workbook, table: Table, formats: _Formats) -> None:
+def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds) -> Iterator[RowBlock]:
+    """Header, view, widths and filter of a table's sheet; the rest as blocks to write later.
+
+    The data and total rows are written by allocator.xlsxrows once the workbook is saved;
+    the blocks come with the style ids, which are registered here, before the save.
+    """
     ws = wb.create_sheet(table.name)
     # A write-only sheet takes its view and column widths before the first row.
     ws.freeze_panes = "A2"
-    ncol = len(table.columns)
     for i, width in enumerate(_widths(table)):
         ws.column_dimensions[get_column_letter(i + 1)].width = width
-    header = []
-    for name in table.columns:
-        cell = _cell(ws, name, None, _HEADER_FONT)
-        cell.fill = _HEADER_FILL
-        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-        header.append(cell)
-    ws.append(header)
-    specs = [table.formats.get(c) for c in table.columns]
-    static = [formats.code(s) if isinstance(s, str) else None for s in specs]
-    dynamic = [i for i, s in enumerate(specs) if callable(s)]
-    n = -1
-    for n, row in enumerate(table.iter_rows()):
-        codes = static
-        if dynamic:
-            codes = list(static)
-            for i in dynamic:
-                codes[i] = formats.code(specs[i](n, row))  # type: ignore[operator]
-        ws.append([_cell(ws, v, c) for v, c in zip(row, codes, strict=True)])
+    ws.append([_header_cell(ws, name) for name in table.columns])
     # The filter covers header and data rows only, so sorting never moves the total row.
-    # (A write-only sheet writes its filter when the workbook is saved, after the rows.)
-    ws.auto_filter.ref = f"A1:{get_column_letter(ncol)}{n + 2}"
-    if table.total is not None:
-        ws.append([_cell(ws, v, c, _TOTAL_FONT) for v, c in zip(table.total, static, strict=True)])
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(table.columns))}{len(table) + 1}"
+    return _row_blocks(ws, table, styles)
+
+
+def _row_blocks(ws: Any, table: Table, styles: _StyleIds) -> Iterator[RowBlock]:
+    specs = [table.formats.get(c) for c in table.columns]
+    blocks: Iterable[RowBlock]
+    if any(callable(s) for s in specs):
+        blocks = _styled_per_row(ws, table, specs, styles)
+    else:
+        ids = [styles.of(ws, s if isinstance(s, str) else None) for s in specs]
+        blocks = ((block, ids, _PLAIN_TEXT * len(specs)) for block in table.blocks())
+    if table.total is None:
+        return iter(blocks)
+    bold = styles.of(ws, None, bold=True)
+    total_ids = [styles.of(ws, s if isinstance(s, str) else None, bold=True) for s in specs]
+    return itertools.chain(blocks, [([table.total], total_ids, [bold] * len(specs))])
+
+
+_PLAIN_TEXT = [0]  # text of a data row has no style of its own
+
+
+def _styled_per_row(ws: Any, table: Table, specs: list[FormatSpec],
+                    styles: _StyleIds) -> list[RowBlock]:
+    """Blocks of consecutive rows that share their formats (the small key/value tables)."""
+    rows = list(table.iter_rows())
+    ids = [tuple(styles.of(ws, s(n, row) if callable(s) else s) for s in specs)
+           for n, row in enumerate(rows)]
+    return [([row for _, row in group], list(key), _PLAIN_TEXT * len(specs))
+            for key, group in itertools.groupby(zip(ids, rows, strict=True), key=lambda x: x[0])]

@@ -6,19 +6,31 @@ is checked against that hand solution, and every total against the rows it sums.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import zipfile
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import openpyxl
 import pytest
 
+import allocator.report as report_module
 from allocator.atomic import atomic_dir, current_umask, is_leftover
 from allocator.engine import solve_round
 from allocator.errors import CellRef, InputError, Normalisation
-from allocator.report import SHEETS, due_label, report_tables, split_units, write_report
+from allocator.report import (
+    SHEETS,
+    _Ledger,
+    due_label,
+    report_tables,
+    split_units,
+    split_units_many,
+    write_report,
+)
 from allocator.template import Formula, write_round_workbook
 from allocator.validate import load_round
 
@@ -451,6 +463,26 @@ def test_a_failed_write_keeps_the_old_report_and_leaves_no_temp_file(r1, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R1.xlsx"]
 
 
+def test_a_failure_while_streaming_rows_keeps_the_old_report(r1, tmp_path, monkeypatch):
+    # The rows are streamed into the file openpyxl saved; failing half-way through them must
+    # leave the previous report as it was, and no temporary file.
+    solution, _, _ = r1
+    target = tmp_path / "R1.xlsx"
+    write_report(solution, target)
+    before = target.read_bytes()
+    real = report_module.rows_xml
+
+    def half_then_fail(*args, **kwargs):
+        yield from itertools.islice(real(*args, **kwargs), 1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report_module, "rows_xml", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(solution, target, run_id="second")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R1.xlsx"]
+
+
 @pytest.fixture
 def umask():
     """Run a test under a given umask; the process's own is restored afterwards."""
@@ -539,3 +571,90 @@ def test_due_label_past_the_last_period():
     assert due_label(periods, "2027", 1) == "2028"
     assert due_label(periods, "2028", 1) == "2028+1"
     assert due_label(periods, "2027", 3) == "2028+2"
+
+
+# --- the streamed ledgers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shares", [
+    [0.333, 0.333, 0.334], [0.5, 0.5], [1.0], [0.1, 0.2, 0.7], [1 / 3, 1 / 3, 1 / 3],
+    [0.15, 0.35, 0.5], [0.999, 0.001], [0.25, 0.25, 0.25, 0.25], [2, 1],
+])
+def test_split_units_many_is_split_units_row_by_row(shares):
+    units = np.array([0, 1, 2, 3, 7, 19, 20, 30, 80, 99, 1000, 12345, 10**9, 10**12], np.int64)
+    got = split_units_many(units, shares)
+    assert got.shape == (len(units), len(shares))
+    assert got.tolist() == [split_units(int(u), shares) for u in units]
+
+
+def test_money_list_is_money_for_any_rounding_unit():
+    units = np.array([0, 1, 3, 7, 10, 33, 100, 101, 12345, 99999, 10**9], np.int64)
+    for unit in ("0.01", "0.05", "0.25", "2.5", "1000", "1", "0.1", "0.001"):
+        ledger = SimpleNamespace(unit=Decimal(unit), whole_unit=Decimal(unit) % 1 == 0)
+        got = _Ledger.money_list(ledger, units)  # type: ignore[arg-type]
+        want = [_Ledger.money(ledger, u) for u in units.tolist()]  # type: ignore[arg-type]
+        assert got == want and [type(g) for g in got] == [type(w) for w in want], unit
+
+
+def _cent_round(n_programs: int) -> dict:
+    return {
+        "Round": {"round_id": "C1", "currency": "USD", "periods": "2026, 2027",
+                  "rounding_unit": 0.01},
+        "Regions": [{"region_id": "X1", "jurisdiction": "X", "population": 10},
+                    {"region_id": "Y1", "jurisdiction": "Y", "population": 7}],
+        "Funds": [{"fund_id": "F", "kind": "joint", "owner": "joint", "carry_over": "yes"},
+                  {"fund_id": "G", "kind": "public", "owner": "X"}],
+        "Budgets": [{"fund_id": "F", "period": "2026", "amount": 1234.57},
+                    {"fund_id": "F", "period": "2027", "amount": 99.99},
+                    {"fund_id": "G", "period": "2026", "amount": 10.01},
+                    {"fund_id": "G", "period": "2027", "amount": 0.03}],
+        "Tranches": [{"fund_kind": "joint", "tranche": "a", "share": 1 / 3, "due": 0},
+                     {"fund_kind": "joint", "tranche": "b", "share": 1 / 3, "due": 1},
+                     {"fund_kind": "joint", "tranche": "c", "share": 1 / 3, "due": 2}],
+        "Programs": [{"program_id": f"Q{i}", "regions": "X1" if i % 2 else "Y1",
+                      "cost_per_trainee": 3.33 + i, "max_trainees": 7 + i,
+                      "employment_rate": 0.5 + i / 100} for i in range(n_programs)],
+        "Objective": [{"metric": "employment_rate", "weight": 1}],
+    }
+
+
+def test_cent_totals_add_up_to_the_cent_in_every_sheet(tmp_path, monkeypatch):
+    # Blocks of 4 rows: the streamed ledgers cross block boundaries several times.
+    monkeypatch.setattr("allocator.report.BLOCK_ROWS", 4)
+    solution = _solve(tmp_path, _cent_round(12))
+    wb = openpyxl.load_workbook(write_report(solution, tmp_path / "C1.xlsx"))
+    cents = Decimal("0.01")
+
+    def dec(v) -> Decimal:
+        return Decimal(repr(v)) if v is not None else Decimal(0)
+
+    allocated = dec(_kv(wb["Summary"])["total allocated"])
+    assert allocated > 0
+    for sheet in ("Allocations", "Disbursements"):
+        rows = _table(wb[sheet])
+        assert len(rows) > 4, sheet
+        assert all(dec(r["amount"]) % cents == 0 for r in rows), sheet
+        assert sum(dec(r["amount"]) for r in rows) == allocated, sheet
+    for sheet in ("Programs", "Regions", "Jurisdictions"):
+        rows, total = _data_and_total(wb[sheet])
+        assert sum(dec(r["amount"]) for r in rows) == dec(total["amount"]) == allocated, sheet
+    rows, total = _data_and_total(wb["Funds"])
+    assert sum(dec(r["allocated"]) for r in rows) == dec(total["allocated"]) == allocated
+    assert wb["Disbursements"]["G2"].number_format == '#,##0.00 "USD"'
+    n = len(_table(wb["Allocations"]))
+    assert wb["Allocations"].auto_filter.ref == f"A1:H{n + 1}"
+
+
+def test_block_size_does_not_change_the_workbook(r1, tmp_path, monkeypatch):
+    solution, _, wb = r1
+    monkeypatch.setattr("allocator.report.BLOCK_ROWS", 1)
+    small = openpyxl.load_workbook(write_report(solution, tmp_path / "R1.xlsx", run_id="run-1",
+                                                input_digest="abc", output_digest="def",
+                                                record_dir="models/R1/run-1",
+                                                versions={"highspy": "9.9"}))
+    for name in SHEETS:
+        if name == "Notes":  # the fixture's report has notes, this one none
+            continue
+        got = [[(c.value, c.number_format, c.font.bold) for c in r] for r in small[name].iter_rows()]
+        want = [[(c.value, c.number_format, c.font.bold) for c in r] for r in wb[name].iter_rows()]
+        assert got == want, name
