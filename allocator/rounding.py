@@ -55,7 +55,7 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
     full = solution.copy()
     full[x_cols] = units * unit
     if not fractional.any():
-        return Rounded(units.astype(np.int64), _misses(program, full), "exact", full)
+        return Rounded(units.astype(np.int64), _misses(program, full, unit), "exact", full)
     # First pass: each fractional amount goes down or up. Floor/ceil alone can be infeasible
     # (a capacity and a co-financing cap on the same two amounts); then, in a second, small
     # pass, the amounts in the rows still missed may move one unit either way from there.
@@ -69,11 +69,11 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
         if result is None:
             full = solution.copy()
             full[x_cols] = lo * unit
-            return Rounded(lo.astype(np.int64), _misses(program, full), "floor", full)
+            return Rounded(lo.astype(np.int64), _misses(program, full, unit), "floor", full)
         full = _apply(solution, x_cols, lo, steps, free_cols, result, unit)
         method = "milp"
     soft = set(soft_rows.tolist())
-    hard_missed = [i for i in _misses(program, full) if i not in soft]
+    hard_missed = [i for i in _misses(program, full, unit) if i not in soft]
     if hard_missed:
         now = np.rint(full[x_cols] / unit)
         in_missed = _columns_in_rows(program, hard_missed, x_cols)
@@ -90,63 +90,123 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
             full = _apply(full, x_cols, now, steps2, free_cols, second, unit, switches)
             method += "+repair"
     units = np.rint(full[x_cols] / unit)
-    return Rounded(units.astype(np.int64), _misses(program, full), method, full)
+    return Rounded(units.astype(np.int64), _misses(program, full, unit), method, full)
 
 
 def _greedy(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray, lo: np.ndarray,
             steps: np.ndarray, unit: float, free_cols: np.ndarray) -> np.ndarray:
-    """Floor every amount, then move one unit at a time — first moves that mend a missed row,
-    then rounding up by outcome value — wherever no row would be broken. Totals follow x."""
+    """Floor every amount, mend the rows that flooring broke by moving amounts in them one
+    unit at a time, then round up by outcome value wherever no row would be broken. Totals
+    follow x. Each move is checked against the rows of its own column only, so the pass costs
+    about one sweep over the matrix."""
     A = sp.csr_matrix(program.A)
     full = solution.copy()
     full[x_cols] = lo * unit
     totals = _total_rows(program, free_cols)
-    for row, col in totals:  # t_j - sum x = 0: recompute t from the floored amounts
-        full[col] = 0.0
-        full[col] = -float((A[row] @ full)[0])
+    _follow_totals(A, full, totals)
     effect = _effective_columns(program, x_cols, totals)  # x's effect with totals following
-    act = A @ full
-    lower, upper = program.row_lower, program.row_upper
-    tol = 1e-7 * np.maximum(1.0, np.abs(act))
     skip = np.zeros(A.shape[0], bool)
     skip[[row for row, _ in totals]] = True
-    short = (act < lower - tol) & ~skip
-    over = (act > upper + tol) & ~skip
-    units = lo.copy()
-
-    def try_move(k: int, sign: float) -> bool:
-        start, end = effect.indptr[k], effect.indptr[k + 1]
-        rows, coefs = effect.indices[start:end], sign * effect.data[start:end] * unit
-        new = act[rows] + coefs
-        bad_up = (new > upper[rows] + tol[rows]) & (coefs > 0) & ~skip[rows]
-        bad_lo = (new < lower[rows] - tol[rows]) & (coefs < 0) & ~skip[rows]
-        if bad_up.any() or bad_lo.any():
-            return False
-        act[rows] = new
-        units[k] += sign
-        return True
-
-    moved: set[int] = set()
-    # 1. mend missed rows: round up a floored amount that helps, or take one unit off one
-    #    that hurts (a fund over its co-financing cap once the others were floored).
-    for k in steps.tolist():
-        if _mends(effect, k, short, over, +1) and try_move(k, +1.0):
-            moved.add(k)
-    for k in np.flatnonzero(units > 0).tolist():
-        if k not in moved and _mends(effect, k, act < lower - tol, act > upper + tol, -1) \
-                and try_move(k, -1.0):
-            moved.add(k)
-    # 2. by outcome value, round up every other floored amount that still fits.
+    moves = _Moves(effect, A @ full, program.row_lower, program.row_upper, skip, lo, unit,
+                   solution[x_cols] / unit)
+    moves.mend(program.c[x_cols])
     remainder = solution[x_cols[steps]] / unit - lo[steps]
     order = np.argsort(-program.c[x_cols[steps]] * remainder, kind="stable")
     for k in steps[order].tolist():
-        if k not in moved:
-            try_move(k, +1.0)
-    full[x_cols] = units * unit
+        if moves.units[k] == lo[k]:
+            moves.try_move(k, +1)
+    full[x_cols] = moves.units * unit
+    _follow_totals(A, full, totals)
+    return full
+
+
+class _Moves:
+    """Whole-unit moves of single amounts that never break a row or push a broken one further.
+
+    Each amount stays within one unit beyond the multiples around its solved value, as in the
+    rounding MILP.
+    """
+
+    MAX_PASSES = 4
+
+    def __init__(self, effect: sp.csc_matrix, activity: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, skip: np.ndarray, lo: np.ndarray, unit: float,
+                 solved_units: np.ndarray):
+        self.effect = effect
+        self.by_row = sp.csr_matrix(effect)
+        self.act = activity
+        self.lower, self.upper, self.skip = lower, upper, skip
+        self.tol = _exact_tolerance(activity, unit)
+        self.unit = unit
+        self.units = lo.copy()
+        self.floor = np.maximum(np.floor(solved_units + NEAR_INTEGER) - 1.0, 0.0)
+        self.ceil = np.ceil(solved_units - NEAR_INTEGER) + 1.0
+
+    def missed(self) -> np.ndarray:
+        """Rows outside their bounds, in row order."""
+        bad = (self.act < self.lower - self.tol) | (self.act > self.upper + self.tol)
+        return np.flatnonzero(bad & ~self.skip)
+
+    def try_move(self, k: int, sign: int) -> bool:
+        """Move x_k by `sign` units if no row of its column gets broken or worse."""
+        new_units = self.units[k] + sign
+        if new_units < self.floor[k] or new_units > self.ceil[k]:
+            return False
+        start, end = self.effect.indptr[k], self.effect.indptr[k + 1]
+        rows = self.effect.indices[start:end]
+        coefs = sign * self.effect.data[start:end] * self.unit
+        new = self.act[rows] + coefs
+        keep = ~self.skip[rows]
+        worse_up = (new > self.upper[rows] + self.tol[rows]) & (coefs > 0)
+        worse_lo = (new < self.lower[rows] - self.tol[rows]) & (coefs < 0)
+        if ((worse_up | worse_lo) & keep).any():
+            return False
+        self.act[rows] = new
+        self.units[k] = new_units
+        return True
+
+    def mend(self, value: np.ndarray) -> None:
+        """For each broken row, move the amounts in it towards its bounds: up first (by outcome
+        value, best first), then down (least valuable first), until the row holds."""
+        for _ in range(self.MAX_PASSES):
+            moved = False
+            for i in self.missed().tolist():
+                moved |= self._mend_row(i, value)
+            if not moved:
+                return
+
+    def _mend_row(self, i: int, value: np.ndarray) -> bool:
+        start, end = self.by_row.indptr[i], self.by_row.indptr[i + 1]
+        ks, coefs = self.by_row.indices[start:end], self.by_row.data[start:end]
+        need = 1.0 if self.act[i] < self.lower[i] else -1.0  # the way the activity must go
+        ups = ks[coefs * need > 0]
+        downs = ks[coefs * need < 0]
+        candidates = [(k, +1) for k in ups[np.argsort(-value[ups], kind="stable")].tolist()]
+        candidates += [(k, -1) for k in downs[np.argsort(value[downs], kind="stable")].tolist()]
+        moved = False
+        for k, sign in candidates:
+            while self._broken(i) and self.try_move(k, sign):
+                moved = True
+            if not self._broken(i):
+                break
+        return moved
+
+    def _broken(self, i: int) -> bool:
+        return bool(self.act[i] < self.lower[i] - self.tol[i]
+                    or self.act[i] > self.upper[i] + self.tol[i])
+
+
+def _exact_tolerance(activity: np.ndarray, unit: float) -> np.ndarray:
+    """How far a row may be off and still hold: far below one unit, so budgets and capacities
+    hold to the cent, yet above the float noise of sums of a million amounts."""
+    return 1e-6 * unit + 1e-12 * np.abs(activity)
+
+
+def _follow_totals(A: sp.csr_matrix, full: np.ndarray, totals: list[tuple[int, int]]) -> None:
+    """Set each reference total t (row `t - sum x = 0`) from the amounts, in place."""
     for row, col in totals:
         full[col] = 0.0
         full[col] = -float((A[row] @ full)[0])
-    return full
 
 
 def _total_rows(program: MatrixProgram, free_cols: np.ndarray) -> list[tuple[int, int]]:
@@ -174,14 +234,6 @@ def _effective_columns(program: MatrixProgram, x_cols: np.ndarray,
         D = -sp.csr_matrix(program.A)[rows][:, x_cols]  # t = D x
         effect = effect + A[:, cols] @ D
     return sp.csc_matrix(effect)
-
-
-def _mends(effect: sp.csc_matrix, k: int, short: np.ndarray, over: np.ndarray,
-           sign: int) -> bool:
-    """Whether moving x_k by `sign` units pushes a missed row towards its bound."""
-    start, end = effect.indptr[k], effect.indptr[k + 1]
-    rows, coefs = effect.indices[start:end], sign * effect.data[start:end]
-    return bool(((coefs > 0) & short[rows]).any() or ((coefs < 0) & over[rows]).any())
 
 
 def _apply(solution: np.ndarray, x_cols: np.ndarray, lo: np.ndarray, steps: np.ndarray,
@@ -272,14 +324,13 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     return result.x[: n_z + n_f]
 
 
-def _misses(program: MatrixProgram, full: np.ndarray) -> dict[int, float]:
+def _misses(program: MatrixProgram, full: np.ndarray, unit: float) -> dict[int, float]:
     """Rows whose activity lies outside their bounds, with the amount by which."""
     activity = program.A @ full
-    scale = np.maximum(1.0, np.abs(activity))
     short = program.row_lower - activity
     over = activity - program.row_upper
     miss = np.maximum(short, over)
-    rows = np.flatnonzero(miss > 1e-6 * scale)
+    rows = np.flatnonzero(miss > _exact_tolerance(activity, unit))
     return {int(i): float(miss[i]) for i in rows}
 
 
