@@ -115,6 +115,7 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
             stages.append({"stage": stage.name, "file": name, "status": stage.status.value,
                            "objective": stage.objective, "mip_gap": stage.mip_gap,
                            "method": stage.solver_log.get("method"),
+                           "options": stage.solver_log.get("options"),
                            "seconds": round(stage.seconds, 3)})
         alloc_text = allocation_csv(solution)
         (tmp / "allocation.csv").write_text(alloc_text, encoding="utf-8")

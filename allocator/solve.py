@@ -262,17 +262,20 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
         h.setOptionValue("threads", int(threads))
     if _THREADS is None:
         _THREADS = int(threads) if threads is not None else 0
-    h.setOptionValue("time_limit", float(time_limit))
-    h.setOptionValue("mip_rel_gap", float(mip_gap))
     chosen = lp_method(program, method)
-    h.setOptionValue("solver", chosen)
-    for key, value in (options or {}).items():
-        h.setOptionValue(key, value)
+    # What a stage was solved with beyond SOLVER_OPTIONS; the record keeps it per stage, so an
+    # auditor (or the benchmark's bare solve) can replay each MPS file exactly.
+    stage_options: dict[str, object] = {"time_limit": float(time_limit),
+                                        "mip_rel_gap": float(mip_gap), "solver": chosen}
     if chosen == "ipm":
-        h.setOptionValue("run_crossover", "on" if program.shape[1] <= CROSSOVER_COLUMNS else "off")
+        stage_options["run_crossover"] = "on" if program.shape[1] <= CROSSOVER_COLUMNS else "off"
+    stage_options.update(options or {})
+    for key, value in stage_options.items():
+        h.setOptionValue(key, value)
     program.to_highs(h)
     result = _run(h, name, program)
     result.solver_log["method"] = chosen
+    result.solver_log["options"] = stage_options
     return result
 
 

@@ -37,6 +37,7 @@ from typing import Any
 DEFAULT_SIZES = (100, 1000, 10000, 50000)
 # HiGHS option sets the benchmark can compare on the recorded MPS files.
 METHODS: dict[str, dict[str, object]] = {
+    "default": {},
     "choose": {"solver": "choose"},
     "simplex": {"solver": "simplex"},
     "ipm": {"solver": "ipm", "run_crossover": "on"},
@@ -147,6 +148,8 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
                    for s in solution.stages],
         "mps": [str(p) for p in sorted(record.folder.glob("stage*.mps"))],
         "settings": json.loads((record.folder / "settings.json").read_text()),
+        "stage_options": {st["file"]: st.get("options") or {} for st in json.loads(
+            (record.folder / "objectives.json").read_text())["stages"]},
         "time_limit_s": float(loaded.round.settings.time_limit_s),
         "mip_gap": float(loaded.round.settings.mip_gap),
         # ru_maxrss is in KiB on Linux
@@ -203,17 +206,22 @@ def bare_solve(mps: Path, options: dict[str, object]) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def engine_options(result: dict) -> dict[str, object]:
-    """The options the engine solved with: SOLVER_OPTIONS, time limit, MIP gap, method."""
+def engine_options(result: dict, mps: str) -> dict[str, object]:
+    """The options the engine solved this stage with: SOLVER_OPTIONS and the stage's own
+    (method, crossover, time limit, MIP gap), both as the decision record keeps them."""
     settings = result.get("settings", {})
     options = dict(settings.get("solver_options", {}))
     if not options:
         from allocator.solve import SOLVER_OPTIONS
 
         options = dict(SOLVER_OPTIONS)
-    options["time_limit"] = float(result["time_limit_s"])
-    options["mip_rel_gap"] = float(result["mip_gap"])
-    options["solver"] = str(settings.get("method", "choose"))
+    stage = result.get("stage_options", {}).get(Path(mps).name)
+    if stage:
+        options.update(stage)
+    else:  # a record from before per-stage options
+        options["time_limit"] = float(result["time_limit_s"])
+        options["mip_rel_gap"] = float(result["mip_gap"])
+        options["solver"] = str(settings.get("method", "choose"))
     return options
 
 
@@ -233,16 +241,17 @@ def _subprocess_json(args: list[str], timeout: float | None = None) -> dict:
 def compare(result: dict, methods: list[str], method_time_limit: float) -> dict[str, list[dict]]:
     """Bare highspy solves of the record's MPS files: the engine's options, then each method
     (those capped at `method_time_limit` seconds per file, so a slow method cannot stall a run)."""
-    base = engine_options(result)
     runs: dict[str, list[dict]] = {}
     for label in ["engine", *methods]:
-        options = dict(base)
-        if label != "engine":
-            options.pop("solver", None)
-            options.update(METHODS[label])
-            options["time_limit"] = min(float(base["time_limit"]), method_time_limit)
         runs[label] = []
         for mps in result["mps"]:
+            options = engine_options(result, mps)
+            if label == "default":  # HiGHS as it comes, only the time limit kept
+                options = {"time_limit": min(float(options["time_limit"]), method_time_limit)}
+            elif label != "engine":
+                options.pop("run_crossover", None)
+                options.update(METHODS[label])
+                options["time_limit"] = min(float(options["time_limit"]), method_time_limit)
             res = _subprocess_json(["--bare", mps, "--options", json.dumps(options)],
                                    timeout=float(options["time_limit"]) + 300)
             res.setdefault("file", Path(mps).name)
