@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 Reporter = Callable[[str], None]
 _reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("reporter", default=None)
+_detail: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("detail", default=None)
 
 
 def phase(name: str) -> None:
@@ -22,13 +23,20 @@ def phase(name: str) -> None:
         reporter(name)
 
 
+def detail_reporter() -> Reporter | None:
+    """Where to send how far the current phase has got (the solver's progress), if anywhere."""
+    return _detail.get()
+
+
 @contextlib.contextmanager
-def reporting(reporter: Reporter) -> Iterator[None]:
-    """Install a reporter for the duration of the block."""
+def reporting(reporter: Reporter, detail: Reporter | None = None) -> Iterator[None]:
+    """Install a reporter (and one for progress within a phase) for the duration of the block."""
     token = _reporter.set(reporter)
+    detail_token = _detail.set(detail)
     try:
         yield
     finally:
+        _detail.reset(detail_token)
         _reporter.reset(token)
 
 
@@ -44,14 +52,20 @@ def rich_phases(enabled: bool = True) -> Iterator[None]:
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=False)
     current: list[int] = []
+    names: list[str] = []
 
     def report(name: str) -> None:
         if current:
             progress.update(current[-1], completed=1, total=1)
             progress.stop_task(current[-1])
         current.append(progress.add_task(name, total=None))
+        names.append(name)
 
-    with progress, reporting(report):
+    def detail(text: str) -> None:
+        if current:
+            progress.update(current[-1], description=f"{names[-1]} [dim]- {text}[/dim]")
+
+    with progress, reporting(report, detail):
         try:
             yield
         finally:

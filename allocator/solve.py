@@ -21,8 +21,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import highspy
 import numpy as np
@@ -31,6 +33,7 @@ from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation
+from allocator.progress import detail_reporter
 
 INF = highspy.kHighsInf
 # Options that change the answer are fixed, recorded and replayed by `verify`.
@@ -280,6 +283,9 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
 
 
 def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
+    report = detail_reporter()
+    if report is not None:
+        _follow_solver(h, report, bool(program.integer.any()))
     start = time.perf_counter()
     run_status = h.run()
     seconds = time.perf_counter() - start
@@ -301,6 +307,37 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
     return result
+
+
+SOLVER_PROGRESS_EVERY_S = 1.0
+
+
+def _follow_solver(h: highspy.Highs, report: Callable[[str], None], mip: bool) -> None:
+    """Send the solver's progress (MIP gap and nodes, or iterations) to `report`, at most once
+    a second, so a person watching a long solve sees it move."""
+    last = [0.0]
+
+    def show(event: Any) -> None:
+        now = time.perf_counter()
+        if now - last[0] < SOLVER_PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        out = event.data_out
+        if mip:
+            found = (f"best {out.mip_primal_bound:,.2f}, gap {out.mip_gap:.2%}"
+                     if np.isfinite(out.mip_primal_bound) else "no allocation yet")
+            bound = f", bound {out.mip_dual_bound:,.2f}" if np.isfinite(out.mip_dual_bound) else ""
+            report(f"{found}{bound}, {out.mip_node_count:,} nodes")
+        elif out.ipm_iteration_count > 0:
+            report(f"{out.ipm_iteration_count:,} interior point iterations")
+        else:
+            report(f"{out.simplex_iteration_count:,} simplex iterations")
+
+    if mip:
+        h.cbMipInterrupt.subscribe(show)
+    else:
+        h.cbSimplexInterrupt.subscribe(show)
+        h.cbIpmInterrupt.subscribe(show)
 
 
 def _status(run_status, model_status, info) -> Status:

@@ -1,0 +1,31 @@
+"""Long runs show where they are: each phase, and the solver's own progress inside a solve."""
+
+from __future__ import annotations
+
+from allocator.engine import solve_round
+from allocator.progress import reporting
+from allocator.validate import load_round
+from tests.rounds import sheets, write
+
+
+def test_solver_progress_reaches_the_phase_it_belongs_to(tmp_path):
+    rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round  # P2 is all-or-nothing: a MILP
+    events: list[tuple[str, str]] = []
+    with reporting(lambda name: events.append(("phase", name)),
+                   lambda text: events.append(("detail", text))):
+        solve_round(rnd)
+    phases = [text for kind, text in events if kind == "phase"]
+    assert phases[0] == "building the model"
+    assert any(p.startswith("solving: best outcome (MILP") for p in phases)
+    after: dict[str, list[str]] = {}
+    current = ""
+    for kind, text in events:
+        if kind == "phase":
+            current = text
+        else:
+            after.setdefault(current, []).append(text)
+    outcome = next(p for p in phases if p.startswith("solving: best outcome"))
+    assert any(t.endswith(" nodes") for t in after[outcome])
+    lp_details = [t for p, texts in after.items() if p.startswith("solving: prices") for t in texts]
+    assert any(t.endswith("simplex iterations") for t in lp_details)
+
