@@ -544,8 +544,17 @@ def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[st
     outside the table) are collected and raised together.
     """
     path = Path(path)
-    infos = sniff_container(path)
-    sheets = scan_parts(path, infos, wanted)
+    sheets = checked_sheets(path, wanted)
+    return tables_from_sheets(path, sheets, wanted), [s.name for s in sheets]
+
+
+def checked_sheets(path: Path, wanted: set[str]) -> list[SheetInfo]:
+    """Steps 1 and 2: the workbook's sheets, once the container and every part passed."""
+    return scan_parts(path, sniff_container(path), wanted)
+
+
+def tables_from_sheets(path: Path, sheets: list[SheetInfo], wanted: set[str]) -> dict[str, Table]:
+    """Step 3: the values of the wanted sheets (from `checked_sheets`) as tables."""
     issues: list[InputIssue] = []
     by_key: dict[str, SheetInfo] = {}
     for sheet in sheets:
@@ -579,7 +588,7 @@ def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[st
         tables[key] = table
     if issues:
         raise InputError(issues)
-    return tables, [s.name for s in sheets]
+    return tables
 
 
 def _calamine(path: Path):  # -> CalamineWorkbook

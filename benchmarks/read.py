@@ -1,0 +1,124 @@
+"""How long reading a round workbook takes, against pandas reading the same sheets with calamine.
+
+    python -m benchmarks.read --sizes 10000,100000
+
+For each size, a synthetic round (benchmarks/synthetic.py) is written once, then every
+measurement runs in a fresh Python process, one after the other (never two at a time), so each
+peak memory (ru_maxrss, imports included) is that measurement's own and no cache is shared:
+
+- pandas Programs: `pd.read_excel(path, sheet_name="Programs", engine="calamine")`
+- pandas all: the same with `sheet_name=None` (every sheet, as load_round reads every sheet)
+- load_round, split into its phases: container (zip directory checks and the strict scan of
+  every XML part), cells (calamine values into tables), validation (tables -> Round)
+- load_round: `allocator.validate.load_round` in one call; the ratio is this / pandas all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKDIR = Path("/tmp/allocator-read-bench")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(kind: str, path: Path) -> dict[str, float]:
+    """One measurement, in this process: seconds (per phase where there are phases) and peak MB."""
+    if kind in ("pandas_programs", "pandas_all"):
+        import pandas as pd
+
+        start = time.perf_counter()
+        pd.read_excel(path, sheet_name="Programs" if kind == "pandas_programs" else None,
+                      engine="calamine")
+        return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb()}
+    from allocator import validate, workbook
+
+    wanted = set(validate.REQUIRED_SHEETS) | set(validate.OPTIONAL_SHEETS)
+    if kind == "load_round":
+        start = time.perf_counter()
+        validate.load_round(path)
+        return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb()}
+    t0 = time.perf_counter()
+    sheets = workbook.checked_sheets(path, wanted)
+    t1 = time.perf_counter()
+    tables = workbook.tables_from_sheets(path, sheets, wanted)
+    t2 = time.perf_counter()
+    validate.round_from_tables(tables)
+    t3 = time.perf_counter()
+    return {"container": t1 - t0, "cells": t2 - t1, "validation": t3 - t2, "seconds": t3 - t0,
+            "peak_mb": _peak_mb()}
+
+
+def in_fresh_process(kind: str, path: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.read", "--one", kind, str(path)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def workbook_for(n: int, workdir: Path) -> Path:
+    """The synthetic round of n programs, written once and reused."""
+    from benchmarks.synthetic import write_synthetic_round
+
+    path = workdir / f"round-{n}.xlsx"
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_synthetic_round(path, n)
+    return path
+
+
+def programs_rows(path: Path) -> int:
+    from python_calamine import CalamineWorkbook
+
+    rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_name("Programs").to_python()
+    return sum(1 for row in rows[1:] if any(v not in ("", None) for v in row))
+
+
+def size_table(n: int, rows: int, r: dict[str, dict[str, float]]) -> str:
+    base = r["pandas_all"]["seconds"]
+    phases = r["phases"]
+    lines = [
+        f"### {n:,} programs ({rows:,} rows on Programs)",
+        "",
+        "| measurement | seconds | peak MB |",
+        "| --- | ---: | ---: |",
+        f"| pandas calamine, Programs sheet | {r['pandas_programs']['seconds']:.2f} | "
+        f"{r['pandas_programs']['peak_mb']:.0f} |",
+        f"| pandas calamine, all sheets | {base:.2f} | {r['pandas_all']['peak_mb']:.0f} |",
+        f"| load_round: container checks and scan | {phases['container']:.2f} | |",
+        f"| load_round: cell values into tables | {phases['cells']:.2f} | |",
+        f"| load_round: validation | {phases['validation']:.2f} | |",
+        f"| load_round: sum of phases | {phases['seconds']:.2f} | {phases['peak_mb']:.0f} |",
+        f"| load_round, one call | {r['load_round']['seconds']:.2f} | "
+        f"{r['load_round']['peak_mb']:.0f} |",
+        f"| **ratio load_round / pandas all sheets** | **{r['load_round']['seconds'] / base:.2f}** | |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="program counts, comma-separated")
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where workbooks are kept")
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one[0], Path(args.one[1]))))
+        return 0
+    for n in (int(s) for s in args.sizes.split(",")):
+        path = workbook_for(n, args.workdir)
+        results = {kind: in_fresh_process(kind, path)
+                   for kind in ("pandas_programs", "pandas_all", "phases", "load_round")}
+        print(size_table(n, programs_rows(path), results) + "\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
