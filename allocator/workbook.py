@@ -418,7 +418,7 @@ _ROW_REFS = re.compile(rb'<(?:\w+:)?row\s[^>]*?\br="(\d+)"')
 def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
     """Parse a wanted sheet strictly, and measure it (fast path) or scan it cell by cell."""
     data = b"".join(_part_chunks(fh, info))
-    if _SLOW_SIGNS.search(data):
+    if _has_slow_signs(data):
         _parse_chunks([data], info, scan)
         return
     _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
@@ -427,16 +427,39 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
     if n_cells != n_refs or _PREFIXED_CELL.search(data):  # cells without r= or prefixed tags
         _parse_chunks([data], info, scan)
         return
-    rows = [int(r) for r in _ROW_REFS.findall(data)]
+    rows = _row_numbers(data)
     cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
     max_row = max([*rows, *cell_rows], default=0)
-    max_col = _max_column(data)
+    # Single-letter references bound the width by Z, which settles the limits for any sheet of
+    # up to MAX_CELLS_PER_SHEET / 26 rows without looking for the widest letter.
+    max_col = _max_column(data) if _WIDE_CELL.search(data) else 26
+    if max_col == 26 and max_row * max_col > MAX_CELLS_PER_SHEET:
+        max_col = _max_column(data)
     if (max_row > MAX_ROWS_PER_SHEET or max_col > MAX_COLUMNS
             or max_row * max_col > MAX_CELLS_PER_SHEET or n_cells > MAX_CELLS_PER_SHEET
             or (n_cells and not rows)):
         _parse_chunks([data], info, scan)  # over a limit: the slow scan names the first place
         return
-    scan.max_row, scan.max_col, scan.cells = max_row, max_col, n_cells
+    scan.max_row, scan.max_col, scan.cells = max_row, max_col, n_cells  # max_col: an upper bound
+
+
+_WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
+_PLAIN_ROW_REF = re.compile(rb'<row r="(\d+)"')
+
+
+def _has_slow_signs(data: bytes) -> bool:
+    """Whether _SLOW_SIGNS matches; substring tests first, because its search has no literal
+    prefix to skip by and takes seconds on a 100,000-row sheet. Each test is implied by a match."""
+    if not (b"<f" in data or b":f" in data or b't="e"' in data or b"mergeCell" in data):
+        return False
+    return _SLOW_SIGNS.search(data) is not None
+
+
+def _row_numbers(data: bytes) -> list[int]:
+    """The r= of every row element; the literal-prefix pattern when every row starts with r=."""
+    if b":row" not in data and data.count(b"<row ") == data.count(b'<row r="'):
+        return [int(r) for r in _PLAIN_ROW_REF.findall(data)]
+    return [int(r) for r in _ROW_REFS.findall(data)]
 
 
 def _max_column(data: bytes) -> int:
