@@ -55,18 +55,30 @@ _NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 @dataclass
 class Table:
-    """One sheet as a table: header names (lower-cased) with their column letters, and rows."""
+    """One sheet as a table: header names (lower-cased) with their column letters, and columns.
+
+    Held by column, the raw values shared with nothing else: a 100,000-row sheet as one dict
+    per row took more memory than all its values, and validation reads by column anyway.
+    """
 
     sheet: str
     headers: dict[str, str]  # header -> column letter
     header_row: int
-    rows: list[tuple[int, dict[str, object]]] = field(default_factory=list)  # (excel row, values)
+    row_numbers: list[int] = field(default_factory=list)  # the Excel row of each data row
+    columns: dict[str, list[object]] = field(default_factory=dict)  # header -> a value per row
     notes: list[Normalisation] = field(default_factory=list)  # header cells the reader cleaned
 
     def ref(self, row: int | None, header: str | None) -> CellRef:
         """Where the cell of `header` in Excel row `row` lives."""
         column = self.headers.get(header) if header else None
         return CellRef(self.sheet, row, column, header)
+
+    @property
+    def rows(self) -> list[tuple[int, dict[str, object]]]:
+        """(Excel row, {header: value}) per data row, for small sheets read row by row."""
+        names = list(self.columns)
+        return [(r, dict(zip(names, values, strict=True)))
+                for r, *values in zip(self.row_numbers, *self.columns.values(), strict=True)]
 
 
 def column_letter(index: int) -> str:
@@ -634,8 +646,9 @@ def _grid(book, sheet: SheetInfo) -> list[list[object]]:
             raise
         raise _fail(f"the sheet cannot be read ({type(exc).__name__}: {exc}); save the "
                     "workbook again from Excel", sheet.name) from exc
-    grid = [list(row) for row in grid]
     assert sheet.scan is not None
+    if sheet.scan.special:  # calamine's rows are lists of their own: patched in place
+        grid = list(grid)
     for (r, c), value in sheet.scan.special.items():
         while len(grid) < r:
             grid.append([])
@@ -649,9 +662,7 @@ def _grid(book, sheet: SheetInfo) -> list[list[object]]:
 def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[InputIssue]]:
     """Header row = the first row with a value; every later non-blank row is a data row."""
     issues: list[InputIssue] = []
-    header_idx = next(
-        (i for i, row in enumerate(grid) if any(not is_blank(v) for v in row)), None
-    )
+    header_idx = next((i for i, row in enumerate(grid) if not _blank_row(row)), None)
     if header_idx is None:
         return Table(sheet, {}, 1), []
     header_row = header_idx + 1
@@ -680,20 +691,44 @@ def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[
         headers[name] = letter
         positions.append((j, name))
     header_cols = {j for j, _ in positions}
-    for i in range(header_idx + 1, len(grid)):
+    width = max((len(row) for row in grid), default=0)
+    unheaded = [j for j in range(width) if j not in header_cols]
+    kept = [i for i in range(header_idx + 1, len(grid)) if not _blank_row(grid[i])]  # DESIGN
+    for i in kept if unheaded else ():
         row = grid[i]
-        excel_row = i + 1
-        if all(is_blank(v) for v in row):
-            continue  # DESIGN: blank rows are skipped
-        for j, v in enumerate(row):
-            if j not in header_cols and not is_blank(v):
+        for j in unheaded:
+            if j < len(row) and not is_blank(row[j]):
                 issues.append(InputIssue(
-                    CellRef(sheet, excel_row, column_letter(j)),
+                    CellRef(sheet, i + 1, column_letter(j)),
                     "a value in a column without a header; add a header or clear the cell"))
                 break
-        values = {name: (row[j] if j < len(row) else None) for j, name in positions}
-        table.rows.append((excel_row, values))
+    table.row_numbers = [i + 1 for i in kept]
+    rows = [grid[i] for i in kept]
+    shortest = min(map(len, rows), default=0)
+    table.columns = {name: _column(rows, j, shortest) for j, name in positions}
     return table, issues
+
+
+def _blank_row(row: list[object]) -> bool:
+    """Whether every cell of the row is blank; decided by its first value in the common case."""
+    for v in row:
+        if v is None or v == "":
+            continue
+        if type(v) is not str:
+            return False
+        if v.isascii() and v.isprintable():  # no invisible characters: blank iff only spaces
+            if v.strip():
+                return False
+        elif not is_blank(v):
+            return False
+    return True
+
+
+def _column(rows: list[list[object]], j: int, shortest: int) -> list[object]:
+    """The j-th value of every row, None where a row is shorter."""
+    if j < shortest:
+        return [row[j] for row in rows]
+    return [row[j] if j < len(row) else None for row in rows]
 
 
 def _describe(value: object) -> str:
