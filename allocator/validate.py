@@ -710,10 +710,18 @@ def _plain_lists(raws: list[object], lower: bool, required: bool) -> list[Any]:
             and "|" not in joined:  # type: ignore[arg-type]
         if lower:
             return [empty if v == "" else (v.lower(),) if "," not in v  # type: ignore[union-attr]
-                    else _plain_list(v, lower) for v in raws]
+                    else _split_plain(v.lower()) for v in raws]  # type: ignore[union-attr]
         return [empty if v == "" else (v,) if "," not in v  # type: ignore[operator]
-                else _plain_list(v, lower) for v in raws]
+                else _split_plain(v) for v in raws]
     return [empty if v is None or v == "" else _plain_list(v, lower) for v in raws]
+
+
+def _split_plain(value: str) -> Any:
+    """_plain_list of a cell already known to be trimmed, single-spaced, printable ASCII text."""
+    items = [p for p in (p.strip() for p in value.split(",")) if p]
+    if not items or len(set(items)) != len(items):
+        return _NOT_PLAIN
+    return tuple(sorted(items))
 
 
 def _plain_list(value: object, lower: bool) -> Any:

@@ -434,8 +434,11 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         _parse_chunks([data], info, scan)
         return
     _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
-    n_cells = data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>")
     n_refs = data.count(b'<c r="')
+    # Every tag starting "<c" (cells, but also <cols>, <cfRule>...) a cell with a reference:
+    # then the cells are those, found in one pass instead of three.
+    n_cells = n_refs if data.count(b"<c") == n_refs else (
+        data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>"))
     if n_cells != n_refs or _PREFIXED_CELL.search(data):  # cells without r= or prefixed tags
         _parse_chunks([data], info, scan)
         return
@@ -610,8 +613,7 @@ def tables_from_sheets(path: Path, sheets: list[SheetInfo], wanted: set[str]) ->
             issues.append(InputIssue(CellRef(sheet.name), "the sheet has no data part in the "
                                      "file (a damaged workbook); save it again from Excel"))
             continue
-        grid = _grid(book, sheet)
-        table, problems = _table_from_grid(sheet.name, grid)
+        table, problems = _table_from_grid(sheet.name, _grid(book, sheet))  # grid dropped here
         for r0, c0, r1, c1 in sheet.scan.merged:
             if r1 >= table.header_row:
                 span = f"{column_letter(c0 - 1)}{r0}:{column_letter(c1 - 1)}{r1}"
