@@ -307,7 +307,7 @@ def _round_and_notes(tables: dict[str, Table], fast: bool) -> tuple[Round, list[
             rows[name] = []
     if settings is None or col.issues:
         raise InputError(col.issues)
-    rnd = _assemble(settings, rows, tables, col)
+    rnd = _assemble(settings, rows, tables, col, fast)
     if col.issues:
         raise InputError(col.issues)
     assert rnd is not None
@@ -408,17 +408,18 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
     invalid = _invalid_rows(n, [*parsed.values(), *parsed_extras.values()])
     checked = _model_checks(model, parsed, n) if fast else [True] * n
     direct = [i for i in range(n) if not (invalid[i] or checked[i])]
-    built = dict(zip(direct, _constructed(model, parsed, parsed_extras, direct), strict=True))
+    built = _constructed(model, parsed, parsed_extras, direct)
+    if len(direct) == n:  # the common case: every row proved valid by its columns
+        return [Located(row, r) for row, r in zip(built, table.row_numbers, strict=True)]
+    next_built = iter(built).__next__  # `direct` is in row order
     out: list[Located] = []
     for i, excel_row in enumerate(table.row_numbers):
         if invalid[i]:
             continue
-        row = built.get(i)
-        if row is None:
-            row = _validated_row(table, model, parsed, parsed_extras, i, col)
-            if row is None:
-                continue
-        out.append(Located(row, excel_row))
+        row = next_built() if not checked[i] else _validated_row(
+            table, model, parsed, parsed_extras, i, col)
+        if row is not None:
+            out.append(Located(row, excel_row))
     return out
 
 
@@ -548,7 +549,8 @@ def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
 
     Equal to `_build` field for field, fields-set included (tests/test_fast_read.py), at a tenth
     of the cost: what pydantic would do to these values is known (an enum's member for its
-    text, the default for a blank), so it is done by column.
+    text, the default for a blank), so it is done by column, and each instance is put together
+    as BaseModel.model_construct does, without its per-field bookkeeping.
     """
     if not rows:
         return []
@@ -586,8 +588,16 @@ def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
         for given, v in zip(fields_set, column, strict=True):
             if v is not None:
                 given.add(name)
-    return [_instance(model, dict(zip(names, values, strict=True)), given)
-            for values, given in zip(zip(*columns, strict=True), fields_set, strict=True)]
+    new, put = object.__new__, object.__setattr__  # _instance, inlined: a call per row
+    out = []
+    for values, given in zip(zip(*columns, strict=True), fields_set, strict=True):
+        obj = new(model)
+        put(obj, "__dict__", dict(zip(names, values, strict=True)))
+        put(obj, "__pydantic_fields_set__", given)
+        put(obj, "__pydantic_extra__", None)
+        put(obj, "__pydantic_private__", None)
+        out.append(obj)
+    return out
 
 
 def _defaulted(column: list[Any], info: FieldInfo) -> list[Any]:
@@ -608,16 +618,6 @@ def _dicts(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
                 for values in zip(*columns.values(), strict=True)]
     return [{k: v for k, v in zip(names, values, strict=True) if v is not None}
             for values in zip(*columns.values(), strict=True)]
-
-
-def _instance(model: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> BaseModel:
-    """What BaseModel.model_construct makes, without its per-field bookkeeping."""
-    obj = object.__new__(model)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
 
 
 # --- cells ---------------------------------------------------------------------------------------
@@ -669,8 +669,8 @@ def _plain_floats(raws: list[object], blank: Any) -> list[Any]:
     if types <= {float, int} and (int not in types or all(
             abs(v) <= _EXACT_INT for v in raws if type(v) is int)):  # type: ignore[arg-type]
         values = np.array(raws, dtype=float)
-        if np.isfinite(values).all():
-            return values.tolist()
+        if np.isfinite(values).all():  # floats kept as the very objects read: nothing to free
+            return list(raws) if int not in types else values.tolist()
     return [blank if v is None or v == "" else float(v)  # type: ignore[arg-type]
             if (type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= _EXACT_INT)
             else _NOT_PLAIN for v in raws]
@@ -797,7 +797,7 @@ def _show(k: Any) -> str:
 
 
 def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
-              tables: dict[str, Table], col: Collector) -> Round | None:
+              tables: dict[str, Table], col: Collector, fast: bool = True) -> Round | None:
     t = tables
     periods = settings.periods
     _unique(rows["regions"], lambda r: r.region_id, t["regions"], "region_id", "region_id", col)
@@ -855,7 +855,7 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
             col.error(ref(loc.excel_row, "jurisdiction"),
                       f"unknown jurisdiction {c.jurisdiction!r} (the Regions sheet has "
                       f"{', '.join(sorted(jurisdictions))})")
-    for loc in rows["programs"]:
+    for loc in _programs_to_check(rows["programs"], regions) if fast else rows["programs"]:
         _check_program(loc, t["programs"], regions, programs, periods, col)
     for loc in rows["performance"]:
         if loc.row.program_id not in programs:
@@ -898,6 +898,20 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
                   "maxmin_contribution needs contributions: the Contributions sheet has no "
                   "row with an amount")
     return rnd
+
+
+def _programs_to_check(programs: list[Located], regions: set[str]) -> list[Located]:
+    """The programs _check_program could find a problem in, in order; the others have known
+    regions, no periods, no pilot, min <= max and rates in 0..1, so checking them says nothing."""
+    known = {t: set(t) <= regions for t in {loc.row.regions for loc in programs}}  # type: ignore[attr-defined]
+    out = []
+    for loc in programs:
+        p: ProgramRow = loc.row  # type: ignore[assignment]
+        if (not known[p.regions] or p.start_period is not None or p.end_period is not None
+                or p.pilot_of is not None or p.min_trainees > p.max_trainees
+                or any(not 0 <= p.outcomes.get(name, 0) <= 1 for name in RATE_COLUMNS)):
+            out.append(loc)
+    return out
 
 
 def _check_program(loc: Located, table: Table, regions: set[str], programs: dict[str, Any],

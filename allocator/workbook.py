@@ -439,7 +439,8 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
     # then the cells are those, found in one pass instead of three.
     n_cells = n_refs if data.count(b"<c") == n_refs else (
         data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>"))
-    if n_cells != n_refs or _PREFIXED_CELL.search(data):  # cells without r= or prefixed tags
+    if n_cells != n_refs or (b":c" in data and _PREFIXED_CELL.search(data)):  # cells without r=
+        # or prefixed tags (the substring test first: the regex has no literal prefix)
         _parse_chunks([data], info, scan)
         return
     rows = _row_numbers(data)
@@ -472,8 +473,10 @@ def _has_slow_signs(data: bytes) -> bool:
 
 def _row_numbers(data: bytes) -> list[int]:
     """The r= of every row element; the literal-prefix pattern when every row starts with r=."""
-    if b":row" not in data and data.count(b"<row ") == data.count(b'<row r="'):
-        return [int(r) for r in _PLAIN_ROW_REF.findall(data)]
+    if b":row" not in data:
+        found = _PLAIN_ROW_REF.findall(data)
+        if len(found) == data.count(b"<row "):
+            return [int(r) for r in found]
     return [int(r) for r in _ROW_REFS.findall(data)]
 
 
