@@ -583,11 +583,7 @@ def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
             column = _defaulted([None] * len(rows), info)
         names.append(name)
         columns.append(column)
-    fields_set = [set(always) for _ in rows]
-    for name, column in sometimes:
-        for given, v in zip(fields_set, column, strict=True):
-            if v is not None:
-                given.add(name)
+    fields_set = _fields_set(always, sometimes, len(rows))
     new, put = object.__new__, object.__setattr__  # _instance, inlined: a call per row
     out = []
     for values, given in zip(zip(*columns, strict=True), fields_set, strict=True):
@@ -597,6 +593,24 @@ def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
         put(obj, "__pydantic_extra__", None)
         put(obj, "__pydantic_private__", None)
         out.append(obj)
+    return out
+
+
+def _fields_set(always: list[str], sometimes: list[tuple[str, list[Any]]], n: int) -> list[set[str]]:
+    """Per row, the fields pydantic would record as given: one shared set per combination, as
+    model_construct(_fields_set=...) shares it (a frozen model never changes its set), which
+    spares a set per row to make, and to walk for the garbage collector."""
+    if not sometimes:
+        return [set(always)] * n
+    given: dict[tuple[bool, ...], set[str]] = {}
+    out = []
+    for blanks in zip(*(column for _, column in sometimes), strict=True):
+        key = tuple(v is None for v in blanks)
+        if key not in given:
+            given[key] = set(always) | {name for (name, _), blank in zip(sometimes, key,
+                                                                           strict=True)
+                                        if not blank}
+        out.append(given[key])
     return out
 
 
