@@ -602,16 +602,13 @@ def _fields_set(always: list[str], sometimes: list[tuple[str, list[Any]]], n: in
     spares a set per row to make, and to walk for the garbage collector."""
     if not sometimes:
         return [set(always)] * n
-    given: dict[tuple[bool, ...], set[str]] = {}
-    out = []
-    for blanks in zip(*(column for _, column in sometimes), strict=True):
-        key = tuple(v is None for v in blanks)
-        if key not in given:
-            given[key] = set(always) | {name for (name, _), blank in zip(sometimes, key,
-                                                                           strict=True)
-                                        if not blank}
-        out.append(given[key])
-    return out
+    assert len(sometimes) < 63  # a bit each in an int64 (a model has a dozen fields)
+    masks = np.zeros(n, dtype=np.int64)  # bit k: the k-th sometimes-given field is given
+    for k, (_, column) in enumerate(sometimes):
+        masks |= np.array([v is not None for v in column], dtype=np.int64) << k
+    given = {m: set(always) | {name for k, (name, _) in enumerate(sometimes) if m >> k & 1}
+             for m in set(masks.tolist())}
+    return [given[m] for m in masks.tolist()]
 
 
 def _defaulted(column: list[Any], info: FieldInfo) -> list[Any]:
@@ -796,9 +793,11 @@ _MODELS.update(
 # --- cross-sheet checks -----------------------------------------------------------------------
 def _unique(rows: list[Located], key: Callable[[Any], Any], table: Table, header: str,
             what: str, col: Collector) -> None:
+    keys = [key(loc.row) for loc in rows]
+    if len(set(keys)) == len(keys):
+        return  # the common case, told by one set instead of a lookup per row
     first: dict[Any, int] = {}
-    for loc in rows:
-        k = key(loc.row)
+    for loc, k in zip(rows, keys, strict=True):
         if k in first:
             col.error(table.ref(loc.excel_row, header),
                       f"duplicate {what} {_show(k)} (first on row {first[k]})")
@@ -869,7 +868,7 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
             col.error(ref(loc.excel_row, "jurisdiction"),
                       f"unknown jurisdiction {c.jurisdiction!r} (the Regions sheet has "
                       f"{', '.join(sorted(jurisdictions))})")
-    for loc in _programs_to_check(rows["programs"], regions) if fast else rows["programs"]:
+    for loc in _programs_to_check(rows["programs"], regions, periods) if fast else rows["programs"]:
         _check_program(loc, t["programs"], regions, programs, periods, col)
     for loc in rows["performance"]:
         if loc.row.program_id not in programs:
@@ -914,16 +913,26 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     return rnd
 
 
-def _programs_to_check(programs: list[Located], regions: set[str]) -> list[Located]:
+def _programs_to_check(programs: list[Located], regions: set[str],
+                       periods: tuple[str, ...]) -> list[Located]:
     """The programs _check_program could find a problem in, in order; the others have known
-    regions, no periods, no pilot, min <= max and rates in 0..1, so checking them says nothing."""
+    regions, known periods (not both, which could be out of order), a known pilot other than
+    themselves or none, min <= max and rates in 0..1, so checking them says nothing."""
+    assert len(RATE_COLUMNS) == 2  # unrolled below: a loop per program doubled the cost
     known = {t: set(t) <= regions for t in {loc.row.regions for loc in programs}}  # type: ignore[attr-defined]
+    ids = {loc.row.program_id for loc in programs}  # type: ignore[attr-defined]
+    period_set = set(periods) | {None}
+    rate_a, rate_b = RATE_COLUMNS
     out = []
     for loc in programs:
         p: ProgramRow = loc.row  # type: ignore[assignment]
-        if (not known[p.regions] or p.start_period is not None or p.end_period is not None
-                or p.pilot_of is not None or p.min_trainees > p.max_trainees
-                or any(not 0 <= p.outcomes.get(name, 0) <= 1 for name in RATE_COLUMNS)):
+        start, end, pilot = p.start_period, p.end_period, p.pilot_of
+        if (not known[p.regions] or start not in period_set or end not in period_set
+                or (start is not None and end is not None)
+                or (pilot is not None and (pilot not in ids or pilot == p.program_id))
+                or p.min_trainees > p.max_trainees
+                or not 0 <= p.outcomes.get(rate_a, 0) <= 1
+                or not 0 <= p.outcomes.get(rate_b, 0) <= 1):
             out.append(loc)
     return out
 
@@ -1006,10 +1015,11 @@ def _check_objective(objective: list[Located], programs: list[Located],
         if loc.row.weight == 0:  # type: ignore[attr-defined]
             continue
         if out[metric] == "outcome":
-            for ploc in programs:
-                if ploc.row.outcomes.get(metric) is None:  # type: ignore[attr-defined]
-                    col.error(ptable.ref(ploc.excel_row, metric), f"blank, but the Objective "
-                              f"weighs {metric}; type the expected value (0 if none)")
+            blank = [ploc for ploc in programs
+                     if ploc.row.outcomes.get(metric) is None]  # type: ignore[attr-defined]
+            for ploc in blank:
+                col.error(ptable.ref(ploc.excel_row, metric), f"blank, but the Objective "
+                          f"weighs {metric}; type the expected value (0 if none)")
             continue
         for ploc in programs:
             p: ProgramRow = ploc.row  # type: ignore[assignment]
