@@ -401,11 +401,14 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
         return []
     extras = [h for h in table.headers if h not in known]
     present = [c for c in spec if c.name in table.headers]
+    issues_before = len(col.issues)
     parsed = {c.name: _parse_column(table, c, col, fast) for c in present}
     extra_cols = [Column(h, cells.parse_text) for h in extras]
     parsed_extras = {c.name: _parse_column(table, c, col, fast) for c in extra_cols}
     n = len(table.row_numbers)
-    invalid = _invalid_rows(n, [*parsed.values(), *parsed_extras.values()])
+    # A refused cell is always recorded as a problem: with none recorded, no row is invalid.
+    invalid = (_invalid_rows(n, [*parsed.values(), *parsed_extras.values()])
+               if len(col.issues) > issues_before else [False] * n)
     checked = _model_checks(model, parsed, n) if fast else [True] * n
     direct = [i for i in range(n) if not (invalid[i] or checked[i])]
     built = _constructed(model, parsed, parsed_extras, direct)

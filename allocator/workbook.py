@@ -698,7 +698,12 @@ def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[
     header_cols = {j for j, _ in positions}
     width = max((len(row) for row in grid), default=0)
     unheaded = [j for j in range(width) if j not in header_cols]
-    kept = [i for i in range(header_idx + 1, len(grid)) if not _blank_row(grid[i])]  # DESIGN
+    # DESIGN: blank rows are skipped. A row starting with a number or plain text is not blank:
+    # told inline, as a call per row cost more than the test.
+    kept = [i for i in range(header_idx + 1, len(grid))
+            if ((row := grid[i]) and ((kind := type(first := row[0])) is float or kind is int or (
+                kind is str and first.isascii() and first.isprintable() and first.strip())))
+            or not _blank_row(row)]
     for i in kept if unheaded else ():
         row = grid[i]
         for j in unheaded:
@@ -710,7 +715,11 @@ def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[
     table.row_numbers = [i + 1 for i in kept]
     rows = [grid[i] for i in kept]
     shortest = min(map(len, rows), default=0)
-    table.columns = {name: _column(rows, j, shortest) for j, name in positions}
+    if rows and all(j < shortest for j, _ in positions):  # rectangular: transposed at C speed
+        transposed = list(zip(*rows, strict=False))  # rows longer than `shortest` are cut
+        table.columns = {name: list(transposed[j]) for j, name in positions}
+    else:
+        table.columns = {name: _column(rows, j, shortest) for j, name in positions}
     return table, issues
 
 
