@@ -233,9 +233,9 @@ class Collector:
 _INVALID = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class Located:
-    """A validated row and the Excel row it came from."""
+    """A validated row and the Excel row it came from (slots: one is made per row)."""
 
     row: BaseModel
     excel_row: int
@@ -732,7 +732,9 @@ def _plain_lists(raws: list[object], lower: bool, required: bool) -> list[Any]:
 
 def _split_plain(value: str) -> Any:
     """_plain_list of a cell already known to be trimmed, single-spaced, printable ASCII text."""
-    items = [p for p in (p.strip() for p in value.split(",")) if p]
+    items = [p.strip() for p in value.split(",")]
+    if "" in items:
+        items = [p for p in items if p]
     if not items or len(set(items)) != len(items):
         return _NOT_PLAIN
     return tuple(sorted(items))
@@ -1004,6 +1006,12 @@ def _check_objective(objective: list[Located], programs: list[Located],
         col.error(CellRef("Objective"), "the Objective sheet has no rows: name at least one "
                   "metric and its weight")
     out: dict[str, str] = {}
+    weighed = {loc.row.metric for loc in objective if loc.row.weight != 0  # type: ignore[attr-defined]
+               and loc.row.metric in OUTCOME_COLUMNS}  # type: ignore[attr-defined]
+    # The programs missing a weighed outcome, in one pass: each metric's loop below then walks
+    # these few instead of every program. (`outcomes` never holds None: blanks are left out.)
+    lacking = [ploc for ploc in programs
+               if not weighed <= ploc.row.outcomes.keys()]  # type: ignore[attr-defined]
     for loc in objective:
         metric = loc.row.metric  # type: ignore[attr-defined]
         if metric not in ptable.headers:
@@ -1018,7 +1026,7 @@ def _check_objective(objective: list[Located], programs: list[Located],
         if loc.row.weight == 0:  # type: ignore[attr-defined]
             continue
         if out[metric] == "outcome":
-            blank = [ploc for ploc in programs
+            blank = [ploc for ploc in lacking
                      if ploc.row.outcomes.get(metric) is None]  # type: ignore[attr-defined]
             for ploc in blank:
                 col.error(ptable.ref(ploc.excel_row, metric), f"blank, but the Objective "
