@@ -211,10 +211,27 @@ def known_values(rnd: Round, spec: KeySpec) -> frozenset[str]:
     """Every value that some entity of the key's dimension has."""
     if spec.kind == "bool":
         return frozenset({"yes", "no"})
-    out: set[str] = set()
-    for _, values in member_values(rnd, spec):
-        out |= values
-    return frozenset(out)
+    cache = rnd.__dict__.setdefault("_known_values", {})
+    if spec not in cache:
+        cache[spec] = _known_values(rnd, spec)
+    return cache[spec]
+
+
+def _known_values(rnd: Round, spec: KeySpec) -> frozenset[str]:
+    """known_values computed as values_of would give them, each distinct raw value once:
+    a program attribute has a handful of values over 100,000 programs."""
+    if spec.attribute in ("period", "program_id", "region_id", "fund_id"):
+        return frozenset(ident for ident, _ in entities(rnd, spec.dimension))
+    rows = [row for _, row in entities(rnd, spec.dimension)]
+    if spec.attribute.startswith("attributes."):
+        name = spec.attribute.split(".", 1)[1]
+        raws = {row.attributes.get(name) for row in rows}  # type: ignore[attr-defined]
+    else:
+        raws = {getattr(row, spec.attribute) for row in rows}
+    raws = {r for r in raws if r is not None and r != ""}
+    if spec.kind == "tags":
+        raws = set().union(*raws)
+    return frozenset(normalise_value(spec, v) for v in raws)
 
 
 def check_filter(flt: Filter, rnd: Round) -> list[str]:

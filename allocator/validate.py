@@ -6,15 +6,21 @@ models of `round`, and the cross-sheet checks (unknown references, duplicates, f
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+import numpy as np
+from pydantic import BaseModel, PlainSerializer, ValidationError
+from pydantic.fields import FieldInfo
 
 from allocator import cells
 from allocator.errors import CellRef, InputError, InputIssue, Normalisation
@@ -48,6 +54,9 @@ SHEET_TITLES = {s: s.capitalize() for s in REQUIRED_SHEETS + OPTIONAL_SHEETS}
 ROUND_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
+_ENUM_VALUES: dict[Parser, frozenset[str]] = {}
+
+
 def _enum(kind: type) -> Parser:
     allowed = [m.value for m in kind]  # type: ignore[attr-defined]
 
@@ -62,6 +71,7 @@ def _enum(kind: type) -> Parser:
             notes.append(f"read {text!r} as {key!r}")
         return key
 
+    _ENUM_VALUES[parse] = frozenset(allowed)  # lets whole columns of exact values skip `parse`
     return parse
 
 
@@ -223,13 +233,12 @@ class Collector:
 _INVALID = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class Located:
-    """A validated row and the Excel row it came from."""
+    """A validated row and the Excel row it came from (slots: one is made per row)."""
 
     row: BaseModel
     excel_row: int
-    raw: dict[str, Any]
 
 
 @dataclass
@@ -246,13 +255,40 @@ def load_round(path: str | Path) -> LoadedRound:
     """Read and validate a round workbook; raises InputError listing every problem."""
     path = Path(path)
     wanted = set(REQUIRED_SHEETS) | set(OPTIONAL_SHEETS)
-    tables, sheet_names = read_tables(path, wanted)
-    rnd, notes = round_from_tables(tables)
+    with gc_paused():
+        tables, sheet_names = read_tables(path, wanted)
+        rnd, notes = round_from_tables(tables)
     return LoadedRound(rnd, notes, path, sheet_names)
 
 
-def round_from_tables(tables: dict[str, Table]) -> tuple[Round, list[Normalisation]]:
-    """Validate raw tables into a Round; raises InputError with every problem found."""
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a large round is read.
+
+    Reading makes millions of objects and no reference cycles; each collection the allocations
+    trigger walks all objects made so far, which took a quarter of validating 100,000 programs.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def round_from_tables(tables: dict[str, Table], *, fast: bool = True
+                      ) -> tuple[Round, list[Normalisation]]:
+    """Validate raw tables into a Round; raises InputError with every problem found.
+
+    `fast=False` takes every cell through its parser and every row through pydantic: the
+    reference the column-wise shortcuts are tested against (same Round, same messages).
+    """
+    with gc_paused():
+        return _round_and_notes(tables, fast)
+
+
+def _round_and_notes(tables: dict[str, Table], fast: bool) -> tuple[Round, list[Normalisation]]:
     col = Collector()
     for table in tables.values():  # header cells the reader cleaned (invisible characters)
         col.notes.extend(table.notes)
@@ -266,12 +302,12 @@ def round_from_tables(tables: dict[str, Table]) -> tuple[Round, list[Normalisati
     rows: dict[str, list[Located]] = {}
     for name, spec in SPECS.items():
         if name in tables:
-            rows[name] = _rows(tables[name], spec, _MODELS[name], col)
+            rows[name] = _rows(tables[name], spec, _MODELS[name], col, fast)
         else:
             rows[name] = []
     if settings is None or col.issues:
         raise InputError(col.issues)
-    rnd = _assemble(settings, rows, tables, col)
+    rnd = _assemble(settings, rows, tables, col, fast)
     if col.issues:
         raise InputError(col.issues)
     assert rnd is not None
@@ -344,7 +380,15 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
 _MODELS: dict[str, type[BaseModel]] = {}
 
 
-def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collector) -> list[Located]:
+def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collector,
+          fast: bool = True) -> list[Located]:
+    """The table's valid rows as models; problems go to `col` (cells first, then rows).
+
+    With `fast`, cells that no parser would change are taken as they are and rows whose values
+    the column checks of `_model_checks` proved valid are built without pydantic; the other
+    cells and rows take the per-cell and per-row path, in the same order, so messages and
+    notes are the same either way.
+    """
     known = {c.name for c in spec}
     missing = False
     for c in spec:
@@ -357,46 +401,313 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
         return []
     extras = [h for h in table.headers if h not in known]
     present = [c for c in spec if c.name in table.headers]
-    parsed = {c.name: _parse_column(table, c, col) for c in present}
+    issues_before = len(col.issues)
+    parsed = {c.name: _parse_column(table, c, col, fast) for c in present}
     extra_cols = [Column(h, cells.parse_text) for h in extras]
-    parsed_extras = {c.name: _parse_column(table, c, col) for c in extra_cols}
+    parsed_extras = {c.name: _parse_column(table, c, col, fast) for c in extra_cols}
+    n = len(table.row_numbers)
+    # A refused cell is always recorded as a problem: with none recorded, no row is invalid.
+    invalid = (_invalid_rows(n, [*parsed.values(), *parsed_extras.values()])
+               if len(col.issues) > issues_before else [False] * n)
+    checked = _model_checks(model, parsed, n) if fast else [True] * n
+    direct = [i for i in range(n) if not (invalid[i] or checked[i])]
+    built = _constructed(model, parsed, parsed_extras, direct)
+    if len(direct) == n:  # the common case: every row proved valid by its columns
+        return [Located(row, r) for row, r in zip(built, table.row_numbers, strict=True)]
+    next_built = iter(built).__next__  # `direct` is in row order
     out: list[Located] = []
-    for i, (excel_row, _raw) in enumerate(table.rows):
-        data: dict[str, Any] = {}
-        bad = False
-        for c in present:
-            value = parsed[c.name][i]
-            if value is _INVALID:
-                bad = True
-            elif value is not None:
-                data[c.name] = value
-        attributes = {}
-        for h in extras:
-            value = parsed_extras[h][i]
-            if value is _INVALID:
-                bad = True
-            elif value is not None:
-                attributes[h] = value
-        if bad:
+    for i, excel_row in enumerate(table.row_numbers):
+        if invalid[i]:
             continue
-        try:
-            row = _build(model, data, attributes)
-        except ValidationError as exc:
-            for err in exc.errors():
-                field_name = str(err["loc"][0]) if err["loc"] else None
-                col.error(table.ref(excel_row, field_name), _pydantic_message(err))
-            continue
-        out.append(Located(row, excel_row, data | {"attributes": attributes}))
+        row = next_built() if not checked[i] else _validated_row(
+            table, model, parsed, parsed_extras, i, col)
+        if row is not None:
+            out.append(Located(row, excel_row))
     return out
 
 
-def _parse_column(table: Table, c: Column, col: Collector) -> list[Any]:
-    """Every cell of one column, typed; a column of plain values skips the per-cell parser."""
-    raws = [raw.get(c.name) for _, raw in table.rows]
-    fast = _plain_column(c, raws)
-    if fast is not None:
-        return fast
-    return [col.cell(table, row, c, value) for (row, _), value in zip(table.rows, raws, strict=True)]
+def _invalid_rows(n: int, columns: list[list[Any]]) -> list[bool]:
+    """Per row, whether one of its cells was refused (the row is then left out)."""
+    out = [False] * n
+    for values in columns:
+        if _INVALID in values:  # compared by identity first: no parsed value equals the marker
+            for i, v in enumerate(values):
+                if v is _INVALID:
+                    out[i] = True
+    return out
+
+
+def _validated_row(table: Table, model: type[BaseModel], parsed: dict[str, list[Any]],
+                   parsed_extras: dict[str, list[Any]], i: int, col: Collector) -> BaseModel | None:
+    """Row i through pydantic, its problems recorded against its cells."""
+    data = {name: values[i] for name, values in parsed.items() if values[i] is not None}
+    attributes = {h: values[i] for h, values in parsed_extras.items() if values[i] is not None}
+    try:
+        return _build(model, data, attributes)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field_name = str(err["loc"][0]) if err["loc"] else None
+            col.error(table.ref(table.row_numbers[i], field_name), _pydantic_message(err))
+        return None
+
+
+# --- rows built without pydantic, where column checks prove pydantic would accept them ----------
+@dataclass(frozen=True)
+class _FieldKind:
+    """What a model field accepts, for the fields a direct build supports."""
+
+    types: tuple[type, ...]  # the parsed value's exact type, None aside
+    optional: bool  # None is a value of the field
+    enum: type[Enum] | None
+    bounds: tuple[tuple[str, Any], ...]  # ("gt", 0), ("le", 1), ...
+
+
+_BOUND_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda v, b: v > b, "ge": lambda v, b: v >= b,
+    "lt": lambda v, b: v < b, "le": lambda v, b: v <= b,
+}
+_IMMUTABLE_DEFAULTS = (str, int, float, bool, Decimal, Enum, tuple, type(None))
+
+
+def _field_kind(info: FieldInfo) -> _FieldKind | None:
+    """The field's kind, or None for a field a direct build does not support (e.g. filters)."""
+    annotation = info.annotation
+    args = get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return None
+        annotation = rest[0]
+    if not all(isinstance(m, PlainSerializer) or any(hasattr(m, op) for op in _BOUND_OPS)
+               for m in info.metadata):
+        return None  # a constraint the column checks do not know (a pattern, a length)
+    bounds = tuple((op, getattr(m, op)) for m in info.metadata for op in _BOUND_OPS
+                   if hasattr(m, op))
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return _FieldKind((str,), optional, annotation, bounds)
+    if get_origin(annotation) is tuple and get_args(annotation) == (str, ...):
+        return _FieldKind((tuple,), optional, None, bounds)
+    if annotation in (str, float, int, bool, Decimal):
+        return _FieldKind((annotation,), optional, None, bounds)  # type: ignore[arg-type]
+    return None
+
+
+def _model_checks(model: type[BaseModel], parsed: dict[str, list[Any]], n: int) -> list[bool]:
+    """Per row, whether pydantic must see it: a value out of bounds, of an unexpected type,
+    missing where the field is required, or a model a direct build does not support."""
+    everything = [True] * n
+    dict_fields = _DICT_FIELDS.get(model, ())
+    columns = set(OUTCOME_COLUMNS) if "outcomes" in dict_fields else set()
+    if not set(parsed) <= set(model.model_fields) | columns:
+        return everything  # a column pydantic would refuse as an extra field
+    out = [False] * n
+    for name, info in model.model_fields.items():
+        if name in dict_fields:
+            continue
+        kind = _field_kind(info)
+        if kind is None:
+            return everything
+        values = parsed.get(name)
+        if values is None:
+            if info.is_required():
+                return everything
+            continue
+        _mark_unaccepted(values, kind, info.is_required() and not kind.optional, out)
+    return out
+
+
+def _mark_unaccepted(values: list[Any], kind: _FieldKind, required: bool, out: list[bool]) -> None:
+    """Set out[i] for each value pydantic could refuse or would read otherwise."""
+    found = set(map(type, values))
+    odd = found - {*kind.types, type(None), object}  # object: the _INVALID marker's type
+    allowed = {m.value for m in kind.enum} if kind.enum is not None else None
+    strange = allowed is not None and any(type(v) is str and v not in allowed for v in set(
+        v for v in values if type(v) is str))
+    if odd or strange or (required and type(None) in found):
+        for i, v in enumerate(values):
+            if (type(v) in odd or (required and v is None)
+                    or (allowed is not None and type(v) is str and v not in allowed)):
+                out[i] = True
+    for op, bound in kind.bounds:
+        if found <= {float, type(None)}:  # a float column: compared at once, blanks as NaN
+            numbers = np.array(values, dtype=float)
+            refused = ~_BOUND_OPS[op](numbers, bound) & ~np.isnan(numbers)
+            for i in np.flatnonzero(refused).tolist():
+                out[i] = True
+            continue
+        holds = _BOUND_OPS[op]
+        for i, v in enumerate(values):
+            if type(v) in kind.types and not holds(v, bound):
+                out[i] = True
+
+
+# Models whose `outcomes`/`attributes` dicts the reader fills from columns (see _build).
+_DICT_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
+                 parsed_extras: dict[str, list[Any]], rows: list[int]) -> list[BaseModel]:
+    """Models of the given rows, built as pydantic would build them from values already checked.
+
+    Equal to `_build` field for field, fields-set included (tests/test_fast_read.py), at a tenth
+    of the cost: what pydantic would do to these values is known (an enum's member for its
+    text, the default for a blank), so it is done by column, and each instance is put together
+    as BaseModel.model_construct does, without its per-field bookkeeping.
+    """
+    if not rows:
+        return []
+    n_all = len(next(iter(parsed.values()))) if parsed else 0
+    pick = (lambda values: values) if len(rows) == n_all else (
+        lambda values: [values[i] for i in rows])
+    names: list[str] = []
+    columns: list[list[Any]] = []
+    always: list[str] = []  # fields set on every row; pydantic records the fields it was given
+    sometimes: list[tuple[str, list[Any]]] = []
+    for name, info in model.model_fields.items():
+        if name in _DICT_FIELDS.get(model, ()):
+            source = ({k: parsed[k] for k in OUTCOME_COLUMNS if k in parsed} if name == "outcomes"
+                      else parsed_extras)
+            column = _dicts({k: pick(v) for k, v in source.items()}, len(rows))
+            always.append(name)
+        elif name in parsed:
+            kind = _field_kind(info)
+            assert kind is not None  # _model_checks sent the rows of other models to pydantic
+            column = pick(parsed[name])
+            if None in column:
+                sometimes.append((name, column))
+                column = _defaulted(column, info)
+            else:
+                always.append(name)
+            if kind.enum is not None:
+                members = {m.value: m for m in kind.enum}
+                column = list(map(members.get, column))  # None stays None
+        else:
+            column = _defaulted([None] * len(rows), info)
+        names.append(name)
+        columns.append(column)
+    fields_set = _fields_set(always, sometimes, len(rows))
+    new, put = object.__new__, object.__setattr__  # _instance, inlined: a call per row
+    out = []
+    for values, given in zip(zip(*columns, strict=True), fields_set, strict=True):
+        obj = new(model)
+        put(obj, "__dict__", dict(zip(names, values, strict=True)))
+        put(obj, "__pydantic_fields_set__", given)
+        put(obj, "__pydantic_extra__", None)
+        put(obj, "__pydantic_private__", None)
+        out.append(obj)
+    return out
+
+
+def _fields_set(always: list[str], sometimes: list[tuple[str, list[Any]]], n: int) -> list[set[str]]:
+    """Per row, the fields pydantic would record as given: one shared set per combination, as
+    model_construct(_fields_set=...) shares it (a frozen model never changes its set), which
+    spares a set per row to make, and to walk for the garbage collector."""
+    if not sometimes:
+        return [set(always)] * n
+    assert len(sometimes) < 63  # a bit each in an int64 (a model has a dozen fields)
+    masks = np.zeros(n, dtype=np.int64)  # bit k: the k-th sometimes-given field is given
+    for k, (_, column) in enumerate(sometimes):
+        masks |= np.array([v is not None for v in column], dtype=np.int64) << k
+    given = {m: set(always) | {name for k, (name, _) in enumerate(sometimes) if m >> k & 1}
+             for m in set(masks.tolist())}
+    return [given[m] for m in masks.tolist()]
+
+
+def _defaulted(column: list[Any], info: FieldInfo) -> list[Any]:
+    """Blanks replaced by the field's default, a fresh copy of it where it could be changed."""
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, _IMMUTABLE_DEFAULTS):
+        return [default if v is None else v for v in column]
+    return [info.get_default(call_default_factory=True) if v is None else v for v in column]
+
+
+def _dicts(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
+    """Per row, {column: value} for the columns whose cell is not blank."""
+    if not columns:
+        return [{} for _ in range(n)]
+    names = list(columns)
+    if not any(None in values for values in columns.values()):
+        return [dict(zip(names, values, strict=True))
+                for values in zip(*columns.values(), strict=True)]
+    return [{k: v for k, v in zip(names, values, strict=True) if v is not None}
+            for values in zip(*columns.values(), strict=True)]
+
+
+# --- cells ---------------------------------------------------------------------------------------
+def _parse_column(table: Table, c: Column, col: Collector, fast: bool = True) -> list[Any]:
+    """Every cell of one column, typed: plain cells as they are, the others through the parser.
+
+    Notes and problems are recorded in row order either way, as the per-cell path alone would.
+    """
+    raws = table.columns[c.name]
+    plain = _plain_values(c, raws) if fast else None
+    if plain is not None and _NOT_PLAIN not in plain:
+        return plain
+    if plain is None:
+        return [col.cell(table, row, c, value)
+                for row, value in zip(table.row_numbers, raws, strict=True)]
+    return [col.cell(table, row, c, raw) if value is _NOT_PLAIN else value
+            for row, raw, value in zip(table.row_numbers, raws, plain, strict=True)]
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_values(c: Column, raws: list[object]) -> list[Any] | None:
+    """Per cell, the value its parser would return (with no note) or _NOT_PLAIN; None when the
+    column's parser has no such shortcut. An empty cell is plain unless the column requires it."""
+    blank: Any = _NOT_PLAIN if c.required else None
+    if c.parse is cells.parse_float:
+        return _plain_floats(raws, blank)
+    if c.parse in (cells.parse_id, cells.parse_text):
+        separators = c.parse is cells.parse_id
+        if _all_plain_text(raws, separators, c.required):
+            return [v if v != "" else None for v in raws] if "" in raws else list(raws)
+        return [blank if v is None or v == "" else v if _is_plain_text(v, separators)
+                else _NOT_PLAIN for v in raws]
+    if c.parse in (_ids, _tags):
+        return _plain_lists(raws, c.parse is _tags, c.required)
+    if c.parse is _key and _all_plain_text(raws, False, c.required):
+        return [v.lower().replace(" ", "_") if v != "" else None for v in raws]  # type: ignore[union-attr]
+    allowed = _ENUM_VALUES.get(c.parse)
+    if allowed is not None:
+        return [blank if v is None or v == "" else v if type(v) is str and v in allowed
+                else _NOT_PLAIN for v in raws]
+    return None
+
+
+def _plain_floats(raws: list[object], blank: Any) -> list[Any]:
+    """Numbers stored as numbers; a column of only those is converted at once by numpy."""
+    types = set(map(type, raws))
+    if types <= {float, int} and (int not in types or all(
+            abs(v) <= _EXACT_INT for v in raws if type(v) is int)):  # type: ignore[arg-type]
+        values = np.array(raws, dtype=float)
+        if np.isfinite(values).all():  # floats kept as the very objects read: nothing to free
+            return list(raws) if int not in types else values.tolist()
+    return [blank if v is None or v == "" else float(v)  # type: ignore[arg-type]
+            if (type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= _EXACT_INT)
+            else _NOT_PLAIN for v in raws]
+
+
+_EXACT_INT = 2**53  # up to here float(n) == float(Decimal(n)), what parse_float returns
+
+
+def _all_plain_text(raws: list[object], separators: bool, required: bool) -> bool:
+    """Whether every cell is plain text (or empty, where allowed), decided on the joined text.
+
+    A false "no" only sends the column cell by cell; a "yes" holds for each cell because
+    ASCII-ness and printability hold for a text exactly when for each of its parts.
+    """
+    if set(map(type, raws)) != {str} or (required and "" in raws):
+        return False
+    joined = "\x00".join(raws)  # NUL: never in a plain cell, so a match never spans two cells
+    if not (joined.isascii() and "#" not in joined and "  " not in joined
+            and "\x00 " not in joined and " \x00" not in joined
+            and not joined.startswith(" ") and not joined.endswith(" ")
+            and "".join(raws).isprintable()):
+        return False
+    return not (separators and ("," in joined or ";" in joined or "|" in joined))
 
 
 def _is_plain_text(value: object, separators: bool) -> bool:
@@ -406,41 +717,45 @@ def _is_plain_text(value: object, separators: bool) -> bool:
             and not (separators and ("," in value or ";" in value or "|" in value)))
 
 
-def _plain_column(c: Column, raws: list[object]) -> list[Any] | None:
-    """The column's values when every cell is already what its parser would return, else None.
+def _plain_lists(raws: list[object], lower: bool, required: bool) -> list[Any]:
+    """_plain_list of every cell; a cell without a comma is its own one-item list.
 
-    A cell counts as blank only when empty (None or ''); any other cell that is not plain sends
-    the whole column through the per-cell parser, which names problems and normalisations.
-    """
-    blank = [v is None or v == "" for v in raws]
-    if c.required and any(blank):
-        return None
-    if c.parse is cells.parse_float:
-        if all(b or (type(v) in (float, int) and math.isfinite(v)) for v, b in zip(raws, blank, strict=True)):
-            return [None if b else float(v) for v, b in zip(raws, blank, strict=True)]
-        return None
-    if c.parse in (cells.parse_id, cells.parse_text):
-        separators = c.parse is cells.parse_id
-        if all(b or _is_plain_text(v, separators) for v, b in zip(raws, blank, strict=True)):
-            return [None if b else v for v, b in zip(raws, blank, strict=True)]
-    if c.parse in (_ids, _tags):
-        out: list[Any] = []
-        for v, b in zip(raws, blank, strict=True):
-            if b:
-                out.append(())
-                continue
-            if type(v) is not str or not v.isascii() or not v.isprintable() or "#" in v \
-                    or ";" in v or "|" in v:
-                return None
-            items = [p.strip() for p in v.split(",")]
-            items = [p for p in items if p]
-            if c.parse is _tags:
-                items = [p.lower() for p in items]
-            if len(set(items)) != len(items) or any("  " in p for p in items):
-                return None
-            out.append(tuple(sorted(items)))
-        return out
-    return None
+    Each distinct text is split once and its tuple shared by the rows that hold it (tuples
+    never change): a column of region ids has a few hundred texts over 100,000 rows."""
+    empty: Any = _NOT_PLAIN if required else ()
+    if _all_plain_text(raws, False, required) and ";" not in (joined := "".join(raws)) \
+            and "|" not in joined:  # type: ignore[arg-type]
+        by_text: dict[Any, Any] = {}
+        for v in set(raws):
+            text = v.lower() if lower else v  # type: ignore[union-attr]
+            by_text[v] = empty if v == "" else (text,) if "," not in text else _split_plain(text)
+        return [by_text[v] for v in raws]
+    return [empty if v is None or v == "" else _plain_list(v, lower) for v in raws]
+
+
+def _split_plain(value: str) -> Any:
+    """_plain_list of a cell already known to be trimmed, single-spaced, printable ASCII text."""
+    items = [p.strip() for p in value.split(",")]
+    if "" in items:
+        items = [p for p in items if p]
+    if not items or len(set(items)) != len(items):
+        return _NOT_PLAIN
+    return tuple(sorted(items))
+
+
+def _plain_list(value: object, lower: bool) -> Any:
+    """A comma-separated cell as _ids/_tags return it, when nothing in it needs a note."""
+    if type(value) is not str or not value.isascii() or not value.isprintable() \
+            or "#" in value or ";" in value or "|" in value or "  " in value \
+            or value != value.strip():
+        return _NOT_PLAIN  # clean_text would fold or trim the whole cell, with a note
+    items = [p.strip() for p in value.split(",")]
+    items = [p for p in items if p]
+    if lower:
+        items = [p.lower() for p in items]
+    if not items or len(set(items)) != len(items) or any("  " in p for p in items):
+        return _NOT_PLAIN
+    return tuple(sorted(items))
 
 
 def _build(model: type[BaseModel], data: dict[str, Any], attributes: dict[str, str]) -> BaseModel:
@@ -468,6 +783,8 @@ def _pydantic_message(err: dict[str, Any]) -> str:
     return f"{err['msg']}, got {shown}"
 
 
+_DICT_FIELDS.update({RegionRow: ("attributes",), FundRow: ("attributes",),
+                     ProgramRow: ("outcomes", "attributes")})
 _MODELS.update(
     regions=RegionRow,
     funds=FundRow,
@@ -484,9 +801,11 @@ _MODELS.update(
 # --- cross-sheet checks -----------------------------------------------------------------------
 def _unique(rows: list[Located], key: Callable[[Any], Any], table: Table, header: str,
             what: str, col: Collector) -> None:
+    keys = [key(loc.row) for loc in rows]
+    if len(set(keys)) == len(keys):
+        return  # the common case, told by one set instead of a lookup per row
     first: dict[Any, int] = {}
-    for loc in rows:
-        k = key(loc.row)
+    for loc, k in zip(rows, keys, strict=True):
         if k in first:
             col.error(table.ref(loc.excel_row, header),
                       f"duplicate {what} {_show(k)} (first on row {first[k]})")
@@ -499,7 +818,7 @@ def _show(k: Any) -> str:
 
 
 def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
-              tables: dict[str, Table], col: Collector) -> Round | None:
+              tables: dict[str, Table], col: Collector, fast: bool = True) -> Round | None:
     t = tables
     periods = settings.periods
     _unique(rows["regions"], lambda r: r.region_id, t["regions"], "region_id", "region_id", col)
@@ -557,7 +876,7 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
             col.error(ref(loc.excel_row, "jurisdiction"),
                       f"unknown jurisdiction {c.jurisdiction!r} (the Regions sheet has "
                       f"{', '.join(sorted(jurisdictions))})")
-    for loc in rows["programs"]:
+    for loc in _programs_to_check(rows["programs"], regions, periods) if fast else rows["programs"]:
         _check_program(loc, t["programs"], regions, programs, periods, col)
     for loc in rows["performance"]:
         if loc.row.program_id not in programs:
@@ -567,7 +886,9 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     objective = _check_objective(rows["objective"], rows["programs"], t, col)
     if col.issues:
         return None
-    program_rows = [_with_metrics(loc, objective) for loc in rows["programs"]]
+    extra_metrics = [m for m, where in objective.items() if where == "extra"]
+    program_rows = ([_with_metrics(loc, objective) for loc in rows["programs"]] if extra_metrics
+                    else [loc.row for loc in rows["programs"]])  # outcomes hold no blanks
     try:
         rnd = Round(
             settings=settings,
@@ -598,6 +919,30 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
                   "maxmin_contribution needs contributions: the Contributions sheet has no "
                   "row with an amount")
     return rnd
+
+
+def _programs_to_check(programs: list[Located], regions: set[str],
+                       periods: tuple[str, ...]) -> list[Located]:
+    """The programs _check_program could find a problem in, in order; the others have known
+    regions, known periods (not both, which could be out of order), a known pilot other than
+    themselves or none, min <= max and rates in 0..1, so checking them says nothing."""
+    assert len(RATE_COLUMNS) == 2  # unrolled below: a loop per program doubled the cost
+    known = {t: set(t) <= regions for t in {loc.row.regions for loc in programs}}  # type: ignore[attr-defined]
+    ids = {loc.row.program_id for loc in programs}  # type: ignore[attr-defined]
+    period_set = set(periods) | {None}
+    rate_a, rate_b = RATE_COLUMNS
+    out = []
+    for loc in programs:
+        p: ProgramRow = loc.row  # type: ignore[assignment]
+        start, end, pilot = p.start_period, p.end_period, p.pilot_of
+        if (not known[p.regions] or start not in period_set or end not in period_set
+                or (start is not None and end is not None)
+                or (pilot is not None and (pilot not in ids or pilot == p.program_id))
+                or p.min_trainees > p.max_trainees
+                or not 0 <= p.outcomes.get(rate_a, 0) <= 1
+                or not 0 <= p.outcomes.get(rate_b, 0) <= 1):
+            out.append(loc)
+    return out
 
 
 def _check_program(loc: Located, table: Table, regions: set[str], programs: dict[str, Any],
@@ -664,6 +1009,12 @@ def _check_objective(objective: list[Located], programs: list[Located],
         col.error(CellRef("Objective"), "the Objective sheet has no rows: name at least one "
                   "metric and its weight")
     out: dict[str, str] = {}
+    weighed = {loc.row.metric for loc in objective if loc.row.weight != 0  # type: ignore[attr-defined]
+               and loc.row.metric in OUTCOME_COLUMNS}  # type: ignore[attr-defined]
+    # The programs missing a weighed outcome, in one pass: each metric's loop below then walks
+    # these few instead of every program. (`outcomes` never holds None: blanks are left out.)
+    lacking = [ploc for ploc in programs
+               if not weighed <= ploc.row.outcomes.keys()]  # type: ignore[attr-defined]
     for loc in objective:
         metric = loc.row.metric  # type: ignore[attr-defined]
         if metric not in ptable.headers:
@@ -677,14 +1028,16 @@ def _check_objective(objective: list[Located], programs: list[Located],
         out[metric] = "outcome" if metric in OUTCOME_COLUMNS else "extra"
         if loc.row.weight == 0:  # type: ignore[attr-defined]
             continue
+        if out[metric] == "outcome":
+            blank = [ploc for ploc in lacking
+                     if ploc.row.outcomes.get(metric) is None]  # type: ignore[attr-defined]
+            for ploc in blank:
+                col.error(ptable.ref(ploc.excel_row, metric), f"blank, but the Objective "
+                          f"weighs {metric}; type the expected value (0 if none)")
+            continue
         for ploc in programs:
             p: ProgramRow = ploc.row  # type: ignore[assignment]
             where = ptable.ref(ploc.excel_row, metric)
-            if out[metric] == "outcome":
-                if p.outcomes.get(metric) is None:
-                    col.error(where, f"blank, but the Objective weighs {metric}; "
-                              "type the expected value (0 if none)")
-                continue
             raw = p.attributes.get(metric)
             try:
                 value = cells.parse_decimal(raw, [])

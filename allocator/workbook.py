@@ -55,18 +55,30 @@ _NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 @dataclass
 class Table:
-    """One sheet as a table: header names (lower-cased) with their column letters, and rows."""
+    """One sheet as a table: header names (lower-cased) with their column letters, and columns.
+
+    Held by column, the raw values shared with nothing else: a 100,000-row sheet as one dict
+    per row took more memory than all its values, and validation reads by column anyway.
+    """
 
     sheet: str
     headers: dict[str, str]  # header -> column letter
     header_row: int
-    rows: list[tuple[int, dict[str, object]]] = field(default_factory=list)  # (excel row, values)
+    row_numbers: list[int] = field(default_factory=list)  # the Excel row of each data row
+    columns: dict[str, list[object]] = field(default_factory=dict)  # header -> a value per row
     notes: list[Normalisation] = field(default_factory=list)  # header cells the reader cleaned
 
     def ref(self, row: int | None, header: str | None) -> CellRef:
         """Where the cell of `header` in Excel row `row` lives."""
         column = self.headers.get(header) if header else None
         return CellRef(self.sheet, row, column, header)
+
+    @property
+    def rows(self) -> list[tuple[int, dict[str, object]]]:
+        """(Excel row, {header: value}) per data row, for small sheets read row by row."""
+        names = list(self.columns)
+        return [(r, dict(zip(names, values, strict=True)))
+                for r, *values in zip(self.row_numbers, *self.columns.values(), strict=True)]
 
 
 def column_letter(index: int) -> str:
@@ -418,25 +430,54 @@ _ROW_REFS = re.compile(rb'<(?:\w+:)?row\s[^>]*?\br="(\d+)"')
 def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
     """Parse a wanted sheet strictly, and measure it (fast path) or scan it cell by cell."""
     data = b"".join(_part_chunks(fh, info))
-    if _SLOW_SIGNS.search(data):
+    if _has_slow_signs(data):
         _parse_chunks([data], info, scan)
         return
     _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
-    n_cells = data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>")
     n_refs = data.count(b'<c r="')
-    if n_cells != n_refs or _PREFIXED_CELL.search(data):  # cells without r= or prefixed tags
+    # Every tag starting "<c" (cells, but also <cols>, <cfRule>...) a cell with a reference:
+    # then the cells are those, found in one pass instead of three.
+    n_cells = n_refs if data.count(b"<c") == n_refs else (
+        data.count(b"<c ") + data.count(b"<c>") + data.count(b"<c/>"))
+    if n_cells != n_refs or (b":c" in data and _PREFIXED_CELL.search(data)):  # cells without r=
+        # or prefixed tags (the substring test first: the regex has no literal prefix)
         _parse_chunks([data], info, scan)
         return
-    rows = [int(r) for r in _ROW_REFS.findall(data)]
+    rows = _row_numbers(data)
     cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
     max_row = max([*rows, *cell_rows], default=0)
-    max_col = _max_column(data)
+    # Single-letter references bound the width by Z, which settles the limits for any sheet of
+    # up to MAX_CELLS_PER_SHEET / 26 rows without looking for the widest letter.
+    max_col = _max_column(data) if _WIDE_CELL.search(data) else 26
+    if max_col == 26 and max_row * max_col > MAX_CELLS_PER_SHEET:
+        max_col = _max_column(data)
     if (max_row > MAX_ROWS_PER_SHEET or max_col > MAX_COLUMNS
             or max_row * max_col > MAX_CELLS_PER_SHEET or n_cells > MAX_CELLS_PER_SHEET
             or (n_cells and not rows)):
         _parse_chunks([data], info, scan)  # over a limit: the slow scan names the first place
         return
-    scan.max_row, scan.max_col, scan.cells = max_row, max_col, n_cells
+    scan.max_row, scan.max_col, scan.cells = max_row, max_col, n_cells  # max_col: an upper bound
+
+
+_WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
+_PLAIN_ROW_REF = re.compile(rb'<row r="(\d+)"')
+
+
+def _has_slow_signs(data: bytes) -> bool:
+    """Whether _SLOW_SIGNS matches; substring tests first, because its search has no literal
+    prefix to skip by and takes seconds on a 100,000-row sheet. Each test is implied by a match."""
+    if not (b"<f" in data or b":f" in data or b't="e"' in data or b"mergeCell" in data):
+        return False
+    return _SLOW_SIGNS.search(data) is not None
+
+
+def _row_numbers(data: bytes) -> list[int]:
+    """The r= of every row element; the literal-prefix pattern when every row starts with r=."""
+    if b":row" not in data:
+        found = _PLAIN_ROW_REF.findall(data)
+        if len(found) == data.count(b"<row "):
+            return [int(r) for r in found]
+    return [int(r) for r in _ROW_REFS.findall(data)]
 
 
 def _max_column(data: bytes) -> int:
@@ -544,8 +585,17 @@ def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[st
     outside the table) are collected and raised together.
     """
     path = Path(path)
-    infos = sniff_container(path)
-    sheets = scan_parts(path, infos, wanted)
+    sheets = checked_sheets(path, wanted)
+    return tables_from_sheets(path, sheets, wanted), [s.name for s in sheets]
+
+
+def checked_sheets(path: Path, wanted: set[str]) -> list[SheetInfo]:
+    """Steps 1 and 2: the workbook's sheets, once the container and every part passed."""
+    return scan_parts(path, sniff_container(path), wanted)
+
+
+def tables_from_sheets(path: Path, sheets: list[SheetInfo], wanted: set[str]) -> dict[str, Table]:
+    """Step 3: the values of the wanted sheets (from `checked_sheets`) as tables."""
     issues: list[InputIssue] = []
     by_key: dict[str, SheetInfo] = {}
     for sheet in sheets:
@@ -566,8 +616,7 @@ def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[st
             issues.append(InputIssue(CellRef(sheet.name), "the sheet has no data part in the "
                                      "file (a damaged workbook); save it again from Excel"))
             continue
-        grid = _grid(book, sheet)
-        table, problems = _table_from_grid(sheet.name, grid)
+        table, problems = _table_from_grid(sheet.name, _grid(book, sheet))  # grid dropped here
         for r0, c0, r1, c1 in sheet.scan.merged:
             if r1 >= table.header_row:
                 span = f"{column_letter(c0 - 1)}{r0}:{column_letter(c1 - 1)}{r1}"
@@ -579,7 +628,7 @@ def read_tables(path: Path, wanted: set[str]) -> tuple[dict[str, Table], list[st
         tables[key] = table
     if issues:
         raise InputError(issues)
-    return tables, [s.name for s in sheets]
+    return tables
 
 
 def _calamine(path: Path):  # -> CalamineWorkbook
@@ -602,8 +651,9 @@ def _grid(book, sheet: SheetInfo) -> list[list[object]]:
             raise
         raise _fail(f"the sheet cannot be read ({type(exc).__name__}: {exc}); save the "
                     "workbook again from Excel", sheet.name) from exc
-    grid = [list(row) for row in grid]
     assert sheet.scan is not None
+    if sheet.scan.special:  # calamine's rows are lists of their own: patched in place
+        grid = list(grid)
     for (r, c), value in sheet.scan.special.items():
         while len(grid) < r:
             grid.append([])
@@ -617,9 +667,7 @@ def _grid(book, sheet: SheetInfo) -> list[list[object]]:
 def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[InputIssue]]:
     """Header row = the first row with a value; every later non-blank row is a data row."""
     issues: list[InputIssue] = []
-    header_idx = next(
-        (i for i, row in enumerate(grid) if any(not is_blank(v) for v in row)), None
-    )
+    header_idx = next((i for i, row in enumerate(grid) if not _blank_row(row)), None)
     if header_idx is None:
         return Table(sheet, {}, 1), []
     header_row = header_idx + 1
@@ -648,20 +696,53 @@ def _table_from_grid(sheet: str, grid: list[list[object]]) -> tuple[Table, list[
         headers[name] = letter
         positions.append((j, name))
     header_cols = {j for j, _ in positions}
-    for i in range(header_idx + 1, len(grid)):
+    width = max((len(row) for row in grid), default=0)
+    unheaded = [j for j in range(width) if j not in header_cols]
+    # DESIGN: blank rows are skipped. A row starting with a number or plain text is not blank:
+    # told inline, as a call per row cost more than the test.
+    kept = [i for i in range(header_idx + 1, len(grid))
+            if ((row := grid[i]) and ((kind := type(first := row[0])) is float or kind is int or (
+                kind is str and first.isascii() and first.isprintable() and first.strip())))
+            or not _blank_row(row)]
+    for i in kept if unheaded else ():
         row = grid[i]
-        excel_row = i + 1
-        if all(is_blank(v) for v in row):
-            continue  # DESIGN: blank rows are skipped
-        for j, v in enumerate(row):
-            if j not in header_cols and not is_blank(v):
+        for j in unheaded:
+            if j < len(row) and not is_blank(row[j]):
                 issues.append(InputIssue(
-                    CellRef(sheet, excel_row, column_letter(j)),
+                    CellRef(sheet, i + 1, column_letter(j)),
                     "a value in a column without a header; add a header or clear the cell"))
                 break
-        values = {name: (row[j] if j < len(row) else None) for j, name in positions}
-        table.rows.append((excel_row, values))
+    table.row_numbers = [i + 1 for i in kept]
+    rows = [grid[i] for i in kept]
+    shortest = min(map(len, rows), default=0)
+    if rows and all(j < shortest for j, _ in positions):  # rectangular: transposed at C speed
+        transposed = list(zip(*rows, strict=False))  # rows longer than `shortest` are cut
+        table.columns = {name: list(transposed[j]) for j, name in positions}
+    else:
+        table.columns = {name: _column(rows, j, shortest) for j, name in positions}
     return table, issues
+
+
+def _blank_row(row: list[object]) -> bool:
+    """Whether every cell of the row is blank; decided by its first value in the common case."""
+    for v in row:
+        if v is None or v == "":
+            continue
+        if type(v) is not str:
+            return False
+        if v.isascii() and v.isprintable():  # no invisible characters: blank iff only spaces
+            if v.strip():
+                return False
+        elif not is_blank(v):
+            return False
+    return True
+
+
+def _column(rows: list[list[object]], j: int, shortest: int) -> list[object]:
+    """The j-th value of every row, None where a row is shorter."""
+    if j < shortest:
+        return [row[j] for row in rows]
+    return [row[j] if j < len(row) else None for row in rows]
 
 
 def _describe(value: object) -> str:
