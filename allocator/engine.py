@@ -21,6 +21,7 @@ from allocator.progress import phase
 from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
+    TIEBREAK_OPTIONS,
     Columns,
     MatrixProgram,
     RowRef,
@@ -31,7 +32,6 @@ from allocator.solve import (
     optimal_face,
     raise_for_status,
     solve_program,
-    tiebreak_method,
     tiebreak_program,
 )
 
@@ -136,7 +136,8 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     if equity is None:  # the equity stages leave the outcome's optimal face on purpose
         tb = optimal_face(tb, prices)
     tie = solve_program(tb, "tiebreak", time_limit=follow_up_limit(settings.time_limit_s),
-                        mip_gap=settings.mip_gap, method=tiebreak_method(method), threads=threads)
+                        mip_gap=settings.mip_gap, method=method, threads=threads,
+                        options=TIEBREAK_OPTIONS)
     stages.append(tie)
     warnings: list[str] = list(equity.warnings) if equity else []
     if tie.status == Status.optimal:
