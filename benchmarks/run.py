@@ -59,7 +59,7 @@ def log(message: str) -> None:
 
 # --- one size, in its own process ------------------------------------------------------------
 def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None,
-             no_solve: bool = False) -> dict:
+             no_solve: bool = False, time_limit_s: float = 3600) -> dict:
     """Generate, read, solve, write report and record for one size; times and peak memory."""
     from benchmarks.synthetic import write_synthetic_round
 
@@ -68,7 +68,7 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"synthetic-{n}-s{seed}.xlsx"
     tick = time.perf_counter()
-    write_synthetic_round(path, n, seed)
+    write_synthetic_round(path, n, seed, time_limit_s)
     times["generate"] = time.perf_counter() - tick
     log(f"[{n}] generated {path.name} in {times['generate']:.2f} s")
 
@@ -143,6 +143,7 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
         "rounding": solution.rounded.method, "record": str(record.folder),
         "report_error": out.get("report_error"),
         "stages": [{"name": s.name, "status": s.status.value, "seconds": s.seconds,
+                    "objective": s.objective,
                     "rows": int(s.program.shape[0]), "cols": int(s.program.shape[1]),
                     **{k: v for k, v in s.solver_log.items() if isinstance(v, int | float | str)}}
                    for s in solution.stages],
@@ -394,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-solve", action="store_true",
                         help="stop after the hand-over to HiGHS (read, build, hand-over only)")
     parser.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
+    parser.add_argument("--time-limit", type=float, default=3600.0,
+                        help="time_limit_s of the synthetic rounds: bounds the outcome (MILP) stage")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -406,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         assert args.workdir is not None
         profile = args.workdir / f"profile-{args.child}.pstats" if args.profile else None
         print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile,
-                                  args.no_solve)))
+                                  args.no_solve, args.time_limit)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -419,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     results, bares = [], {}
     try:
         for n in sizes:
-            child = ["--child", str(n), "--seed", str(args.seed), "--workdir", str(workdir / str(n))]
+            child = ["--child", str(n), "--seed", str(args.seed), "--workdir", str(workdir / str(n)),
+                     "--time-limit", str(args.time_limit)]
             if args.method:
                 child += ["--method", args.method]
             if args.profile:

@@ -62,7 +62,7 @@ def sizes_for(n_programs: int) -> tuple[int, int]:
     return n_regions, min(8, max(3, n_regions // 25))
 
 
-def synthetic_sheets(n_programs: int, seed: int = 0) -> Sheets:
+def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600) -> Sheets:
     """The round as {sheet: (headers, rows)}, rows in header order; seeded and deterministic."""
     if n_programs < 20:
         raise ValueError("a synthetic round needs at least 20 programs")
@@ -224,7 +224,7 @@ def synthetic_sheets(n_programs: int, seed: int = 0) -> Sheets:
                   ["title", f"Synthetic benchmark round, {n} programs, seed {seed}"],
                   ["currency", "EUR"], ["periods", ", ".join(PERIODS)], ["rounding_unit", 100],
                   ["equity_objective", "none"], ["outcome_tolerance", 0],
-                  ["time_limit_s", 3600], ["mip_gap", 0.0001]]
+                  ["time_limit_s", time_limit_s], ["mip_gap", 0.0001]]
     assert HEADERS["Programs"][12:] == list(OUTCOME_COLUMNS)
     return {
         "Round": (["key", "value"], round_rows),
@@ -242,10 +242,12 @@ def synthetic_sheets(n_programs: int, seed: int = 0) -> Sheets:
     }
 
 
-def write_synthetic_round(path: str | Path, n_programs: int, seed: int = 0) -> Path:
-    """Write a synthetic round of `n_programs` programs to `path` (.xlsx); returns the path."""
+def write_synthetic_round(path: str | Path, n_programs: int, seed: int = 0,
+                          time_limit_s: float = 3600) -> Path:
+    """Write a synthetic round of `n_programs` programs to `path` (.xlsx); returns the path.
+    `time_limit_s` goes to the Round sheet: it bounds the outcome (MILP) stage."""
     path = Path(path)
-    sheets = synthetic_sheets(n_programs, seed)
+    sheets = synthetic_sheets(n_programs, seed, time_limit_s)
     if n_programs <= OPENPYXL_MAX_PROGRAMS:
         as_dicts: dict[str, Any] = {"Round": {k: v for k, v in sheets["Round"][1]}}
         for name, (headers, rows) in sheets.items():
