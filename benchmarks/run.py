@@ -59,7 +59,8 @@ def log(message: str) -> None:
 
 # --- one size, in its own process ------------------------------------------------------------
 def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None,
-             no_solve: bool = False, time_limit_s: float = 3600) -> dict:
+             no_solve: bool = False, time_limit_s: float = 3600,
+             all_or_nothing: float = 0.05) -> dict:
     """Generate, read, solve, write report and record for one size; times and peak memory."""
     from benchmarks.synthetic import write_synthetic_round
 
@@ -68,7 +69,7 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"synthetic-{n}-s{seed}.xlsx"
     tick = time.perf_counter()
-    write_synthetic_round(path, n, seed, time_limit_s)
+    write_synthetic_round(path, n, seed, time_limit_s, all_or_nothing)
     times["generate"] = time.perf_counter() - tick
     log(f"[{n}] generated {path.name} in {times['generate']:.2f} s")
 
@@ -397,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
     parser.add_argument("--time-limit", type=float, default=3600.0,
                         help="time_limit_s of the synthetic rounds: bounds the outcome (MILP) stage")
+    parser.add_argument("--all-or-nothing", type=float, default=0.05,
+                        help="share of programs with a minimum size (0 to 0.05; 0: a pure LP)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -409,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         assert args.workdir is not None
         profile = args.workdir / f"profile-{args.child}.pstats" if args.profile else None
         print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile,
-                                  args.no_solve, args.time_limit)))
+                                  args.no_solve, args.time_limit, args.all_or_nothing)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -423,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in sizes:
             child = ["--child", str(n), "--seed", str(args.seed), "--workdir", str(workdir / str(n)),
-                     "--time-limit", str(args.time_limit)]
+                     "--time-limit", str(args.time_limit),
+                     "--all-or-nothing", str(args.all_or_nothing)]
             if args.method:
                 child += ["--method", args.method]
             if args.profile:

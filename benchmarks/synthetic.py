@@ -62,8 +62,11 @@ def sizes_for(n_programs: int) -> tuple[int, int]:
     return n_regions, min(8, max(3, n_regions // 25))
 
 
-def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600) -> Sheets:
-    """The round as {sheet: (headers, rows)}, rows in header order; seeded and deterministic."""
+def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600,
+                     all_or_nothing: float = 0.05) -> Sheets:
+    """The round as {sheet: (headers, rows)}, rows in header order; seeded and deterministic.
+    `all_or_nothing` (at most 0.05) is the share of programs with a minimum size: 0 makes the
+    round a pure LP."""
     if n_programs < 20:
         raise ValueError("a synthetic round needs at least 20 programs")
     rng = np.random.default_rng(seed)
@@ -107,8 +110,10 @@ def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600)
     for s, p in zip(scale_ups, pilots[:n_scale], strict=True):
         regions[s] = list(regions[p])
     min_t = np.zeros(n, dtype=np.int64)
-    all_or_nothing = order[n_pilot + n_scale:][: round(0.05 * n)]
-    min_t[all_or_nothing] = np.ceil(max_t[all_or_nothing] * rng.uniform(0.2, 0.5, len(all_or_nothing)))
+    candidates = order[n_pilot + n_scale:][: round(0.05 * n)]
+    minimum = np.ceil(max_t[candidates] * rng.uniform(0.2, 0.5, len(candidates)))
+    keep = round(min(all_or_nothing, 0.05) * n)  # the same draws whatever the share
+    min_t[candidates[:keep]] = minimum[:keep]
     start = np.full(n, None, dtype=object)
     end = np.full(n, None, dtype=object)
     u = rng.random(n)
@@ -243,11 +248,11 @@ def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600)
 
 
 def write_synthetic_round(path: str | Path, n_programs: int, seed: int = 0,
-                          time_limit_s: float = 3600) -> Path:
+                          time_limit_s: float = 3600, all_or_nothing: float = 0.05) -> Path:
     """Write a synthetic round of `n_programs` programs to `path` (.xlsx); returns the path.
     `time_limit_s` goes to the Round sheet: it bounds the outcome (MILP) stage."""
     path = Path(path)
-    sheets = synthetic_sheets(n_programs, seed, time_limit_s)
+    sheets = synthetic_sheets(n_programs, seed, time_limit_s, all_or_nothing)
     if n_programs <= OPENPYXL_MAX_PROGRAMS:
         as_dicts: dict[str, Any] = {"Round": {k: v for k, v in sheets["Round"][1]}}
         for name, (headers, rows) in sheets.items():
