@@ -54,10 +54,14 @@ def rich_phases(enabled: bool = True) -> Iterator[None]:
     current: list[int] = []
     names: list[str] = []
 
+    def finish() -> None:
+        # The finished line keeps the phase's name and time, not the solver's last word.
+        progress.update(current[-1], description=names[-1], completed=1, total=1)
+        progress.stop_task(current[-1])
+
     def report(name: str) -> None:
         if current:
-            progress.update(current[-1], completed=1, total=1)
-            progress.stop_task(current[-1])
+            finish()
         current.append(progress.add_task(name, total=None))
         names.append(name)
 
@@ -70,5 +74,4 @@ def rich_phases(enabled: bool = True) -> Iterator[None]:
             yield
         finally:
             if current:
-                progress.update(current[-1], completed=1, total=1)
-                progress.stop_task(current[-1])
+                finish()
