@@ -135,3 +135,20 @@ def test_tiebreak_gives_up_no_outcome(tmp_path):
     assert tie.name == "tiebreak" and tie.status.value == "optimal"
     kept = float(prices.program.c @ tie.x)
     assert abs(prices.objective - kept) <= 1e-10 * abs(prices.objective)
+
+
+def test_optimal_face_needs_a_vertex():
+    # Interior-point duals without crossover are small but not zero on rows that only come
+    # close to a bound; fixing those would over-constrain the tie-break, so no face is taken.
+    import numpy as np
+    import scipy.sparse as sp
+
+    from allocator.solve import INF, MatrixProgram, optimal_face, solve_program
+
+    lp = MatrixProgram(np.array([1.0, 1.0, 0.5]), sp.csr_matrix(np.array([[1.0, 1.0, 1.0]])),
+                       np.array([-INF]), np.array([10.0]), np.zeros(3), np.array([6.0, INF, INF]),
+                       np.zeros(3, bool), ["budget"], ["x1", "x2", "x3"])
+    solved = solve_program(lp, "outcome", time_limit=10, mip_gap=0,
+                           options={"solver": "ipm", "run_crossover": "off"})
+    assert solved.solver_log["basis"] is False
+    assert optimal_face(lp, solved) is lp
