@@ -29,6 +29,7 @@ from allocator.solve import (
     Status,
     compile_model,
     fix_integers,
+    is_interior,
     optimal_face,
     raise_for_status,
     solve_program,
@@ -130,22 +131,25 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                    threads=threads)
         stages.extend(equity.stages)
         held, hold_value = equity.program, equity.outcome_after
-    phase("solving: tie-break (a unique allocation)")
-    tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
-                          twin_pairs(rnd, index, cols, y_values))
-    if equity is None:  # the equity stages leave the outcome's optimal face on purpose
-        tb = optimal_face(tb, prices)
-    tie = solve_program(tb, "tiebreak", time_limit=follow_up_limit(settings.time_limit_s),
-                        mip_gap=settings.mip_gap, method=method, threads=threads,
-                        options=TIEBREAK_OPTIONS)
-    stages.append(tie)
     warnings: list[str] = list(equity.warnings) if equity else []
-    if tie.status == Status.optimal:
-        solution_x = tie.x
+    if equity is None and is_interior(prices):
+        # The interior point method without crossover ends at the analytic centre of the optimal
+        # face: already one well-defined optimum, with equal money for equal programs. A
+        # tie-break LP on top stalled (50,000 programs: 400 s without an optimum), so none runs.
+        solution_x = even_out_twins(prices.x, twin_pairs(rnd, index, cols, y_values))
+        warnings.append("the allocation is the interior-point optimum (the centre of the optimal "
+                        "face); at this size no tie-break LP is solved")
     else:
-        solution_x = prices.x if equity is None else equity.stages[-1].x
-        warnings.append(f"the tie-break stage ended without an optimum ({tie.status.value}); "
-                        "the allocation is optimal but may not be the unique, reproducible one")
+        phase("solving: tie-break (a unique allocation)")
+        tie = _tiebreak(rnd, index, cols, held, hold_value, y_values, prices, equity is None,
+                        settings.time_limit_s, settings.mip_gap, method, threads)
+        stages.append(tie)
+        if tie.status == Status.optimal:
+            solution_x = tie.x
+        else:
+            solution_x = prices.x if equity is None else equity.stages[-1].x
+            warnings.append(f"the tie-break stage ended without an optimum ({tie.status.value}); "
+                            "the allocation is optimal but may not be the unique, reproducible one")
     timings["solve"] = time.perf_counter() - tick
     tick = time.perf_counter()
     phase("rounding to whole units")
@@ -165,6 +169,20 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                  rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+def _tiebreak(rnd: Round, index: AllocationIndex, cols: Columns, held: MatrixProgram,
+              hold_value: float | None, y_values: dict[tuple[str, str], float],
+              prices: StageResult, on_face: bool, time_limit_s: float, mip_gap: float,
+              method: str, threads: int | None) -> StageResult:
+    """Solve the tie-break: least weighted money among the optima, twins equal; on the optimal
+    face of `prices` unless an equity stage has left it on purpose."""
+    tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
+                          twin_pairs(rnd, index, cols, y_values))
+    if on_face:
+        tb = optimal_face(tb, prices)
+    return solve_program(tb, "tiebreak", time_limit=follow_up_limit(time_limit_s),
+                         mip_gap=mip_gap, method=method, threads=threads, options=TIEBREAK_OPTIONS)
 
 
 def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
@@ -261,6 +279,34 @@ def twin_pairs(rnd: Round, index: AllocationIndex, cols: Columns,
                 if twin is not None and y_values.get((first, t)) == y_values.get((other, t)):
                     pairs.append((col, twin))
     return pairs
+
+
+def even_out_twins(x: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """x with every group of twin columns set to its mean.
+
+    Twins are equal in every respect, so swapping them maps optima onto optima, and the mean
+    of two optima is one: the result is still optimal, with equal money for equal programs
+    (HiGHS's presolve merges such parallel columns and gives one of them everything).
+    """
+    if not pairs:
+        return x
+    parent = {c: c for pair in pairs for c in pair}
+
+    def root(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for c in parent:
+        groups.setdefault(root(c), []).append(c)
+    out = x.copy()
+    for members in groups.values():
+        out[members] = x[members].mean()
+    return out
 
 
 def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,

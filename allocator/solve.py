@@ -394,6 +394,13 @@ def tiebreak_program(program: MatrixProgram, objective: float, weights: np.ndarr
                          program.col_names, maximize=False)
 
 
+def is_interior(result: StageResult) -> bool:
+    """Whether the stage ended at an interior-point solution without crossover (no vertex)."""
+    options = result.solver_log.get("options")
+    return isinstance(options, dict) and options.get("solver") == "ipm" \
+        and options.get("run_crossover") == "off"
+
+
 # A reduced cost or row price below this share of the largest objective coefficient counts as
 # zero. On the synthetic rounds the outcome LP's duals lie either below 1e-14 or above 1e-6 of
 # it, so the face found does not hinge on the threshold.

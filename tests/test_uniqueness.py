@@ -6,6 +6,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from allocator.engine import solve_round
 from allocator.validate import load_round
 from tests.rounds import sheets, write
@@ -91,17 +93,28 @@ def test_interior_point_and_simplex_paths_agree(tmp_path, monkeypatch):
     assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
 
 
-def test_interior_point_without_crossover_gives_the_same_allocation(tmp_path, monkeypatch):
-    # The largest rounds skip crossover: no vertex, but the tie-break optimum is unique, so
-    # after rounding the allocation must be the one simplex finds.
+def test_interior_point_without_crossover_is_a_reproducible_optimum(tmp_path, monkeypatch):
+    # The largest rounds skip crossover and the tie-break LP: the allocation is the interior
+    # point optimum (the centre of the optimal face). It must be as good as the simplex path's,
+    # keep every rule, give twins equal money, and come out the same for shuffled rows.
     import allocator.solve as solve
+    from allocator.checker import check_allocation
 
     rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round
     simplex = solve_round(rnd)
     monkeypatch.setattr(solve, "IPM_COLUMNS", 0)
     monkeypatch.setattr(solve, "CROSSOVER_COLUMNS", 0)
     interior = solve_round(rnd)
-    assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
+    assert [s.name for s in interior.stages][-1] != "tiebreak"
+    assert any("interior-point optimum" in w for w in interior.warnings)
+    assert interior.optimal_objective == pytest.approx(simplex.optimal_objective, rel=1e-7)
+    assert check_allocation(rnd, interior.allocation) == []
+    shuffled = load_round(write(tmp_path / "b.xlsx", _shuffled(sheets(), seed=3))).round
+    again = solve_round(shuffled)
+    assert again.allocation.to_dict("records") == interior.allocation.to_dict("records")
+    twins = solve_round(load_round(write(tmp_path / "tw.xlsx", _twins_round())).round)
+    by_program = twins.allocation.groupby("program_id")["amount"].sum().to_dict()
+    assert by_program == {"PA": 25000.0, "PB": 25000.0}
 
 
 def test_optimal_face_fixes_what_every_optimum_shares():
