@@ -138,6 +138,7 @@ def summary_text(result) -> str:
     if misses:
         lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "
                      "see the Rules sheet")
+    lines.extend(f"warning: {w}" for w in sol.warnings)
     t = result.timings
     order = [("read", "read"), ("build", "build"), ("handover", "hand-over"), ("solve", "solve"),
              ("rounding", "rounding"), ("record", "record"), ("report", "report")]

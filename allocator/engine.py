@@ -15,7 +15,7 @@ import pandas as pd
 
 from allocator.eligibility import AllocationIndex, allocation_index
 from allocator.equity import EquityResult, run_equity_stages
-from allocator.errors import InfeasibleRoundError
+from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation, RuleGroup, create_model
 from allocator.progress import phase
 from allocator.round import EquityObjective, Op, Round
@@ -114,7 +114,13 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     first = solve_program(program, "outcome", time_limit=settings.time_limit_s,
                           mip_gap=settings.mip_gap, method=method, threads=threads)
     stages.append(first)
-    raise_for_status(first)
+    warnings: list[str] = []
+    fallback = stopped_before_any_allocation(first)
+    if fallback:
+        first.x = np.zeros(program.shape[1])  # every all-or-nothing program off
+        warnings.append(FALLBACK_WARNING)
+    else:
+        raise_for_status(first)
     prices, fixed = first, program
     if program.integer.any():
         fixed = fix_integers(program, first.x)
@@ -122,6 +128,8 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         prices = solve_program(fixed, "outcome_lp", time_limit=follow_up_limit(settings.time_limit_s),
                                mip_gap=settings.mip_gap, method=method, threads=threads)
         stages.append(prices)
+        if fallback:
+            adopt_fallback(first, prices)
         raise_for_status(prices)
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
     held, hold_value, equity = fixed, prices.objective, None
@@ -131,7 +139,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                    threads=threads)
         stages.extend(equity.stages)
         held, hold_value = equity.program, equity.outcome_after
-    warnings: list[str] = list(equity.warnings) if equity else []
+    warnings.extend(equity.warnings if equity else [])
     if equity is None and is_interior(prices):
         # The interior point method without crossover ends at the analytic centre of the optimal
         # face: already one well-defined optimum, with equal money for equal programs. A
@@ -169,6 +177,33 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                  rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+FALLBACK_WARNING = ("the time limit stopped the outcome MILP before HiGHS found any allocation; "
+                    "this one has every all-or-nothing program switched off and the rest "
+                    "optimised (raise time_limit_s on the Round sheet for a better one)")
+
+
+def stopped_before_any_allocation(stage: StageResult) -> bool:
+    """Whether a MILP stage hit its time limit without an allocation (the root LP of a large
+    round can outlast a limit of minutes)."""
+    return stage.status == Status.no_solution and bool(stage.program.integer.any()) \
+        and stage.solver_log.get("model_status") == "Time limit reached"
+
+
+def adopt_fallback(first: StageResult, prices: StageResult) -> None:
+    """Make the switched-off allocation, once its LP is solved, stage 1's time-limited answer:
+    it is a feasible MILP solution, and HiGHS's bound at the stop gives its gap."""
+    if prices.status != Status.optimal:
+        raise SolverStoppedError(
+            "the solver stopped at the time limit before finding an allocation, and with every "
+            f"all-or-nothing program switched off the LP ended {prices.status.value}; raise "
+            "time_limit_s on the Round sheet")
+    first.status, first.x, first.objective = Status.time_limit, prices.x, prices.objective
+    bound = first.solver_log.get("mip_dual_bound")
+    if isinstance(bound, float) and np.isfinite(bound):
+        first.mip_gap = abs(bound - prices.objective) / max(abs(prices.objective), 1e-9)
+    first.solver_log["fallback"] = "all-or-nothing programs off, then the LP stage"
 
 
 def _tiebreak(rnd: Round, index: AllocationIndex, cols: Columns, held: MatrixProgram,

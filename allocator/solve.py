@@ -307,6 +307,8 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
+    if program.integer.any():
+        result.solver_log["mip_dual_bound"] = float(info.mip_dual_bound)
     return result
 
 

@@ -84,6 +84,37 @@ def test_infeasible_round_exits_3_and_writes_nothing(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_time_limited_run_says_not_proven_optimal_and_why(tmp_path):
+    data = sheets(Rules=None)
+    data["Round"]["time_limit_s"] = 1e-9  # stops the MILP (P2 is all-or-nothing) at once
+    report = tmp_path / "r.xlsx"
+    result = _invoke("run", str(write(tmp_path / "t1.xlsx", data)), "--report", str(report),
+                     "--records", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "round T1: time_limit_feasible — not proven optimal"
+    assert "warning: the time limit stopped the outcome MILP before HiGHS found any allocation; " \
+           "this one has every all-or-nothing program switched off and the rest optimised " \
+           "(raise time_limit_s on the Round sheet for a better one)" in lines
+    import openpyxl
+
+    items = {row[0]: row[1] for row in openpyxl.load_workbook(report)["Summary"].iter_rows(
+        min_row=2, values_only=True)}
+    assert items["status"] == "not proven optimal (time limit)"
+
+
+def test_time_limited_run_without_an_allocation_exits_4_and_writes_nothing(tmp_path):
+    data = sheets()  # its rules need P2's money, so switching P2 off is no way out
+    data["Round"]["time_limit_s"] = 1e-9
+    report = tmp_path / "r.xlsx"
+    result = _invoke("run", str(write(tmp_path / "t1.xlsx", data)), "--report", str(report),
+                     "--records", str(tmp_path / "m"))
+    assert result.exit_code == 4
+    assert "the solver stopped at the time limit before finding an allocation" in result.stderr
+    assert "No report or record was written." in result.stderr
+    assert not report.exists() and not (tmp_path / "m").exists()
+
+
 def test_equity_run_reports_the_price_of_fairness(tmp_path):
     data = sheets(Round={"round_id": "T1", "periods": "2026, 2027",
                          "equity_objective": "maxmin_per_capita", "outcome_tolerance": 0.2})

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from allocator.engine import Solution, solve_round
-from allocator.errors import InfeasibleRoundError
+from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.round import Round
+from allocator.solve import Status
 from tests.reference import Infeasible, eligible_vars, evaluate, optimum_or_none, reference_optimum
 
 REGIONS = [
@@ -160,6 +161,42 @@ def test_all_or_nothing_minimum(make_round):
     assert amounts(sol) == {"A": 600, "C": 400}
     assert sol.mip
     assert_binds(rnd, "minimum", 600 + 400 * 0.9)  # LP: A full, then 400 of B
+
+
+KNAPSACK_AND_D = [program("A", 100, cost=100, max_trainees=6, min_trainees=6),
+                  program("B", 90, cost=100, max_trainees=5, min_trainees=5),
+                  program("C", 80, cost=100, max_trainees=4, min_trainees=4),
+                  program("D", 50, cost=100, max_trainees=20)]
+
+
+def _stopped_at_once(data: dict) -> dict:
+    # HiGHS checks its clock before presolve: a limit of a nanosecond stops the MILP with no
+    # allocation found, on any machine.
+    data["Round"]["time_limit_s"] = 1e-9
+    return data
+
+
+def test_time_limit_before_any_allocation_switches_all_or_nothing_programs_off(make_round):
+    # Optimum: A + C (920). Stopped before HiGHS finds anything, the run still ends feasible:
+    # A, B, C off and the LP over D alone, whose 20 trainees (2000) fill the 1000 at 0.5 per unit.
+    rnd = make_round(_stopped_at_once(sheets(KNAPSACK_AND_D)))
+    sol = solve_round(rnd)
+    assert sol.status == Status.time_limit
+    assert sol.stages[0].solver_log["model_status"] == "Time limit reached"
+    assert amounts(sol) == {"D": 1000}
+    only_d = make_round(sheets([p for p in KNAPSACK_AND_D if p["program_id"] == "D"]))
+    assert sol.optimal_objective == pytest.approx(reference_optimum(only_d)[0]) == 500.0
+    assert sol.stages[0].objective == pytest.approx(500.0)  # stage 1 adopts that allocation
+    assert check_allocation(rnd, sol.allocation) == []
+    assert any("before HiGHS found any allocation" in w for w in sol.warnings)
+
+
+def test_time_limit_fallback_that_breaks_a_rule_is_an_error_not_an_infeasible_round(make_round):
+    # The round is feasible (A alone meets R-A) but not with every all-or-nothing program off.
+    rnd = make_round(_stopped_at_once(sheets(
+        KNAPSACK_AND_D, rules=[rule("R-A", "amount", ">=", 600, select="program=A")])))
+    with pytest.raises(SolverStoppedError, match=r"before finding an allocation.*time_limit_s"):
+        solve_round(rnd)
 
 
 def test_minimum_below_capacity(make_round):
