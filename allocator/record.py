@@ -183,6 +183,13 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
     except Exception as exc:  # the re-solve itself failing is a finding, not a crash
         out.problems.append(f"re-solving the canonical round failed: {exc}")
         return out
+    if solution.status.value == "time_limit_feasible":
+        # Where a run stops depends on the machine's speed, so a mismatch stays a problem (it
+        # cannot be told apart from tampering) but the auditor is told the likely cause.
+        out.warnings.append(
+            f"the re-run was stopped by its time limit ({rnd.settings.time_limit_s:g} s): a "
+            "time-limited allocation depends on the machine's speed; if the allocations differ, "
+            "re-run the round with a larger time_limit_s")
     _compare_allocations(recorded, solution, out)
     return out
 

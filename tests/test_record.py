@@ -40,6 +40,17 @@ def test_untouched_record_verifies(record):
     assert out.exit_code == 0 and f"VERIFIED {record}" in out.stdout
 
 
+def test_time_limited_record_verifies_and_says_the_rerun_was_stopped(tmp_path):
+    data = sheets(Rules=None)
+    data["Round"]["time_limit_s"] = 1e-9  # stops the MILP before any allocation, every time
+    wb = write(tmp_path / "t1.xlsx", data)
+    folder = write_record(solve_round(load_round(wb).round), tmp_path / "models", wb).folder
+    result = verify_record(folder)
+    assert result.verified, result.problems
+    assert any(w.startswith("the re-run was stopped by its time limit (1e-09 s)")
+               for w in result.warnings)
+
+
 def _rewrite_manifest(record: Path, name: str) -> None:
     """What a careful forger does: update the manifest digest of the file they edited."""
     manifest = json.loads((record / "manifest.json").read_text())
