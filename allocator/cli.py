@@ -109,7 +109,7 @@ def summary_text(result) -> str:
     budget = sum(b.amount for b in rnd.budgets)
     funded = alloc["program_id"].nunique() if len(alloc) else 0
     status = sol.status.value
-    if sol.status.value == "time_limit_feasible":
+    if sol.status.value in ("time_limit_feasible", "feasible_not_proven"):
         gap = sol.stages[0].mip_gap
         status += " — not proven optimal" + (f" (gap {gap:.2%})" if gap is not None else "")
     lines = [

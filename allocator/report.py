@@ -371,10 +371,11 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
 
 def status_text(solution: Solution) -> str:
     """The run's status in words; a time-limited MILP says it is not proven optimal, and its gap."""
-    if solution.status != Status.time_limit:
+    if solution.status not in (Status.time_limit, Status.not_proven):
         return str(solution.status.value)
     gap = solution.stages[0].mip_gap if solution.stages else None
-    text = "not proven optimal (time limit)"
+    text = "not proven optimal (" + ("time limit" if solution.status == Status.time_limit
+                                     else "rounded from the LP relaxation") + ")"
     if gap is not None and math.isfinite(gap):
         text += f", gap {gap * 100:.3g}%"
     return text

@@ -50,6 +50,7 @@ OBJECTIVE_HOLD_RTOL = 1e-7
 class Status(StrEnum):
     optimal = "optimal"
     time_limit = "time_limit_feasible"  # stopped with a feasible, not proven optimal, solution
+    not_proven = "feasible_not_proven"  # rounded from the LP relaxation, gap above mip_gap
     infeasible = "infeasible"
     unbounded = "unbounded"
     no_solution = "no_solution"

@@ -199,6 +199,44 @@ def test_time_limit_fallback_that_breaks_a_rule_is_an_error_not_an_infeasible_ro
         solve_round(rnd)
 
 
+@pytest.fixture
+def relaxation_first(monkeypatch):
+    """Every MILP takes the large-round path: LP relaxation, on/off decisions rounded."""
+    import allocator.engine
+
+    monkeypatch.setattr(allocator.engine, "RELAXATION_COLUMNS", 0)
+
+
+def test_integral_relaxation_is_proven_optimal(make_round, relaxation_first):
+    # A (600) and C (400) fill the 1000 exactly: the relaxation's optimum is the MILP's, 920.
+    progs = [p for p in KNAPSACK_AND_D if p["program_id"] in ("A", "C")]
+    rnd = make_round(sheets(progs))
+    sol = assert_optimal(rnd, 920.0)
+    assert sol.status == Status.optimal and sol.stages[0].mip_gap == 0.0
+    assert not sol.stages[0].program.integer.any()  # stage 1 was the relaxation
+    assert amounts(sol) == {"A": 600, "C": 400}
+
+
+def test_fractional_relaxation_rounds_to_a_feasible_allocation_with_its_gap(make_round,
+                                                                        relaxation_first):
+    # Relaxation: A 600 + B 400 (y_B = 0.8) = 960. Rounded, A + B needs 1100 > 1000: that LP is
+    # infeasible, so the next candidate keeps only A (fully on) and gives D the rest:
+    # 600 * 1.0 + 400 * 0.5 = 800. The optimum (A + C = 920) is not found, and the gap says so.
+    rnd = make_round(sheets(KNAPSACK_AND_D))
+    sol = solve_round(rnd)
+    assert [s.status for s in sol.stages[:3]] == [Status.not_proven, Status.infeasible,
+                                                  Status.optimal]
+    assert sol.status == Status.not_proven
+    assert amounts(sol) == {"A": 600, "D": 400}
+    assert sol.stages[0].solver_log["relaxation_bound"] == pytest.approx(960.0)
+    assert sol.stages[0].mip_gap == pytest.approx((960 - 800) / 800)
+    assert check_allocation(rnd, sol.allocation) == []
+    assert any("not proven optimal" in w for w in sol.warnings)
+    from allocator.report import status_text
+
+    assert status_text(sol) == "not proven optimal (rounded from the LP relaxation), gap 20%"
+
+
 def test_minimum_below_capacity(make_round):
     # P1 worth 0.2/unit must take at least 8 trainees (800) or nothing; budget 750 -> P2 only.
     rnd = make_round(sheets([program("P1", 20, cost=100, max_trainees=10, min_trainees=8),
