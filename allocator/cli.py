@@ -101,6 +101,8 @@ def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:
 
 def summary_text(result) -> str:
     """The short summary `allocator run` prints."""
+    from allocator.solve import Status
+
     sol = result.solution
     rnd = sol.round
     cur = rnd.settings.currency
@@ -109,7 +111,7 @@ def summary_text(result) -> str:
     budget = sum(b.amount for b in rnd.budgets)
     funded = alloc["program_id"].nunique() if len(alloc) else 0
     status = sol.status.value
-    if sol.status.value in ("time_limit_feasible", "feasible_not_proven"):
+    if sol.status in (Status.time_limit, Status.not_proven):
         gap = sol.stages[0].mip_gap
         status += " — not proven optimal" + (f" (gap {gap:.2%})" if gap is not None else "")
     lines = [

@@ -246,14 +246,19 @@ def adopt_rounding(first: StageResult, prices: StageResult, mip_gap: float) -> N
             "the LP relaxation's on/off decisions, rounded, fully-on only or all off, each broke "
             "a rule; no allocation was found")
     bound = float(first.objective)
-    value = float(prices.objective)
-    first.x, first.objective = prices.x, value
-    first.mip_gap = max(0.0, bound - value) / max(abs(value), 1e-9)
+    first.x, first.objective = prices.x, prices.objective
+    first.mip_gap = relative_gap(bound, float(prices.objective))
     first.status = Status.optimal if first.mip_gap <= mip_gap else Status.not_proven
     first.solver_log["relaxation_bound"] = bound
 
 
+def relative_gap(bound: float, value: float) -> float:
+    """How far an allocation's value lies below an upper bound, as a share of the value."""
+    return max(0.0, bound - value) / max(abs(value), 1e-9)
+
+
 def rounding_warning(first: StageResult) -> str:
+    """What a user is told when the rounded relaxation is not proven within mip_gap."""
     return (f"the on/off decisions were rounded from the LP relaxation (at this size HiGHS's "
             f"branch and bound does not finish): within {first.mip_gap:.4%} of the optimum, "
             "not proven optimal")
@@ -270,7 +275,7 @@ def adopt_fallback(first: StageResult, prices: StageResult) -> None:
     first.status, first.x, first.objective = Status.time_limit, prices.x, prices.objective
     bound = first.solver_log.get("mip_dual_bound")
     if isinstance(bound, float) and np.isfinite(bound):
-        first.mip_gap = abs(bound - prices.objective) / max(abs(prices.objective), 1e-9)
+        first.mip_gap = relative_gap(bound, float(prices.objective))
     first.solver_log["fallback"] = "all-or-nothing programs off, then the LP stage"
 
 

@@ -27,7 +27,7 @@ import allocator
 from allocator.atomic import atomic_dir
 from allocator.engine import Solution
 from allocator.round import Round
-from allocator.solve import SOLVER_OPTIONS, new_highs
+from allocator.solve import SOLVER_OPTIONS, Status, new_highs
 
 RECORD_FORMAT = 1
 ALLOCATION_COLUMNS = ["program_id", "region_id", "fund_id", "period", "amount"]
@@ -183,7 +183,7 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
     except Exception as exc:  # the re-solve itself failing is a finding, not a crash
         out.problems.append(f"re-solving the canonical round failed: {exc}")
         return out
-    if solution.status.value == "time_limit_feasible":
+    if solution.status == Status.time_limit:
         # Where a run stops depends on the machine's speed, so a mismatch stays a problem (it
         # cannot be told apart from tampering) but the auditor is told the likely cause.
         out.warnings.append(
