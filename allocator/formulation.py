@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyomo.environ as pyo
+from pyomo.common.gc_manager import PauseGC
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from allocator.eligibility import AllocationIndex, allocation_index
@@ -73,17 +74,20 @@ class Formulation:
 def create_model(rnd: Round, index: AllocationIndex | None = None) -> Formulation:
     """Build the stage-1 model: maximise outcome value subject to every hard rule."""
     index = index if index is not None else allocation_index(rnd)
-    m = pyo.ConcreteModel(name=rnd.settings.round_id)
-    m.row_info = {}
-    form = Formulation(m, index, value_per_unit(rnd, index), rule_groups(rnd, index), [])
-    define_allocations(m, form)
-    define_program_switches(m, rnd, form)
-    define_budget_limits(m, rnd, form)
-    define_capacity_limits(m, rnd, form)
-    define_minimum_sizes(m, rnd, form)
-    define_cofinancing_caps(m, rnd, form)
-    define_rules(m, form)
-    define_outcome_objective(m, form)
+    # Millions of Pyomo objects, none of them garbage yet: the cyclic collector's full passes
+    # over them were half of the build time at 50,000 programs (33 s -> 15 s without).
+    with PauseGC():
+        m = pyo.ConcreteModel(name=rnd.settings.round_id)
+        m.row_info = {}
+        form = Formulation(m, index, value_per_unit(rnd, index), rule_groups(rnd, index), [])
+        define_allocations(m, form)
+        define_program_switches(m, rnd, form)
+        define_budget_limits(m, rnd, form)
+        define_capacity_limits(m, rnd, form)
+        define_minimum_sizes(m, rnd, form)
+        define_cofinancing_caps(m, rnd, form)
+        define_rules(m, form)
+        define_outcome_objective(m, form)
     return form
 
 
