@@ -460,7 +460,17 @@ def raise_for_status(result: StageResult) -> None:
     if result.status == Status.unbounded:
         raise SolverStoppedError("the model is unbounded; this is a bug in allocator")
     if result.status == Status.no_solution:
-        raise SolverStoppedError(
-            f"the solver stopped without a solution ({result.solver_log.get('model_status')}); "
-            "raise time_limit_s on the Round sheet"
-        )
+        model_status = str(result.solver_log.get("model_status"))
+        raise SolverStoppedError(f"the solver stopped without a solution ({model_status}); "
+                                 f"{STOPPED_ADVICE.get(model_status, STOPPED_ADVICE_OTHER)}")
+
+
+# What a person can do about a stage that ended without an allocation, by HiGHS model status.
+# "Unknown" after interior point is IPX making no more progress, or ending imprecise, short of
+# the tolerances: more time does not help (200,000 programs: 140 minutes, then this).
+STOPPED_ADVICE: dict[str, str] = {
+    "Time limit reached": "raise time_limit_s on the Round sheet",
+    "Unknown": "its interior point method could not reach the required accuracy; more time "
+               "will not help, a smaller round (fewer programs, regions or periods) may",
+}
+STOPPED_ADVICE_OTHER = "please report this with the round's workbook"

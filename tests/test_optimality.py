@@ -22,7 +22,7 @@ import pytest
 from allocator.engine import Solution, solve_round
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.round import Round
-from allocator.solve import Status
+from allocator.solve import StageResult, Status, raise_for_status
 from tests.reference import Infeasible, eligible_vars, evaluate, optimum_or_none, reference_optimum
 
 REGIONS = [
@@ -197,6 +197,26 @@ def test_time_limit_fallback_that_breaks_a_rule_is_an_error_not_an_infeasible_ro
         KNAPSACK_AND_D, rules=[rule("R-A", "amount", ">=", 600, select="program=A")])))
     with pytest.raises(SolverStoppedError, match=r"before finding an allocation.*time_limit_s"):
         solve_round(rnd)
+
+
+def test_lp_stopped_by_the_time_limit_says_to_raise_it(make_round):
+    rnd = make_round(_stopped_at_once(sheets([p for p in KNAPSACK_AND_D
+                                              if p["program_id"] == "D"])))
+    with pytest.raises(SolverStoppedError,
+                       match=r"\(Time limit reached\); raise time_limit_s on the Round sheet"):
+        solve_round(rnd)
+
+
+def test_interior_point_short_of_accuracy_does_not_blame_the_time_limit():
+    # HiGHS reports "Unknown" when IPX stops making progress or ends imprecise (a 200,000-program
+    # round did, after 140 minutes): raising the time limit would not help, so it is not advised.
+    stage = StageResult("outcome", None, Status.no_solution, None, None, None, None, None, 8400.0,
+                        {"model_status": "Unknown"})
+    with pytest.raises(SolverStoppedError) as caught:
+        raise_for_status(stage)
+    message = str(caught.value)
+    assert "(Unknown)" in message and "could not reach the required accuracy" in message
+    assert "time_limit_s" not in message
 
 
 @pytest.fixture
