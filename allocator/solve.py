@@ -30,6 +30,7 @@ from typing import Any
 import highspy
 import numpy as np
 import scipy.sparse as sp
+from pyomo.common.gc_manager import PauseGC
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
@@ -155,6 +156,13 @@ class RowRef:
 
 def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
     """Compile the Pyomo model into a standard-form matrix (one row per constraint side)."""
+    # As for the build: a row reference per row, none of them garbage, and the collector's
+    # passes over them were a third of the hand-over (5,000 programs: 1.2 of 3.3 s).
+    with PauseGC():
+        return _compile(form)
+
+
+def _compile(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
     m = form.model
     repn = LinearStandardFormCompiler().write(m, mixed_form=True, set_sense=None)
     n_cols = len(repn.columns)
