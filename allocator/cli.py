@@ -6,6 +6,7 @@ a solution, 5 decision record not verified, 70 internal error (a bug: please rep
 
 from __future__ import annotations
 
+import math
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -113,7 +114,11 @@ def summary_text(result) -> str:
     status = sol.status.value
     if sol.status in (Status.time_limit, Status.not_proven):
         gap = sol.stages[0].mip_gap
-        status += " — not proven optimal" + (f" (gap {gap:.2%})" if gap is not None else "")
+        if gap is not None:
+            status += " — not proven optimal" + (f" (gap {gap:.2%})" if math.isfinite(gap)
+                                                 else " (no bound on the optimum)")
+        else:
+            status += " — not proven optimal"
     lines = [
         f"round {rnd.settings.round_id}: {status}",
         f"outcome value {sol.objective:,.4f} (optimum before rounding {sol.optimal_objective:,.4f})",

@@ -34,6 +34,7 @@ from allocator.solve import (
     is_interior,
     optimal_face,
     raise_for_status,
+    relative_gap,
     solve_program,
     tiebreak_program,
 )
@@ -245,16 +246,17 @@ def adopt_rounding(first: StageResult, prices: StageResult, mip_gap: float) -> N
         raise SolverStoppedError(
             "the LP relaxation's on/off decisions, rounded, fully-on only or all off, each broke "
             "a rule; no allocation was found")
-    bound = float(first.objective)
+    # A relaxation stopped by its time limit bounds the optimum by its row prices, not by the
+    # value of the point where it stopped.
+    stopped = first.status == Status.time_limit
+    bound = float(first.solver_log.get("lp_bound", np.inf)) if stopped else float(first.objective)
     first.x, first.objective = prices.x, prices.objective
     first.mip_gap = relative_gap(bound, float(prices.objective))
-    first.status = Status.optimal if first.mip_gap <= mip_gap else Status.not_proven
+    if stopped:
+        first.status = Status.time_limit
+    else:
+        first.status = Status.optimal if first.mip_gap <= mip_gap else Status.not_proven
     first.solver_log["relaxation_bound"] = bound
-
-
-def relative_gap(bound: float, value: float) -> float:
-    """How far an allocation's value lies below an upper bound, as a share of the value."""
-    return max(0.0, bound - value) / max(abs(value), 1e-9)
 
 
 def rounding_warning(first: StageResult) -> str:

@@ -1,0 +1,145 @@
+"""An LP stage stopped by its limit: the interior point's last iterate as a time-limited allocation.
+
+A large round's LP is solved by interior point without crossover; when `time_limit_s` stops it,
+the user gets the iterate reached (once it is feasible), marked not proven optimal, with a gap
+from a bound that weak duality proves. The tests stop IPX by an iteration limit instead of the
+clock, so the stop is the same on every machine, and check the point and the bound against an
+optimum found independently (scipy's own HiGHS, dual simplex, on the same matrix; and the
+reference formulation of tests/reference.py for the whole round).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import allocator.solve
+from allocator.checker import check_allocation
+from allocator.eligibility import allocation_index
+from allocator.engine import solve_round
+from allocator.formulation import create_model
+from allocator.report import status_text
+from allocator.solve import MatrixProgram, Status, compile_model, solve_program
+from allocator.validate import load_round
+from benchmarks.synthetic import write_synthetic_round
+from tests.reference import evaluate, reference_optimum
+
+
+@pytest.fixture(scope="module")
+def lp_round(tmp_path_factory: pytest.TempPathFactory):
+    """A 150-program synthetic round without all-or-nothing programs: a pure LP with every
+    rule measure, budgets with carry-over and co-financing caps."""
+    path = write_synthetic_round(Path(tmp_path_factory.mktemp("lp")) / "lp.xlsx", 150,
+                                 seed=3, all_or_nothing=0)
+    return load_round(path).round
+
+
+@pytest.fixture(scope="module")
+def lp_program(lp_round) -> MatrixProgram:
+    program, _, _ = compile_model(create_model(lp_round, allocation_index(lp_round)))
+    assert not program.integer.any()
+    return program
+
+
+def independent_optimum(program: MatrixProgram) -> float:
+    """max c'x over the program's rows and bounds, by scipy (dual simplex)."""
+    A = program.A.tocsr()
+    upper_rows = np.isfinite(program.row_upper)
+    lower_rows = np.isfinite(program.row_lower)
+    res = linprog(-program.c,
+                  A_ub=np.vstack([A[upper_rows].toarray(), -A[lower_rows].toarray()]),
+                  b_ub=np.concatenate([program.row_upper[upper_rows],
+                                       -program.row_lower[lower_rows]]),
+                  bounds=list(zip(program.col_lower, np.where(np.isinf(program.col_upper), None,
+                                                              program.col_upper), strict=True)),
+                  method="highs-ds")
+    assert res.status == 0
+    return -float(res.fun)
+
+
+def stopped_after(program: MatrixProgram, iterations: int):
+    return solve_program(program, "outcome", time_limit=600, mip_gap=1e-4, method="ipm",
+                         options={"run_crossover": "off", "ipm_iteration_limit": iterations})
+
+
+def test_every_stopped_point_is_feasible_and_brackets_the_optimum(lp_program):
+    best = independent_optimum(lp_program)
+    A = lp_program.A
+    gaps = []
+    for iterations in range(1, 60):
+        stage = stopped_after(lp_program, iterations)
+        if stage.status == Status.optimal:
+            break
+        if stage.status == Status.no_solution:
+            assert not gaps, "a later iterate lost feasibility"
+            continue
+        assert stage.status == Status.time_limit
+        x = stage.x
+        activity = A @ x
+        slack = 1e-6 * np.maximum(1.0, abs(A) @ np.abs(x))
+        assert (activity <= lp_program.row_upper + slack).all()
+        assert (activity >= lp_program.row_lower - slack).all()
+        assert (x >= -1e-9).all()
+        value, bound = float(lp_program.c @ x), stage.solver_log["lp_bound"]
+        assert value <= best * (1 + 1e-9)
+        assert bound >= best * (1 - 1e-9)
+        assert stage.mip_gap == pytest.approx((bound - value) / value)
+        gaps.append(stage.mip_gap)
+    else:
+        pytest.fail("IPX did not reach the optimum in 60 iterations")
+    assert len(gaps) >= 3, "IPX was never stopped at a feasible iterate"
+    assert gaps[-1] < 1e-3 < gaps[0]  # the bound closes in as the iterates do
+    assert stage.solver_log["options"]["presolve"] == "off"  # else the iterate is lost
+
+
+def test_a_point_that_breaks_a_row_is_no_allocation(lp_program):
+    stage = stopped_after(lp_program, 1)  # IPX's first iterate is far outside the rows
+    assert stage.status == Status.no_solution and stage.x is None
+    assert stage.solver_log["stopped_point_violation"] > 1e-6
+
+
+def test_stopped_lp_round_is_reported_time_limited_with_its_gap(lp_round, lp_program,
+                                                                monkeypatch):
+    # The first iteration count at which IPX's iterate is within 5% of its bound, then the
+    # whole engine stopped there: LP stages by interior point without crossover, as at 200,000
+    # programs.
+    def near(k: int) -> bool:
+        stage = stopped_after(lp_program, k)
+        return stage.status == Status.time_limit and stage.mip_gap < 0.05
+
+    stop_at = next(k for k in range(1, 60) if near(k))
+    monkeypatch.setattr(allocator.solve, "IPM_COLUMNS", 0)
+    monkeypatch.setattr(allocator.solve, "CROSSOVER_COLUMNS", 0)
+    monkeypatch.setattr(allocator.solve, "SOLVER_OPTIONS",
+                        {**allocator.solve.SOLVER_OPTIONS, "ipm_iteration_limit": stop_at})
+    sol = solve_round(lp_round)
+    assert sol.status == Status.time_limit
+    assert check_allocation(lp_round, sol.allocation) == []
+    best, _ = reference_optimum(lp_round)
+    value, _ = evaluate(lp_round, sol.allocation)
+    bound = sol.stages[0].solver_log["lp_bound"]
+    assert value <= best * (1 + 1e-9) <= bound * (1 + 2e-9)
+    gap = sol.stages[0].mip_gap
+    assert 0 < gap < 0.05 and gap == pytest.approx((bound - sol.stages[0].objective)
+                                                / sol.stages[0].objective)
+    assert status_text(sol) == f"not proven optimal (time limit), gap {gap * 100:.3g}%"
+
+
+def test_stopped_relaxation_measures_the_rounded_allocation_against_its_proven_bound():
+    # The relaxation of a large MILP stopped at 90 (an iterate's value, not a bound); its row
+    # prices prove 100. The rounded allocation is worth 80: gap 25%, from the bound, and it
+    # stays time-limited even when mip_gap would accept the distance to the iterate's value.
+    from allocator.engine import adopt_rounding
+    from allocator.solve import StageResult
+
+    first = StageResult("outcome", None, Status.time_limit, 90.0, np.zeros(2), None, None, 0.1,
+                        3600.0, {"lp_bound": 100.0})
+    prices = StageResult("outcome_lp", None, Status.optimal, 80.0, np.ones(2), None, None, None,
+                         1.0, {})
+    adopt_rounding(first, prices, mip_gap=0.5)
+    assert first.status == Status.time_limit
+    assert first.mip_gap == pytest.approx(0.25)
+    assert first.objective == 80.0 and first.solver_log["relaxation_bound"] == 100.0
