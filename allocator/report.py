@@ -820,8 +820,13 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
     for stage in solution.stages:
         rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
         rows.append([f"stage {stage.name}: seconds", _clean_float(stage.seconds), "seconds"])
+        bound = stage.solver_log.get("lp_bound") if isinstance(stage.solver_log, dict) else None
         if getattr(stage, "mip_gap", None) is not None:
-            rows.append([f"stage {stage.name}: mip gap", _clean_float(stage.mip_gap), "general"])
+            label = "gap to the proven bound" if bound is not None else "mip gap"
+            rows.append([f"stage {stage.name}: {label}", _clean_float(stage.mip_gap), "general"])
+        if bound is not None:  # an LP stopped by its time limit: the optimum is at most this
+            rows.append([f"stage {stage.name}: bound on the optimum", _clean_float(bound),
+                         "general"])
     for k, v in (solution.timings or {}).items():
         rows.append([f"time: {k} (s)", _clean_float(v), "seconds"])
     rows += [

@@ -21,7 +21,7 @@ from allocator.checker import check_allocation
 from allocator.eligibility import allocation_index
 from allocator.engine import solve_round
 from allocator.formulation import create_model
-from allocator.report import status_text
+from allocator.report import _audit, status_text
 from allocator.solve import MatrixProgram, Status, compile_model, solve_program
 from allocator.validate import load_round
 from benchmarks.synthetic import write_synthetic_round
@@ -126,6 +126,10 @@ def test_stopped_lp_round_is_reported_time_limited_with_its_gap(lp_round, lp_pro
     assert 0 < gap < 0.05 and gap == pytest.approx((bound - sol.stages[0].objective)
                                                 / sol.stages[0].objective)
     assert status_text(sol) == f"not proven optimal (time limit), gap {gap * 100:.3g}%"
+    table = _audit(sol, "run", "in", "out", "round", "records", None, None)
+    audit = {row[0]: row[1] for block in table.blocks() for row in block}
+    assert audit["stage outcome: gap to the proven bound"] == pytest.approx(gap)
+    assert audit["stage outcome: bound on the optimum"] == pytest.approx(bound)
 
 
 def test_stopped_relaxation_measures_the_rounded_allocation_against_its_proven_bound():
