@@ -61,6 +61,44 @@ def implied_upper_bounds(program: MatrixProgram) -> np.ndarray:
     return upper
 
 
+def penalised_upper_bounds(program: MatrixProgram, c: np.ndarray,
+                           implied: np.ndarray) -> np.ndarray:
+    """Upper bounds that an optimal solution keeps on columns that only cost (c_j < 0, for
+    maximisation) and sit in a single row, like a soft rule's shortfall slack: such a column is
+    no larger than its row needs, so x_j <= max(l_j, (what the rest of the row can fall short
+    of its bound) / |a_ij|). The optimum is unchanged within these bounds, so a bound on the
+    optimum over them bounds the optimum itself. `implied`: the other columns' upper bounds."""
+    A = program.A.tocsc()
+    counts = np.diff(A.indptr)
+    upper = np.full(program.shape[1], np.inf)
+    single = np.flatnonzero((counts == 1) & (c < 0))
+    if not len(single):
+        return upper
+    lower_b, upper_b = program.col_lower, implied
+    coo = program.A.tocoo()
+    r, col, a = coo.row, coo.col, coo.data
+    n_rows = program.shape[0]
+    low_term = np.where(a > 0, a * lower_b[col], a * upper_b[col])
+    high_term = np.where(a > 0, a * upper_b[col], a * lower_b[col])
+    with np.errstate(invalid="ignore", over="ignore"):
+        min_act = np.bincount(r, weights=low_term, minlength=n_rows)
+        max_act = np.bincount(r, weights=high_term, minlength=n_rows)
+    row = A.indices[A.indptr[single]]
+    a_j = A.data[A.indptr[single]]
+    l_j = lower_b[single]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # a > 0 in a row with a lower bound: a x_j >= row_lower - (rest of the row)
+        need_pos = (program.row_lower[row] - (min_act[row] - a_j * l_j)) / a_j
+        # a < 0 in a row with an upper bound: -a x_j >= (rest of the row) - row_upper
+        need_neg = ((max_act[row] - a_j * l_j) - program.row_upper[row]) / -a_j
+    # a row without a bound on the side x_j helps never needs x_j above l_j
+    need = np.where(a_j > 0, np.where(np.isfinite(program.row_lower[row]), need_pos, l_j),
+                    np.where(np.isfinite(program.row_upper[row]), need_neg, l_j))
+    need = np.where(np.isnan(need), np.inf, need)
+    upper[single] = np.maximum(l_j, need)
+    return upper
+
+
 def dual_bound(program: MatrixProgram, row_dual: np.ndarray) -> float:
     """A bound on the optimum from row prices y (weak duality, valid for any y):
 
@@ -73,7 +111,9 @@ def dual_bound(program: MatrixProgram, row_dual: np.ndarray) -> float:
     """
     sense = 1.0 if program.maximize else -1.0
     c = sense * program.c
-    lower, upper = program.col_lower, implied_upper_bounds(program)
+    lower = program.col_lower
+    implied = implied_upper_bounds(program)
+    upper = np.fmin(implied, penalised_upper_bounds(program, c, implied))
     best = np.inf
     At = sp.csr_matrix(program.A.T)
     for y in (row_dual, -row_dual):

@@ -119,9 +119,11 @@ def summary_text(result) -> str:
                                                  else " (no bound on the optimum)")
         else:
             status += " — not proven optimal"
+    before = "optimum" if sol.status == Status.optimal else "value"  # a stopped run has no optimum
     lines = [
         f"round {rnd.settings.round_id}: {status}",
-        f"outcome value {sol.objective:,.4f} (optimum before rounding {sol.optimal_objective:,.4f})",
+        f"outcome value {sol.objective:,.4f} ({before} before rounding "
+        f"{sol.optimal_objective:,.4f})",
         f"allocated {_money(total, cur)} of {_money(budget, cur)} budget; "
         f"{funded} of {len(rnd.programs)} programs funded",
         "by fund:",

@@ -347,7 +347,8 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
         rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
     rows += [
-        ["outcome value, optimum before rounding", _clean_float(solution.optimal_objective), "value"],
+        [f"outcome value, {_before(solution)} before rounding",
+         _clean_float(solution.optimal_objective), "value"],
         ["outcome value, rounded allocation", _clean_float(solution.objective), "value"],
         ["total budget", _money(budget), "money"],
         ["total allocated", _money(allocated), "money"],
@@ -367,6 +368,11 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
     ]
     return Table("Summary", ["item", "value"], [r[:2] for r in rows],
                  {"value": _row_kinds([r[2] for r in rows])})
+
+
+def _before(solution: Solution) -> str:
+    """What the value before rounding is: the optimum, or where a stopped solve ended."""
+    return "optimum" if solution.status == Status.optimal else "value"
 
 
 def status_text(solution: Solution) -> str:

@@ -10,6 +10,7 @@ reference formulation of tests/reference.py for the whole round).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,20 @@ def stopped_after(program: MatrixProgram, iterations: int):
                          options={"run_crossover": "off", "ipm_iteration_limit": iterations})
 
 
+def stop_at_gap_below(gap: float, program: MatrixProgram, monkeypatch) -> None:
+    """Stop every later engine run where IPX's iterate on `program` first comes within `gap`
+    of its bound, with LP stages solved as at 200,000 programs (interior point, no crossover)."""
+    def near(k: int) -> bool:
+        stage = stopped_after(program, k)
+        return stage.status == Status.time_limit and stage.mip_gap < gap
+
+    stop_at = next(k for k in range(1, 60) if near(k))
+    monkeypatch.setattr(allocator.solve, "IPM_COLUMNS", 0)
+    monkeypatch.setattr(allocator.solve, "CROSSOVER_COLUMNS", 0)
+    monkeypatch.setattr(allocator.solve, "SOLVER_OPTIONS",
+                        {**allocator.solve.SOLVER_OPTIONS, "ipm_iteration_limit": stop_at})
+
+
 def test_every_stopped_point_is_feasible_and_brackets_the_optimum(lp_program):
     best = independent_optimum(lp_program)
     A = lp_program.A
@@ -92,6 +107,9 @@ def test_every_stopped_point_is_feasible_and_brackets_the_optimum(lp_program):
         pytest.fail("IPX did not reach the optimum in 60 iterations")
     assert len(gaps) >= 3, "IPX was never stopped at a feasible iterate"
     assert gaps[-1] < 1e-3 < gaps[0]  # the bound closes in as the iterates do
+    # finite from the first feasible iterate on: every column is bounded, by its rows or, for
+    # the soft rule's shortfall slack, by what its row can need
+    assert np.isfinite(gaps).all()
     assert stage.solver_log["options"]["presolve"] == "off"  # else the iterate is lost
 
 
@@ -103,18 +121,7 @@ def test_a_point_that_breaks_a_row_is_no_allocation(lp_program):
 
 def test_stopped_lp_round_is_reported_time_limited_with_its_gap(lp_round, lp_program,
                                                                 monkeypatch):
-    # The first iteration count at which IPX's iterate is within 5% of its bound, then the
-    # whole engine stopped there: LP stages by interior point without crossover, as at 200,000
-    # programs.
-    def near(k: int) -> bool:
-        stage = stopped_after(lp_program, k)
-        return stage.status == Status.time_limit and stage.mip_gap < 0.05
-
-    stop_at = next(k for k in range(1, 60) if near(k))
-    monkeypatch.setattr(allocator.solve, "IPM_COLUMNS", 0)
-    monkeypatch.setattr(allocator.solve, "CROSSOVER_COLUMNS", 0)
-    monkeypatch.setattr(allocator.solve, "SOLVER_OPTIONS",
-                        {**allocator.solve.SOLVER_OPTIONS, "ipm_iteration_limit": stop_at})
+    stop_at_gap_below(0.05, lp_program, monkeypatch)
     sol = solve_round(lp_round)
     assert sol.status == Status.time_limit
     assert check_allocation(lp_round, sol.allocation) == []
@@ -147,3 +154,52 @@ def test_stopped_relaxation_measures_the_rounded_allocation_against_its_proven_b
     assert first.status == Status.time_limit
     assert first.mip_gap == pytest.approx(0.25)
     assert first.objective == 80.0 and first.solver_log["relaxation_bound"] == 100.0
+
+
+def test_cli_run_of_a_stopped_lp_writes_a_report_marked_not_proven(lp_round, lp_program,
+                                                                  monkeypatch, tmp_path):
+    import openpyxl
+    from typer.testing import CliRunner
+
+    from allocator.cli import app
+
+    stop_at_gap_below(0.05, lp_program, monkeypatch)
+    workbook = write_synthetic_round(tmp_path / "lp.xlsx", 150, seed=3, all_or_nothing=0)
+    report = tmp_path / "r.xlsx"
+    result = CliRunner().invoke(app, ["run", str(workbook), "--report", str(report),
+                                      "--records", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    first, second = result.stdout.splitlines()[:2]
+    assert re.fullmatch(r"round synthetic-150-s3: time_limit_feasible — not proven optimal "
+                        r"\(gap \d+\.\d\d%\)", first)
+    assert re.fullmatch(r"outcome value [\d,]+\.\d{4} \(value before rounding [\d,]+\.\d{4}\)",
+                        second)
+    items = {row[0]: row[1] for row in openpyxl.load_workbook(report)["Summary"].iter_rows(
+        min_row=2, values_only=True)}
+    assert items["status"].startswith("not proven optimal (time limit), gap ")
+    assert items["outcome value, value before rounding"] == pytest.approx(
+        float(second.split("value before rounding ")[1].rstrip(")").replace(",", "")), abs=1e-4)
+
+
+def test_bound_by_hand():
+    # max 2 x1 + x2 - 5 s  s.t.  x1 + x2 <= 4,  x1 <= 3,  x2 + s >= 2;  x, s >= 0.
+    # Optimum 6 at x1 = x2 = 2, s = 0 (x1 = 3 needs s = 1 and earns 2 only).
+    # Row-implied bounds: x1 <= 3, x2 <= 4; s only costs and its row needs at most 2.
+    # Prices 0 bound the optimum by 2*3 + 1*4 = 10; prices (1, 1, 0) by 4 + 3 = 7; the optimal
+    # prices (2, 0, -1) by 2*4 - 1*2 = 6.
+    import scipy.sparse as sp
+
+    from allocator.bound import dual_bound, implied_upper_bounds, penalised_upper_bounds
+
+    A = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+    program = MatrixProgram(np.array([2.0, 1.0, -5.0]), A, np.array([-np.inf, -np.inf, 2.0]),
+                            np.array([4.0, 3.0, np.inf]), np.zeros(3), np.full(3, np.inf),
+                            np.zeros(3, dtype=bool), ["cap", "x1_max", "soft"],
+                            ["x1", "x2", "s"])
+    implied = implied_upper_bounds(program)
+    assert implied[:2].tolist() == [3.0, 4.0] and implied[2] == np.inf
+    assert penalised_upper_bounds(program, program.c, implied).tolist() == [np.inf, np.inf, 2.0]
+    assert dual_bound(program, np.zeros(3)) == 10.0
+    assert dual_bound(program, np.array([1.0, 1.0, 0.0])) == 7.0
+    assert dual_bound(program, np.array([2.0, 0.0, -1.0])) == 6.0
+    assert dual_bound(program, np.array([-2.0, 0.0, 1.0])) == 6.0  # either sign convention
