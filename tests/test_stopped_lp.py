@@ -61,6 +61,13 @@ def independent_optimum(program: MatrixProgram) -> float:
     return -float(res.fun)
 
 
+@pytest.fixture(autouse=True)
+def stoppable_at_any_size(monkeypatch):
+    """Every interior point LP stage without crossover runs as the largest rounds' do: without
+    presolve, so a stop leaves its iterate."""
+    monkeypatch.setattr(allocator.solve, "STOPPABLE_COLUMNS", 0)
+
+
 def stopped_after(program: MatrixProgram, iterations: int):
     return solve_program(program, "outcome", time_limit=600, mip_gap=1e-4, method="ipm",
                          options={"run_crossover": "off", "ipm_iteration_limit": iterations})
@@ -203,3 +210,12 @@ def test_bound_by_hand():
     assert dual_bound(program, np.array([1.0, 1.0, 0.0])) == 7.0
     assert dual_bound(program, np.array([2.0, 0.0, -1.0])) == 6.0
     assert dual_bound(program, np.array([-2.0, 0.0, 1.0])) == 6.0  # either sign convention
+
+
+def test_below_the_stoppable_size_presolve_stays_on(lp_program, monkeypatch):
+    # Presolve saves a fifth of a 50,000-program solve, which ends well inside its limit; a
+    # stop there ends without an allocation, as the README says.
+    monkeypatch.setattr(allocator.solve, "STOPPABLE_COLUMNS", lp_program.shape[1])
+    stage = stopped_after(lp_program, 20)
+    assert "presolve" not in stage.solver_log["options"]
+    assert stage.status == Status.no_solution and stage.x is None
