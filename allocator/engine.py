@@ -157,8 +157,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         # face: already one well-defined optimum, with equal money for equal programs. A
         # tie-break LP on top stalled (50,000 programs: 400 s without an optimum), so none runs.
         solution_x = even_out_twins(prices.x, twin_pairs(rnd, index, cols, y_values))
-        warnings.append("the allocation is the interior-point optimum (the centre of the optimal "
-                        "face); at this size no tie-break LP is solved")
+        warnings.append(interior_warning(prices))
     else:
         phase("solving: tie-break (a unique allocation)")
         tie = _tiebreak(rnd, index, cols, held, hold_value, y_values, prices, equity is None,
@@ -188,6 +187,17 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                  rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+def interior_warning(prices: StageResult) -> str:
+    """What a user is told about an interior-point allocation: the optimum at the centre of the
+    optimal face, or, stopped by the time limit, the last iterate and how far off it may be."""
+    if prices.status == Status.time_limit:
+        return ("the time limit stopped the interior point method before the optimum; the "
+                "allocation is its last iterate, within the reported gap of the optimum "
+                "(raise time_limit_s on the Round sheet for a better one)")
+    return ("the allocation is the interior-point optimum (the centre of the optimal face); at "
+            "this size no tie-break LP is solved")
 
 
 FALLBACK_WARNING = ("the time limit stopped the outcome MILP before HiGHS found any allocation; "

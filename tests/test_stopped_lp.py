@@ -140,6 +140,10 @@ def test_stopped_lp_round_is_reported_time_limited_with_its_gap(lp_round, lp_pro
     assert 0 < gap < 0.05 and gap == pytest.approx((bound - sol.stages[0].objective)
                                                 / sol.stages[0].objective)
     assert status_text(sol) == f"not proven optimal (time limit), gap {gap * 100:.3g}%"
+    assert sol.warnings == ["the time limit stopped the interior point method before the "
+                            "optimum; the allocation is its last iterate, within the reported "
+                            "gap of the optimum (raise time_limit_s on the Round sheet for a "
+                            "better one)"]
     table = _audit(sol, "run", "in", "out", "round", "records", None, None)
     audit = {row[0]: row[1] for block in table.blocks() for row in block}
     assert audit["stage outcome: gap to the proven bound"] == pytest.approx(gap)
