@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-if TYPE_CHECKING:  # solve.py uses this module to judge a stopped stage
+if TYPE_CHECKING:  # solve.py imports this module to judge a stopped stage
     from allocator.solve import MatrixProgram
 
 # Bound propagation passes: x from capacity and budget rows, then totals t from the x, then
@@ -39,11 +39,8 @@ def implied_upper_bounds(program: MatrixProgram) -> np.ndarray:
     lower = program.col_lower.astype(float)
     upper = program.col_upper.astype(float).copy()
     for _ in range(PROPAGATION_PASSES):
-        low_term = np.where(a > 0, a * lower[c], a * upper[c])  # least a_ij x_j can be
-        high_term = np.where(a > 0, a * upper[c], a * lower[c])  # most a_ij x_j can be
-        n_rows = program.shape[0]
-        min_act = np.bincount(r, weights=low_term, minlength=n_rows)
-        max_act = np.bincount(r, weights=high_term, minlength=n_rows)
+        low_term, high_term, min_act, max_act = _activity_range(r, c, a, lower, upper,
+                                                                program.shape[0])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # a > 0: x_j <= (row_upper - (min_act - a_ij l_j)) / a_ij
             from_upper = np.where(a > 0, (program.row_upper[r] - (min_act[r] - low_term)) / a,
@@ -74,18 +71,12 @@ def penalised_upper_bounds(program: MatrixProgram, c: np.ndarray,
     single = np.flatnonzero((counts == 1) & (c < 0))
     if not len(single):
         return upper
-    lower_b, upper_b = program.col_lower, implied
     coo = program.A.tocoo()
-    r, col, a = coo.row, coo.col, coo.data
-    n_rows = program.shape[0]
-    low_term = np.where(a > 0, a * lower_b[col], a * upper_b[col])
-    high_term = np.where(a > 0, a * upper_b[col], a * lower_b[col])
-    with np.errstate(invalid="ignore", over="ignore"):
-        min_act = np.bincount(r, weights=low_term, minlength=n_rows)
-        max_act = np.bincount(r, weights=high_term, minlength=n_rows)
+    _, _, min_act, max_act = _activity_range(coo.row, coo.col, coo.data, program.col_lower,
+                                             implied, program.shape[0])
     row = A.indices[A.indptr[single]]
     a_j = A.data[A.indptr[single]]
-    l_j = lower_b[single]
+    l_j = program.col_lower[single]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # a > 0 in a row with a lower bound: a x_j >= row_lower - (rest of the row)
         need_pos = (program.row_lower[row] - (min_act[row] - a_j * l_j)) / a_j
@@ -97,6 +88,17 @@ def penalised_upper_bounds(program: MatrixProgram, c: np.ndarray,
     need = np.where(np.isnan(need), np.inf, need)
     upper[single] = np.maximum(l_j, need)
     return upper
+
+
+def _activity_range(r: np.ndarray, c: np.ndarray, a: np.ndarray, lower: np.ndarray,
+                    upper: np.ndarray, n_rows: int) -> tuple[np.ndarray, ...]:
+    """Least and most each entry a_ij x_j, and each row's activity, can be over the box."""
+    low_term = np.where(a > 0, a * lower[c], a * upper[c])
+    high_term = np.where(a > 0, a * upper[c], a * lower[c])
+    with np.errstate(invalid="ignore", over="ignore"):
+        min_act = np.bincount(r, weights=low_term, minlength=n_rows)
+        max_act = np.bincount(r, weights=high_term, minlength=n_rows)
+    return low_term, high_term, min_act, max_act
 
 
 def dual_bound(program: MatrixProgram, row_dual: np.ndarray) -> float:

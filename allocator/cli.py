@@ -114,11 +114,9 @@ def summary_text(result) -> str:
     status = sol.status.value
     if sol.status in (Status.time_limit, Status.not_proven):
         gap = sol.stages[0].mip_gap
+        status += " — not proven optimal"
         if gap is not None:
-            status += " — not proven optimal" + (f" (gap {gap:.2%})" if math.isfinite(gap)
-                                                 else " (no bound on the optimum)")
-        else:
-            status += " — not proven optimal"
+            status += f" (gap {gap:.2%})" if math.isfinite(gap) else " (no bound on the optimum)"
     before = "optimum" if sol.status == Status.optimal else "value"  # a stopped run has no optimum
     lines = [
         f"round {rnd.settings.round_id}: {status}",

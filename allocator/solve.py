@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from pyomo.common.gc_manager import PauseGC
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
+from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation
 from allocator.progress import detail_reporter
@@ -344,8 +345,6 @@ STOPPED_POINT_RTOL = 1e-9
 def _stopped_lp(h: highspy.Highs, program: MatrixProgram, result: StageResult) -> Status:
     """Time limited, when an LP stopped at its limit holds a feasible point (rechecked here,
     not taken from HiGHS); then its row prices bound the optimum, and the gap is recorded."""
-    from allocator.bound import dual_bound, relative_violation
-
     stopped = (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit)
     sol = h.getSolution()
     if h.getModelStatus() not in stopped or not sol.value_valid:
