@@ -24,6 +24,7 @@ Tolerances:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -185,19 +186,20 @@ def check_eligibility(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
 def check_gating(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
     """Performance funds pay only programs that met targets; a scale-up only if its pilot did."""
     out = []
+    scores = _scores(rnd)  # once: a scan of the Performance sheet per row was quadratic
     for row in alloc[alloc.amount > 0].itertuples():
         prog = rnd.program(row.program_id)
         fund = rnd.fund(row.fund_id)
-        if fund.kind == FundKind.performance and not _met_targets(rnd, prog.program_id):
+        if fund.kind == FundKind.performance and not _met_targets(scores, prog.program_id):
             out.append(Violation("gating", _combo(row),
                                  f"performance fund {fund.fund_id} pays {_money(rnd, row.amount)} "
                                  f"to {prog.program_id}, which has not met its targets "
-                                 f"({_score_text(rnd, prog.program_id)})", float(row.amount)))
-        if prog.pilot_of is not None and not _met_targets(rnd, prog.pilot_of):
+                                 f"({_score_text(scores, prog.program_id)})", float(row.amount)))
+        if prog.pilot_of is not None and not _met_targets(scores, prog.pilot_of):
             out.append(Violation("gating", _combo(row),
                                  f"{prog.program_id} gets {_money(rnd, row.amount)}, but its pilot "
                                  f"{prog.pilot_of} has not met its targets "
-                                 f"({_score_text(rnd, prog.pilot_of)})", float(row.amount)))
+                                 f"({_score_text(scores, prog.pilot_of)})", float(row.amount)))
     return out
 
 
@@ -631,19 +633,21 @@ def _budget_available(rnd: Round) -> dict[tuple[str, str], bool]:
     return out
 
 
-def _score(rnd: Round, program_id: str) -> float | None:
-    """Mean of min(achieved / target, 1.5) over the program's Performance rows; None if none."""
-    ratios = [min(r.achieved / r.target, 1.5) for r in rnd.performance if r.program_id == program_id]
-    return sum(ratios) / len(ratios) if ratios else None
+def _scores(rnd: Round) -> dict[str, float]:
+    """Each program's mean of min(achieved / target, 1.5) over its Performance rows (programs
+    without rows are absent)."""
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for r in rnd.performance:
+        ratios[r.program_id].append(min(r.achieved / r.target, 1.5))
+    return {p: sum(v) / len(v) for p, v in ratios.items()}
 
 
-def _met_targets(rnd: Round, program_id: str) -> bool:
-    score = _score(rnd, program_id)
-    return score is not None and score >= 1.0
+def _met_targets(scores: dict[str, float], program_id: str) -> bool:
+    return scores.get(program_id, -math.inf) >= 1.0
 
 
-def _score_text(rnd: Round, program_id: str) -> str:
-    score = _score(rnd, program_id)
+def _score_text(scores: dict[str, float], program_id: str) -> str:
+    score = scores.get(program_id)
     return "no Performance rows" if score is None else f"score {score:.2f} < 1"
 
 
