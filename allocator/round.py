@@ -11,7 +11,7 @@ import hashlib
 import json
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -27,6 +27,17 @@ RATE_COLUMNS = ("employment_rate", "retention_rate")
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields a later contract version added. The canonical JSON leaves them out while they hold
+    # their default, so a round that does not use them keeps the digest its record was written
+    # with (see `Round.canonical_json`).
+    omit_at_default: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def added_defaults(cls) -> dict[str, object]:
+        """The JSON form of each `omit_at_default` field's default."""
+        return {name: cls.model_fields[name].get_default(call_default_factory=True)
+                for name in cls.omit_at_default}
 
 
 class EquityObjective(StrEnum):
@@ -183,6 +194,7 @@ class Round(Frozen):
     def canonical_json(self) -> str:
         """Sorted, whitespace-free JSON: the same round always gives the same bytes."""
         data = self.model_dump(mode="json")
+        _drop_added_defaults(type(self), data)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def digest(self) -> str:
@@ -244,3 +256,35 @@ class Round(Frozen):
         start = periods.index(program.start_period) if program.start_period else 0
         end = periods.index(program.end_period) if program.end_period else len(periods) - 1
         return periods[start : end + 1]
+
+
+def _drop_added_defaults(model: type[Frozen], data: dict) -> None:
+    """Remove, in place, every later-version field that holds its default (recursively by table)."""
+    added = model.added_defaults()
+    for name, default in added.items():
+        if name in data and data[name] == _json_default(default):
+            del data[name]
+    for name, field in model.model_fields.items():
+        row = next((a for a in (field.annotation, *get_args(field.annotation))
+                    if isinstance(a, type) and issubclass(a, Frozen)), None)
+        if row is None or name not in data or not _has_added(row):
+            continue
+        for item in data[name] if isinstance(data[name], list) else [data[name]]:
+            _drop_added_defaults(row, item)
+
+
+def _has_added(model: type[Frozen]) -> bool:
+    return bool(model.omit_at_default) or any(
+        isinstance(a, type) and issubclass(a, Frozen) and _has_added(a)
+        for f in model.model_fields.values() for a in (f.annotation, *get_args(f.annotation)))
+
+
+def _json_default(value: object) -> object:
+    """A default as `model_dump(mode="json")` writes it (enums by value, Decimals as text)."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return value
