@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -277,17 +275,6 @@ def _withheld_to(rnd: Round, fund_id: str, period: str, due: int) -> str:
 
 
 NEXT_ROUND = "carried into the next round"
-
-
-def next_period_label(periods: Sequence[str], steps: int) -> str:
-    """The label `steps` periods after the round's last: 2028 -> 2029 for year-like labels,
-    else as the Disbursements sheet names it (`Q4+1`)."""
-    numbers = [int(p) for p in periods if re.fullmatch(r"\d{1,6}", p)]
-    if len(numbers) == len(periods):
-        step = numbers[-1] - numbers[-2] if len(numbers) > 1 else 1
-        if step > 0 and all(b - a == step for a, b in itertools.pairwise(numbers)):
-            return str(numbers[-1] + step * steps)
-    return f"{periods[-1]}+{steps}"
 
 
 # --- tables ---------------------------------------------------------------------------------------
