@@ -43,8 +43,8 @@ from typing import Any
 import pandas as pd
 
 from allocator.filters import Filter
-from allocator.results import Results, load_results, merge_results
-from allocator.round import OUTCOME_COLUMNS, Frozen, ProgramRow, Round, Stage
+from allocator.results import Results, load_results, merge_results, outcome_metrics
+from allocator.round import Frozen, ProgramRow, Round, Stage
 from allocator.settle import Decision, fund_totals, load_decision, settle
 
 CHANGE_COLUMNS = ["sheet", "key", "column", "old_value", "new_value", "why"]
@@ -336,7 +336,8 @@ def _programs(rnd: Round, shift: dict[str, str], measured: dict[tuple[str, str],
 def _pilot_ready(p: ProgramRow, results: Results) -> tuple[bool, float] | None:
     """(met its targets, score) over all its Results rows; None without results."""
     ratios = [min(_exact(r.achieved) / _exact(r.target), Fraction(1))
-              for r in results.results if r.program_id == p.program_id]
+              for (q, _t), rows in results._cache()["rows"].items() if q == p.program_id
+              for r in rows]
     if not ratios:
         return None
     score = sum(ratios, Fraction(0)) / len(ratios)
@@ -346,6 +347,7 @@ def _pilot_ready(p: ProgramRow, results: Results) -> tuple[bool, float] | None:
 def _performance(rnd: Round, measured: dict[tuple[str, str], Measured],
                  change) -> list[dict[str, Any]]:
     with_results = {p for p, _ in measured}
+    metrics = set(outcome_metrics(rnd))
     rows = []
     for r in rnd.performance:
         if r.program_id in with_results:
@@ -354,7 +356,7 @@ def _performance(rnd: Round, measured: dict[tuple[str, str], Measured],
             continue
         rows.append(_row(r))
     for (p, metric), m in sorted(measured.items()):
-        if metric not in OUTCOME_COLUMNS and not any(metric in q.outcomes for q in rnd.programs):
+        if metric not in metrics:
             continue
         rows.append({"program_id": p, "metric": metric, "target": m.target,
                      "achieved": m.achieved})

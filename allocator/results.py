@@ -68,23 +68,38 @@ class Results(Frozen):
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
     # --- what settlement and the next round read ------------------------------------------
+    def _cache(self) -> dict[str, dict]:
+        """Rows by program-period (made once; the model is frozen)."""
+        cache = self.__dict__.get("_lookup_cache")
+        if cache is None:
+            rows: dict[tuple[str, str], list[ResultRow]] = {}
+            for r in self.results:
+                rows.setdefault((r.program_id, r.period), []).append(r)
+            marks: dict[tuple[str, str, str], list[MilestoneRow]] = {}
+            for m in self.milestones:
+                marks.setdefault((m.program_id, m.period, m.tranche), []).append(m)
+            cache = self.__dict__.setdefault("_lookup_cache", {"rows": rows, "marks": marks})
+        return cache
+
+    def rows_of(self, program_id: str, period: str) -> list[ResultRow]:
+        return self._cache()["rows"].get((program_id, period), [])
+
     def score(self, program_id: str, period: str) -> Fraction | None:
         """Results score: mean over the program-period's rows of min(achieved/target, 1), exact."""
         ratios = [min(exact(r.achieved) / exact(r.target), Fraction(1))
-                  for r in self.results if r.program_id == program_id and r.period == period]
+                  for r in self.rows_of(program_id, period)]
         return sum(ratios, Fraction(0)) / len(ratios) if ratios else None
 
     def completed(self, program_id: str, period: str) -> Fraction | None:
         """Trainees who completed in the program-period, where the Results rows say."""
-        told = {r.trainees for r in self.results
-                if r.program_id == program_id and r.period == period and r.trainees is not None}
+        told = {r.trainees for r in self.rows_of(program_id, period) if r.trainees is not None}
         return exact(told.pop()) if told else None
 
     def milestone(self, program_id: str, period: str, tranche: str,
                   fund_id: str) -> MilestoneRow | None:
         """The Milestones row of a tranche: one naming the fund first, else one for every fund."""
-        rows = [m for m in self.milestones if (m.program_id, m.period, m.tranche)
-                == (program_id, period, tranche) and m.fund_id in (fund_id, None)]
+        rows = [m for m in self._cache()["marks"].get((program_id, period, tranche), [])
+                if m.fund_id in (fund_id, None)]
         rows.sort(key=lambda m: m.fund_id is None)
         return rows[0] if rows else None
 
@@ -181,8 +196,7 @@ def _funded_periods(funded: Funded, program_id: str) -> list[str]:
 def _check_program_period(row: ResultRow | MilestoneRow, excel_row: int, table: Table,
                           rnd: Round, funded: Funded, col: Collector) -> bool:
     """Unknown program, or a period the decision did not fund it in: True when both are fine."""
-    known = {p.program_id for p in rnd.programs}
-    if row.program_id not in known:
+    if row.program_id not in rnd._index("programs", "program_id"):
         col.error(table.ref(excel_row, "program_id"),
                   f"unknown program {row.program_id!r}: the decision record's round has no such "
                   "program")

@@ -112,7 +112,13 @@ class Decision:
     def funded_trainees(self, program_id: str, period: str) -> Fraction:
         """Trainees the allocation pays for in the program-period: money / cost, exactly."""
         p = self.round.program(program_id)
-        units = sum(u for (q, _r, _f, t), u in self.units.items() if (q, t) == (program_id, period))
+        by_key = self.__dict__.get("_units_by_program_period")
+        if by_key is None:
+            by_key = {}
+            for (q, _r, _f, t), u in self.units.items():
+                by_key[(q, t)] = by_key.get((q, t), 0) + u
+            self.__dict__["_units_by_program_period"] = by_key
+        units = by_key.get((program_id, period), 0)
         money = Fraction(Decimal(units) * self.round.settings.rounding_unit)
         return money / _total_cost_share(p) / exact(p.cost_per_trainee)
 
@@ -255,10 +261,10 @@ def _num(x: Fraction) -> str:
 
 
 def _pct(x: Fraction, whole: bool = False) -> str:
-    pct = float(x) * 100
-    if whole or abs(pct - round(pct)) < 1e-9:
-        return f"{round(x * 100)}%"
-    return f"{pct:.4g}%"
+    """A share as a percentage: whole (half up, 77.5% -> 78%) or to 4 significant digits."""
+    if whole or (x * 100).denominator == 1:
+        return f"{math.floor(x * 100 + Fraction(1, 2))}%"
+    return f"{float(x) * 100:.4g}%"
 
 
 def _withheld_to(rnd: Round, fund_id: str, period: str, due: int) -> str:
