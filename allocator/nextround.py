@@ -230,6 +230,10 @@ def _budgets(decision: Decision, results: Results | None, new: list[str],
         for ft in fund_totals(settle(decision, results)):
             withheld[ft["fund_id"]] = ft["carried"]
     rows = []
+    if rnd.budgets:
+        change("Budgets", "(every fund)", "period", ", ".join(rnd.periods), ", ".join(new),
+               "each fund's budget of an earlier period is copied to the new period in the "
+               "same position (edit the amounts as the funds decide)")
     for fund in rnd.funds:
         amounts = [rnd.budget(fund.fund_id, t) for t in rnd.periods]
         carried = Decimal(0)
@@ -321,9 +325,10 @@ def _programs(rnd: Round, shift: dict[str, str], measured: dict[tuple[str, str],
                    f"({k:g} + {m.trainees:g}); measured over {', '.join(m.periods)}")
         if p.stage == Stage.pilot and results is not None:
             ready = _pilot_ready(p, results)
-            if ready is not None:
+            before = p.attributes.get("ready_to_scale_up", "")
+            if ready is not None and before != ("yes" if ready[0] else "no"):
                 override["ready_to_scale_up"] = "yes" if ready[0] else "no"
-                change("Programs", p.program_id, "ready_to_scale_up", "",
+                change("Programs", p.program_id, "ready_to_scale_up", before,
                        override["ready_to_scale_up"],
                        f"pilot results score {ready[1]:.4g} of target: "
                        + ("it met its targets and may scale up (a scale-up naming it in "
