@@ -313,3 +313,21 @@ def test_tranche_basis_floor_and_prior_weight_are_validated(tmp_path: Path):
     assert rnd.settings.prior_weight == 30
     assert [t.basis.value for t in rnd.tranches if t.fund_id == "JIF"] == \
         ["fixed", "fixed", "results"]
+
+
+def test_more_completers_never_pay_more_and_a_missed_milestone_stops_a_results_tranche(
+        decided: Path, tmp_path: Path):
+    data = json.loads(json.dumps(RESULTS))
+    data["Results"][2]["trainees"] = 45  # more than the 40 funded
+    run = api.settle(decided, results_book(tmp_path / "a.xlsx", data), report=tmp_path / "a-s.xlsx")
+    rows = {(r.program_id, r.tranche): (r.payable, r.withheld, r.reason)
+            for r in run.tables["Settlement"].iloc[:-1].itertuples()}
+    assert rows[("P2", "final")] == (4500, 500, "results score 0.9 of target: 90% of the results "
+                                                "tranche paid")  # 5000 x 0.9, not scaled
+    data["Milestones"].append({"program_id": "P2", "period": 2026, "tranche": "final",
+                               "met": "no", "fund_id": "PUB"})
+    run = api.settle(decided, results_book(tmp_path / "b.xlsx", data), report=tmp_path / "b-s.xlsx")
+    rows = {(r.program_id, r.tranche): (r.payable, r.withheld, r.withheld_to, r.reason)
+            for r in run.tables["Settlement"].iloc[:-1].itertuples()}
+    assert rows[("P2", "final")] == (0, 5000, "returned", "milestone of tranche 'final' not met; "
+                                                          "results score 0.9 of target")
