@@ -6,6 +6,8 @@
     solution.allocation          # pandas DataFrame
     api.tables(solution)["Programs"]
     api.run("inputs/example_round.xlsx", report="reports/x.xlsx", records="models")
+    api.settle("models/<round_id>/<run_id>", "inputs/example_results.xlsx").tables["Settlement"]
+    api.next_round("models/<round_id>/<run_id>", ["inputs/example_results.xlsx"], out="next.xlsx")
 """
 
 from __future__ import annotations
