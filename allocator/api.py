@@ -6,6 +6,8 @@
     solution.allocation          # pandas DataFrame
     api.tables(solution)["Programs"]
     api.run("inputs/example_round.xlsx", report="reports/x.xlsx", records="models")
+    api.settle("models/<round_id>/<run_id>", "inputs/example_results.xlsx").tables["Settlement"]
+    api.next_round("models/<round_id>/<run_id>", ["inputs/example_results.xlsx"], out="next.xlsx")
 """
 
 from __future__ import annotations
@@ -97,3 +99,24 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
             tmp.unlink(missing_ok=True)
     timings["record"] = time.perf_counter() - tick - timings.get("report", 0.0)
     return RunResult(loaded, solution, report_path, record, timings)
+
+
+def settle(record: str | Path, results: str | Path, *, report: str | Path | None = None,
+           records: str | Path | None = None):
+    """Settle a decision record against a results workbook; write the settlement record (beside
+    the decision record) and the settlement workbook. Returns a `SettleRun` whose `tables` are
+    the workbook's sheets as DataFrames (`tables["Settlement"]`: one row per tranche)."""
+    from allocator.settle import settle_record
+
+    return settle_record(record, results, report=report, records=records)
+
+
+def next_round(record: str | Path, results: list[str | Path] | tuple[str | Path, ...] = (), *,
+               out: str | Path):
+    """Write the next round's workbook from a decision record and measured results.
+
+    Returns a `NextRound` whose `changes` DataFrame lists every value that differs from the
+    earlier round (sheet, key, column, old, new, why)."""
+    from allocator.nextround import write_next_round
+
+    return write_next_round(record, list(results), out)

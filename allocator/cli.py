@@ -188,7 +188,8 @@ def template(path: Annotated[Path, typer.Argument(help="Where to write the blank
 
 @app.command()
 @_guard
-def verify(record: Annotated[Path, typer.Argument(help="A decision record folder.")]) -> None:
+def verify(record: Annotated[Path, typer.Argument(
+        help="A decision record folder (or a settlement record folder).")]) -> None:
     """Re-run a decision record: VERIFIED, or every difference and violated rule."""
     from allocator.atomic import is_leftover
     from allocator.record import verify_record
@@ -226,6 +227,66 @@ def diff(
     for line in diff_records(record_a, record_b):
         typer.echo(line)
 
+
+
+@app.command()
+@_guard
+def settle(
+    record: Annotated[Path, typer.Argument(help="The decision record folder to settle.")],
+    results: Annotated[Path, typer.Argument(help="The results workbook (.xlsx).")],
+    report: Annotated[Path | None, typer.Option(
+        help="Settlement workbook [default: reports/<round_id>.settlement-<settlement_id>.xlsx]")
+    ] = None,
+) -> None:
+    """Settle a decision's tranches on measured results: payable, withheld, returned, carried."""
+    from allocator import api
+    from allocator.settle import RecordError, fund_totals
+
+    try:
+        run_ = api.settle(record, results, report=report)
+    except RecordError as exc:
+        _err(str(exc))
+        _err("Nothing was written.")
+        raise typer.Exit(EXIT_INVALID) from None
+    s = run_.settlement
+    cur = s.round.settings.currency
+    lines = sum(ln.scheduled for ln in s.lines), sum(ln.payable for ln in s.lines)
+    typer.echo(f"round {s.round.settings.round_id}: settled {len(s.lines)} tranches of record "
+               f"{s.decision.run_id}")
+    typer.echo(f"scheduled {_money(s.money(lines[0]), cur)}, payable {_money(s.money(lines[1]), cur)}, "
+               f"withheld {_money(s.money(lines[0] - lines[1]), cur)}")
+    typer.echo("by fund (paid / withheld: returned, carried):")
+    for ft in fund_totals(s):
+        carried = f" into {ft['carried_into']}" if ft["carried"] else ""
+        typer.echo(f"  {ft['fund_id']:<16} {_money(s.money(ft['paid']), cur):>18} / "
+                   f"{_money(s.money(ft['withheld']), cur)}: returned "
+                   f"{_money(s.money(ft['returned']), cur)}, carried "
+                   f"{_money(s.money(ft['carried']), cur)}{carried}")
+    typer.echo(f"report: {run_.report}")
+    typer.echo(f"record: {run_.record.folder}")
+
+
+@app.command("next-round")
+@_guard
+def next_round(
+    record: Annotated[Path, typer.Argument(help="The decision record folder of the earlier round.")],
+    out: Annotated[Path, typer.Option(help="The next round's workbook to write (.xlsx).")],
+    results: Annotated[list[Path] | None, typer.Option(
+        help="A results workbook of the earlier round (repeat for several).")] = None,
+) -> None:
+    """Write the next round's workbook: results in, outcomes updated, money carried, changes listed."""
+    from allocator import api
+    from allocator.settle import RecordError
+
+    try:
+        nxt = api.next_round(record, results or [], out=out)
+    except RecordError as exc:
+        _err(str(exc))
+        _err("Nothing was written.")
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(f"next round {nxt.round_id}: periods {', '.join(nxt.periods)}; "
+               f"{len(nxt.changes)} changes listed on its Changes sheet")
+    typer.echo(f"wrote {nxt.path}")
 
 
 # Options shared by the commands that run independent solves in parallel.

@@ -158,6 +158,10 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
     from allocator.engine import solve_round
 
     folder = Path(folder)
+    if _kind(folder) == "settlement":
+        from allocator.settle import verify_settlement
+
+        return verify_settlement(folder)
     out = Verification(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
@@ -192,6 +196,14 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
             "re-run the round with a larger time_limit_s")
     _compare_allocations(recorded, solution, out)
     return out
+
+
+def _kind(folder: Path) -> str | None:
+    """The manifest's `kind` (None when unreadable: the caller reports that)."""
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("kind")
+    except Exception:
+        return None
 
 
 def _check_digests(folder: Path, files: dict[str, str], out: Verification) -> None:

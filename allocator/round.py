@@ -84,6 +84,11 @@ class RoundSettings(Frozen):
     outcome_tolerance: float = 0.0
     time_limit_s: float = 60.0
     mip_gap: float = 1e-4
+    # Contract 1.1: how many trainees' worth of evidence the expected outcomes count for when
+    # the next round blends them with measured results (credibility weighting).
+    prior_weight: float = Field(default=30.0, gt=0)
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"prior_weight"})
 
 
 class RegionRow(Frozen):
@@ -142,6 +147,11 @@ class PerformanceRow(Frozen):
     achieved: float = Field(ge=0)
 
 
+class Basis(StrEnum):
+    fixed = "fixed"  # paid in full once its milestone is met
+    results = "results"  # paid in proportion to the program's results score
+
+
 class TrancheRow(Frozen):
     fund_kind: FundKind | None = None
     fund_id: str | None = None
@@ -149,6 +159,10 @@ class TrancheRow(Frozen):
     share: float = Field(gt=0, le=1)
     due: int = Field(default=0, ge=0)
     condition: str = ""
+    basis: Basis = Basis.fixed  # contract 1.1
+    floor: float = Field(default=0.0, ge=0, le=1)  # contract 1.1: a lower score pays nothing
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"basis", "floor"})
 
 
 class ObjectiveRow(Frozen):

@@ -28,6 +28,7 @@ from allocator.filters import Filter, FilterSyntaxError, check_filter, parse_fil
 from allocator.round import (
     OUTCOME_COLUMNS,
     RATE_COLUMNS,
+    Basis,
     BudgetRow,
     ContributionRow,
     EquityObjective,
@@ -172,6 +173,8 @@ SPECS: dict[str, list[Column]] = {
         Column("share", cells.parse_float, True),
         Column("due", cells.parse_int),
         Column("condition", cells.parse_text),
+        Column("basis", _enum(Basis)),
+        Column("floor", cells.parse_float),
     ],
     "objective": [
         Column("metric", _key, True),
@@ -200,6 +203,7 @@ ROUND_KEYS: dict[str, Parser] = {
     "outcome_tolerance": cells.parse_float,
     "time_limit_s": cells.parse_float,
     "mip_gap": cells.parse_float,
+    "prior_weight": cells.parse_float,
 }
 
 
@@ -362,6 +366,7 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
         "outcome_tolerance": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
         "time_limit_s": (lambda v: v > 0, "must be greater than 0"),
         "mip_gap": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
+        "prior_weight": (lambda v: v > 0, "must be greater than 0"),
     }
     for key, (ok, message) in checks.items():
         if key in values and not ok(values[key]):
@@ -991,6 +996,10 @@ def _check_tranches(rows: list[Located], table: Table | None, funds: dict[str, F
         if tr.fund_id is not None and tr.fund_id not in funds:
             col.error(table.ref(loc.excel_row, "fund_id"), f"unknown fund {tr.fund_id!r}")
             continue
+        if tr.basis == Basis.fixed and tr.floor > 0:
+            col.error(table.ref(loc.excel_row, "floor"),
+                      f"a floor applies to basis 'results' only; this tranche is 'fixed' "
+                      f"(clear the cell or set basis to results), got {tr.floor:g}")
         key = ("fund_id", tr.fund_id) if tr.fund_id else ("fund_kind", tr.fund_kind.value)
         totals[key] += tr.share
         first_row.setdefault(key, loc.excel_row)
