@@ -263,7 +263,11 @@ def write_synthetic_round(path: str | Path, n_programs: int, seed: int = 0,
 
 
 def _write_streaming(path: Path, sheets: Sheets) -> Path:
-    import xlsxwriter
+    try:
+        import xlsxwriter
+    except ImportError as exc:  # an optional extra: only rounds this large need it
+        raise SystemExit(f"writing a round of more than {OPENPYXL_MAX_PROGRAMS:,} programs needs "
+                         "xlsxwriter: pip install -e '.[bench]'") from exc
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
