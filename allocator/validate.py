@@ -211,6 +211,7 @@ class Collector:
     notes: list[Normalisation] = field(default_factory=list)
     # Rows left out for a refused cell, per sheet: their sound cells still name unknown references.
     dropped: dict[str, list[Dropped]] = field(default_factory=lambda: defaultdict(list))
+    unread: set[str] = field(default_factory=set)  # sheets not read: a required column is missing
 
     def error(self, where: CellRef, message: str) -> None:
         self.issues.append(InputIssue(where, message))
@@ -411,6 +412,7 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
                       f"the required column {c.name!r} is missing")
             missing = True
     if missing:
+        col.unread.add(table.sheet)
         return []
     extras = [h for h in table.headers if h not in known]
     present = [c for c in spec if c.name in table.headers]
@@ -860,11 +862,11 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     known = _known(rows, tables, col, periods)  # rows left out for a bad cell still count as known
     regions = known["region"]
 
-    if not rows["regions"]:
+    if not rows["regions"] and not _incomplete(col, t, "regions"):
         col.error(CellRef("Regions"), "the Regions sheet has no rows")
-    if not rows["funds"]:
+    if not rows["funds"] and not _incomplete(col, t, "funds"):
         col.error(CellRef("Funds"), "the Funds sheet has no rows")
-    if not rows["programs"]:
+    if not rows["programs"] and not _incomplete(col, t, "programs"):
         col.error(CellRef("Programs"), "the Programs sheet has no rows")
 
     for loc in rows["funds"]:
@@ -932,7 +934,9 @@ def _known(rows: dict[str, list[Located]], tables: dict[str, Table], col: Collec
            periods: tuple[str, ...]) -> dict[str, Collection[str]]:
     """The ids other sheets may refer to, by kind: those of sound rows and of rows left out for
     a bad cell (their problem is listed; a reference to them is no second one)."""
-    def ids(sheet: str, name: str) -> set[str]:
+    def ids(sheet: str, name: str) -> Collection[str]:
+        if sheet in tables and tables[sheet].sheet in col.unread:
+            return _ANYTHING  # its rows were not read: any reference to it may be right
         sound = {getattr(loc.row, name) for loc in rows[sheet]}
         dropped = col.dropped.get(tables[sheet].sheet, []) if sheet in tables else []
         return sound | {d.values[name] for d in dropped if name in d.values}
@@ -940,6 +944,21 @@ def _known(rows: dict[str, list[Located]], tables: dict[str, Table], col: Collec
     return {"region": ids("regions", "region_id"), "jurisdiction": ids("regions", "jurisdiction"),
             "fund": ids("funds", "fund_id"), "program": ids("programs", "program_id"),
             "period": dict.fromkeys(periods)}  # in round order, for the message
+
+
+class _Anything(frozenset):
+    """The ids of a sheet whose rows could not be read: every id may be one of them."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_ANYTHING = _Anything()
+
+
+def _incomplete(col: Collector, t: dict[str, Table], sheet: str) -> bool:
+    """Whether rows of the sheet were left out (a bad cell) or not read (a missing column)."""
+    return sheet in t and (bool(col.dropped.get(t[sheet].sheet)) or t[sheet].sheet in col.unread)
 
 
 def _check_reference(known: dict[str, Collection[str]], kind: str, value: str, where: CellRef,
@@ -1001,12 +1020,13 @@ def _check_partial(settings: RoundSettings, rows: dict[str, list[Located]], t: d
     incomplete: set[str] = set()
     extra_cols = rnd.__dict__.setdefault("_extra_cols", {})
     for dim, sheet in (("program", "programs"), ("region", "regions"), ("fund", "funds")):
-        dropped = col.dropped.get(t[sheet].sheet, []) if sheet in t else []
-        if dropped:
+        if _incomplete(col, t, sheet):
             incomplete.add(dim)
-            extra_cols[dim] = ({k for loc in rows[sheet] for k in loc.row.attributes}
-                               | {k for d in dropped for k in d.extras})
-    if "contributions" in t and col.dropped.get(t["contributions"].sheet):
+            extras = set(t[sheet].headers) - {c.name for c in SPECS[sheet]}  # any may hold values
+            extra_cols[dim] = extras if t[sheet].sheet in col.unread else (
+                {k for loc in rows[sheet] for k in loc.row.attributes}
+                | {k for d in col.dropped.get(t[sheet].sheet, []) for k in d.extras})
+    if _incomplete(col, t, "contributions"):
         incomplete.add("contributions")
     _check_filters(rnd, rows, t, col, frozenset(incomplete))
     _check_rules(rnd, rows["rules"], t.get("rules"), col, frozenset(incomplete))
@@ -1139,7 +1159,7 @@ def _check_objective(objective: list[Located], programs: list[Located],
     """Check metrics; returns metric -> where the values live ('outcome' or 'extra')."""
     table = t["objective"]
     ptable = t["programs"]
-    if not objective:
+    if not objective and table.sheet not in col.unread:
         col.error(CellRef("Objective"), "the Objective sheet has no rows: name at least one "
                   "metric and its weight")
     out: dict[str, str] = {}

@@ -94,3 +94,25 @@ def test_a_round_sheet_problem_does_not_hide_the_other_sheets(tmp_path):
         "Programs!E2 regions: unknown region 'Z9'",
         "Round!B4 value: expected a number, got 'ten'",
     ]
+
+
+def test_a_missing_column_is_named_once_and_does_not_make_every_reference_unknown(tmp_path):
+    """A sheet whose rows cannot be read (a required column is missing) holds ids nobody can
+    know: references to it are not called unknown, and it is not called empty; the other
+    sheets' own problems are still listed."""
+    data = sheets()
+    for program in data["Programs"]:
+        del program["regions"]
+    for fund in data["Funds"]:
+        del fund["kind"]
+    data["Performance"] = [{"program_id": "P1", "metric": "employment_rate", "target": 1,
+                            "achieved": 1}]
+    data["Budgets"][0]["period"] = 2099
+    data["Rules"][0]["select"] = "colour=red"
+    assert problems(tmp_path, data) == [
+        "Budgets!B2 period: unknown period '2099' (the Round sheet lists 2026, 2027)",
+        "Funds!row 1 kind: the required column 'kind' is missing",
+        "Programs!row 1 regions: the required column 'regions' is missing",
+        "Rules!C2 select: unknown key 'colour' (known: carry_over, fund, jurisdiction, kind, "
+        "owner, period, pilot_of, program, region, rural, sector, stage, target)",
+    ]
