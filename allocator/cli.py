@@ -240,6 +240,9 @@ def template(
     """Write the blank round workbook (every sheet and header, instructions, drop-downs)."""
     from allocator.template import write_template
 
+    if path.is_dir():
+        _err(f"{path} is a folder; give the path of the workbook to write, e.g. {path / 'round.xlsx'}")
+        raise typer.Exit(EXIT_INVALID)
     if path.exists() and not force:
         _err(f"{path} exists; nothing was written (give --force to replace it)")
         raise typer.Exit(EXIT_INVALID)

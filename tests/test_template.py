@@ -43,6 +43,13 @@ def test_template_force_replaces_the_file(tmp_path):
     assert "Instructions" in openpyxl.load_workbook(path).sheetnames
 
 
+def test_template_into_a_folder_says_so(tmp_path):
+    result = _invoke("template", str(tmp_path), "--force")
+    assert result.exit_code == 1
+    assert result.stderr == (f"{tmp_path} is a folder; give the path of the workbook to write, "
+                             f"e.g. {tmp_path / 'round.xlsx'}\n")
+
+
 def _instructions(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
     """(sheet, column) -> (required, what to type), from the Instructions table."""
     rows = list(openpyxl.load_workbook(path)["Instructions"].iter_rows(values_only=True))
