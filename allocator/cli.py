@@ -1,7 +1,8 @@
 """The `allocator` command: a thin layer over `allocator.api`.
 
-Exit codes: 0 done, 1 invalid input, 2 usage error, 3 infeasible round, 4 solver stopped without
-a solution, 5 decision record not verified, 70 internal error (a bug: please report it).
+Exit codes (`EXIT_MEANINGS`, shown in every command's --help): 0 done, 1 invalid input, 2 usage
+error, 3 infeasible round, 4 solver stopped without a solution, 5 decision record not verified,
+70 internal error (a bug: please report it), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,11 +17,52 @@ import typer
 
 from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
 
-EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
+EXIT_INVALID, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 2, 3, 4, 5, 70
+EXIT_INTERRUPTED = 130
 
+# What each exit code means, for every command's --help (a command may say more for its own 0).
+EXIT_MEANINGS: dict[int, str] = {
+    0: "done",
+    EXIT_INVALID: "invalid input: every problem listed, nothing written",
+    EXIT_USAGE: "usage error: a missing argument, an unknown or bad option",
+    EXIT_INFEASIBLE: "infeasible round: no allocation keeps every rule (diagnosis printed)",
+    EXIT_STOPPED: "the solver stopped without a solution (time limit): nothing written",
+    EXIT_UNVERIFIED: "the decision record is not verified (each difference printed)",
+    EXIT_BUG: "internal error: a bug in allocator, please report it with the workbook",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C): nothing written",
+}
+
+
+def exit_codes(codes: dict[int, str | None]) -> str:
+    """The 'Exit codes:' block of a --help text; None means the code's usual meaning."""
+    width = max(len(str(c)) for c in codes) + 2
+    lines = [f"  {code:<{width}}{text or EXIT_MEANINGS[code]}" for code, text in codes.items()]
+    return "\b\nExit codes:\n" + "\n".join(lines)  # \b: click keeps the lines as they are
+
+
+# Plain help (no rich markup): rich read `[default: ...]` in a help text as a style tag and
+# dropped it, and showed flags as `--quiet <bool>`.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Funding allocation and grant optimization: round workbook in, optimal "
-                       "allocation, finance report and auditable decision record out.")
+                       "allocation, finance report and auditable decision record out. "
+                       "`allocator COMMAND --help` shows a command's options.",
+                  epilog=exit_codes(dict.fromkeys(EXIT_MEANINGS)))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from allocator import __version__
+
+        typer.echo(f"allocator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Funding allocation and grant optimization."""
 
 
 def _err(text: str) -> None:
@@ -48,7 +90,7 @@ def _guard(func):
             raise
         except KeyboardInterrupt:
             _err("interrupted; nothing was written.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:  # a bug: say so plainly, without a traceback
             _err(f"internal error ({type(exc).__name__}: {exc}); nothing was written. "
                  "This is a bug in allocator: please report it with the workbook.")
@@ -65,12 +107,21 @@ def _money(value: float | Decimal, currency: str) -> str:
         f"{currency} {float(value):,.2f}"
 
 
-@app.command()
+# Arguments and options several commands share.
+Workbook = Annotated[Path, typer.Argument(metavar="WORKBOOK", help="The round workbook (.xlsx).")]
+Records = Annotated[Path | None, typer.Option(
+    metavar="DIR", help="Folder of decision records.  [default: models]")]
+
+
+@app.command(epilog=exit_codes({0: "solved: report and decision record written", EXIT_INVALID: None,
+                                EXIT_USAGE: None, EXIT_INFEASIBLE: None, EXIT_STOPPED: None,
+                                EXIT_BUG: None, EXIT_INTERRUPTED: None}))
 @_guard
 def run(
-    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
-    report: Annotated[Path | None, typer.Option(help="Report [default: reports/<round_id>.xlsx]")] = None,
-    records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
+    workbook: Workbook,
+    report: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="The report workbook.  [default: reports/<round_id>.xlsx]")] = None,
+    records: Records = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
@@ -155,9 +206,11 @@ def summary_text(result) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(epilog=exit_codes({0: "valid", EXIT_INVALID: None, EXIT_USAGE: None,
+                                EXIT_INFEASIBLE: "certainly infeasible (found without solving)",
+                                EXIT_BUG: None}))
 @_guard
-def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")]) -> None:
+def check(workbook: Workbook) -> None:
     """Validate a round workbook without solving it."""
     from allocator.validate import load_round
 
@@ -176,20 +229,33 @@ def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xl
             f"  {p}" for p in problems))
 
 
-@app.command()
+@app.command(short_help="Write the blank round workbook.",
+             epilog=exit_codes({0: "written", EXIT_INVALID: "PATH exists (give --force to replace it)",
+                                EXIT_USAGE: None, EXIT_BUG: None}))
 @_guard
-def template(path: Annotated[Path, typer.Argument(help="Where to write the blank workbook.")]) -> None:
+def template(
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Where to write the blank workbook.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace PATH if it exists.")] = False,
+) -> None:
     """Write the blank round workbook (every sheet and header, instructions, drop-downs)."""
     from allocator.template import write_template
 
+    if path.is_dir():
+        _err(f"{path} is a folder; give the path of the workbook to write, e.g. {path / 'round.xlsx'}")
+        raise typer.Exit(EXIT_INVALID)
+    if path.exists() and not force:
+        _err(f"{path} exists; nothing was written (give --force to replace it)")
+        raise typer.Exit(EXIT_INVALID)
     write_template(path)
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@app.command(short_help="Re-run a decision record: VERIFIED or each difference.",
+             epilog=exit_codes({0: "VERIFIED", EXIT_INVALID: "RECORD is not a decision record",
+                                EXIT_USAGE: None, EXIT_UNVERIFIED: None, EXIT_BUG: None}))
 @_guard
 def verify(record: Annotated[Path, typer.Argument(
-        help="A decision record folder (or a settlement record folder).")]) -> None:
+        metavar="RECORD", help="A decision record folder (or a settlement record folder).")]) -> None:
     """Re-run a decision record: VERIFIED, or every difference and violated rule."""
     from allocator.atomic import is_leftover
     from allocator.record import verify_record
@@ -209,11 +275,15 @@ def verify(record: Annotated[Path, typer.Argument(
     raise typer.Exit(EXIT_UNVERIFIED)
 
 
-@app.command()
+@app.command(short_help="What changed between two decisions.",
+             epilog=exit_codes({0: None, EXIT_INVALID: "a folder is not a decision record",
+                                EXIT_USAGE: None, EXIT_BUG: None}))
 @_guard
 def diff(
-    record_a: Annotated[Path, typer.Argument(help="The earlier decision record folder.")],
-    record_b: Annotated[Path, typer.Argument(help="The later decision record folder.")],
+    record_a: Annotated[Path, typer.Argument(metavar="RECORD_A",
+                                             help="The earlier decision record folder.")],
+    record_b: Annotated[Path, typer.Argument(metavar="RECORD_B",
+                                             help="The later decision record folder.")],
 ) -> None:
     """What changed between two decisions: inputs, then money by program, region and fund."""
     from allocator.atomic import is_leftover
@@ -229,13 +299,17 @@ def diff(
 
 
 
-@app.command()
+@app.command(short_help="Settle a decision's tranches on measured results.",
+             epilog=exit_codes({0: "settled", EXIT_INVALID: "invalid results, or RECORD is not a "
+                                "decision record", EXIT_USAGE: None, EXIT_BUG: None}))
 @_guard
 def settle(
-    record: Annotated[Path, typer.Argument(help="The decision record folder to settle.")],
-    results: Annotated[Path, typer.Argument(help="The results workbook (.xlsx).")],
+    record: Annotated[Path, typer.Argument(metavar="RECORD", help="The decision record folder to settle.")],
+    results: Annotated[Path, typer.Argument(metavar="RESULTS",
+                                             help="The results workbook (.xlsx).")],
     report: Annotated[Path | None, typer.Option(
-        help="Settlement workbook [default: reports/<round_id>.settlement-<settlement_id>.xlsx]")
+        metavar="PATH",
+        help="Settlement workbook.  [default: reports/<round_id>.settlement-<settlement_id>.xlsx]")
     ] = None,
 ) -> None:
     """Settle a decision's tranches on measured results: payable, withheld, returned, carried."""
@@ -266,13 +340,16 @@ def settle(
     typer.echo(f"record: {run_.record.folder}")
 
 
-@app.command("next-round")
+@app.command("next-round", short_help="Write the next round's workbook from a decision and results.",
+             epilog=exit_codes({0: "written", EXIT_INVALID: "invalid results, or RECORD is not a "
+                                "decision record", EXIT_USAGE: None, EXIT_BUG: None}))
 @_guard
 def next_round(
-    record: Annotated[Path, typer.Argument(help="The decision record folder of the earlier round.")],
-    out: Annotated[Path, typer.Option(help="The next round's workbook to write (.xlsx).")],
+    record: Annotated[Path, typer.Argument(
+        metavar="RECORD", help="The decision record folder of the earlier round.")],
+    out: Annotated[Path, typer.Option(metavar="NEW", help="The next round's workbook to write (.xlsx).")],
     results: Annotated[list[Path] | None, typer.Option(
-        help="A results workbook of the earlier round (repeat for several).")] = None,
+        metavar="RESULTS", help="A results workbook of the earlier round (repeat for several).")] = None,
 ) -> None:
     """Write the next round's workbook: results in, outcomes updated, money carried, changes listed."""
     from allocator import api
@@ -291,30 +368,41 @@ def next_round(
 
 # Options shared by the commands that run independent solves in parallel.
 Workers = Annotated[int | None, typer.Option(
-    help="Local worker processes [default: the usable cores]; 1 solves in this process.")]
+    metavar="N", help="Local worker processes; 1 solves in this process.  [default: the usable cores]")]
 Scheduler = Annotated[str | None, typer.Option(
-    help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster.")]
+    metavar="ADDRESS", help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster "
+    "(needs pip install 'allocator[dask]').")]
 QuietParallel = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 
 
-@app.command()
+@app.command(short_help="Solve the round and each variant, side by side.",
+             epilog=exit_codes({0: "compared (a variant without a solution is marked in the workbook)",
+                                EXIT_INVALID: "invalid input, or no Variants rows: nothing written",
+                                EXIT_USAGE: None, EXIT_BUG: None, EXIT_INTERRUPTED: None}))
 @_guard
 def compare(
-    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx) with a Variants sheet.")],
+    workbook: Annotated[Path, typer.Argument(metavar="WORKBOOK",
+                                             help="The round workbook (.xlsx) with a Variants sheet.")],
     report: Annotated[Path | None, typer.Option(
-        help="Comparison workbook [default: reports/<round_id>.compare.xlsx]")] = None,
-    records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
+        metavar="PATH", help="The comparison workbook.  [default: reports/<round_id>.compare.xlsx]")] = None,
+    records: Records = None,
     no_records: Annotated[bool, typer.Option("--no-records", help="Write no decision records.")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
 ) -> None:
-    """Solve the round and every variant of its Variants sheet; write them side by side."""
+    """Solve the round and every variant of its Variants sheet; write them side by side.
+
+    Each row of the Variants sheet names a variant and its overrides, such as
+    `budget JIF 2027 = +10%; rule R-RUR value = 0.3` (the template's Instructions sheet lists
+    them all).
+    """
     from allocator.compare import compare as run_compare
 
     if workers is not None and workers < 1:
         _err("--workers must be at least 1")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
+    _require_dask(scheduler)
     result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
                          workers=workers, scheduler=scheduler, progress=not quiet)
     if quiet:
@@ -335,23 +423,35 @@ def compare(
     typer.echo(f"comparison: {result.report}")
 
 
-@app.command()
+@app.command(short_help="What-if over budget levels and sampled outcomes.",
+             epilog=exit_codes({0: "solved: sweep workbook written", EXIT_INVALID: None,
+                                EXIT_USAGE: None, EXIT_BUG: None, EXIT_INTERRUPTED: None}))
 @_guard
 def sweep(
-    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
+    workbook: Workbook,
     budget_range: Annotated[str | None, typer.Option(
-        help="FUND:PERIOD:START:STOP:STEPS, e.g. JIF:2027:0:200000:5 (STEPS budget levels).")] = None,
+        metavar="FUND:PERIOD:START:STOP:STEPS",
+        help="Solve the round STEPS times, with the budget of fund FUND in period PERIOD set to "
+             "STEPS evenly spaced amounts from START to STOP (both included); every other "
+             "budget stays as in the workbook. Example: JIF:2027:0:200000:5 solves with JIF's "
+             "2027 budget at 0, 50000, 100000, 150000 and 200000.")] = None,
     outcome_spread: Annotated[float | None, typer.Option(
+        metavar="SHARE",
         help="Draw each program's outcomes from +-this share of their values, e.g. 0.1.")] = None,
-    samples: Annotated[int, typer.Option(help="Samples of the outcome draws (per budget level).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the outcome draws.")] = 0,
+    samples: Annotated[int, typer.Option(
+        metavar="N", help="Samples of the outcome draws (per budget level).")] = 20,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the outcome draws.")] = 0,
     report: Annotated[Path | None, typer.Option(
-        help="Sweep workbook [default: reports/<round_id>.sweep.xlsx]")] = None,
+        metavar="PATH", help="The sweep workbook.  [default: reports/<round_id>.sweep.xlsx]")] = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
 ) -> None:
-    """What-if at scale: solve over budget levels and/or sampled outcomes; report robustness."""
+    """What-if at scale: solve over budget levels and/or sampled outcomes; report robustness.
+
+    Give --budget-range, --outcome-spread or both (then every budget level is solved with
+    --samples outcome draws).
+    """
     from allocator.sweep import (
         SweepSpecError,
         default_sweep_path,
@@ -363,10 +463,11 @@ def sweep(
 
     if budget_range is None and outcome_spread is None:
         _err("give --budget-range FUND:PERIOD:START:STOP:STEPS and/or --outcome-spread SHARE")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     if workers is not None and workers < 1:
         _err("--workers must be at least 1")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
+    _require_dask(scheduler)
     rnd = load_round(workbook).round
     try:
         br = parse_budget_range(budget_range, rnd) if budget_range is not None else None
@@ -374,7 +475,7 @@ def sweep(
                            workers=workers, scheduler=scheduler, progress=not quiet)
     except SweepSpecError as exc:
         _err(str(exc))
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USAGE) from None
     path = write_sweep(result, report if report is not None else default_sweep_path(rnd))
     if quiet:
         return
@@ -386,6 +487,18 @@ def sweep(
         typer.echo(f"  {budget}outcome value {value} ({row.solved} of {row.solves} solved)")
     typer.echo(f"{len(result.points)} solves in {result.seconds:.1f} s on {result.where}")
     typer.echo(f"sweep: {path}")
+
+def _require_dask(scheduler: str | None) -> None:
+    """Stop with how to install Dask when --scheduler is given and it is missing."""
+    from allocator.sweep import DaskMissingError, require_dask
+
+    if scheduler:
+        try:
+            require_dask()
+        except DaskMissingError as exc:
+            _err(str(exc))
+            raise typer.Exit(EXIT_USAGE) from None
+
 
 def _number(value: object) -> bool:
     """A real number (not None, not NaN) in a summary table."""

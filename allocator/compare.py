@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from allocator.engine import Solution
-from allocator.errors import InfeasibleRoundError, SolverStoppedError
+from allocator.errors import CellRef, InfeasibleRoundError, InputError, InputIssue, SolverStoppedError
 from allocator.round import Round
 from allocator.variants import BASE_NAME
 
@@ -86,7 +86,8 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
             scheduler: str | None = None, progress: bool = False) -> CompareResult:
     """Solve the round and every variant, write their records (when `records` is given) and
     the comparison workbook; returns what was done. Raises InputError for a bad workbook or
-    variant. An infeasible variant is reported in the workbook, not raised."""
+    variant, and for a workbook without variants (there is nothing to compare). An infeasible
+    variant is reported in the workbook, not raised."""
     from allocator.record import new_run_id, write_record
     from allocator.sweep import default_workers, run_tasks
     from allocator.validate import load_round
@@ -95,7 +96,10 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     workbook = Path(workbook)
     base = load_round(workbook).round
     runs = [VariantRun(BASE_NAME, "", base)]
-    runs += [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in load_variants(workbook, base)]
+    variants = load_variants(workbook, base)
+    if not variants:
+        raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
+    runs += [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
     outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")
@@ -115,6 +119,16 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     where = f"dask {scheduler}" if scheduler else \
         f"{min(workers or default_workers(), len(runs))} local process(es)"
     return CompareResult(runs, target, tables, where)
+
+
+def no_variants_message(workbook: Path) -> str:
+    """Why `compare` has nothing to compare: no Variants sheet, or one without rows."""
+    from allocator.workbook import read_tables
+
+    tables, _ = read_tables(workbook, {"variants"})
+    what = "the Variants sheet has no rows" if "variants" in tables else "no Variants sheet"
+    return (f"{what}: nothing to compare; add rows (variant, overrides) as in the template "
+            "(allocator template PATH)")
 
 
 def default_compare_path(rnd: Round) -> Path:

@@ -125,8 +125,23 @@ def run_tasks(fn: Callable[[Any, T], R], items: Sequence[T], *, shared: Any = No
     return results
 
 
+class DaskMissingError(ImportError):
+    """A Dask scheduler was given, but Dask's distributed scheduler is not installed."""
+
+
+def require_dask() -> None:
+    """Raise DaskMissingError, saying how to install it, when dask.distributed cannot be imported."""
+    try:
+        import dask.distributed  # noqa: F401  (an optional extra: allocator[dask])
+    except ImportError as exc:
+        raise DaskMissingError(
+            "--scheduler needs Dask's distributed scheduler, which is not installed; install it "
+            "with: pip install 'allocator[dask]'") from exc
+
+
 def _run_dask(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, scheduler: str,
               results: list[Any], advance: Callable[[], None]) -> None:
+    require_dask()
     from dask.distributed import Client
 
     with Client(scheduler, set_as_default=False) as client:

@@ -10,7 +10,7 @@ import gc
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -213,6 +213,9 @@ class Collector:
 
     issues: list[InputIssue] = field(default_factory=list)
     notes: list[Normalisation] = field(default_factory=list)
+    # Rows left out for a refused cell, per sheet: their sound cells still name unknown references.
+    dropped: dict[str, list[Dropped]] = field(default_factory=lambda: defaultdict(list))
+    unread: set[str] = field(default_factory=set)  # sheets not read: a required column is missing
 
     def error(self, where: CellRef, message: str) -> None:
         self.issues.append(InputIssue(where, message))
@@ -235,6 +238,15 @@ class Collector:
 
 
 _INVALID = object()
+
+
+@dataclass(slots=True)
+class Dropped:
+    """A row left out for a refused cell: its Excel row and the values of its sound cells."""
+
+    excel_row: int
+    values: dict[str, Any]
+    extras: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -309,7 +321,9 @@ def _round_and_notes(tables: dict[str, Table], fast: bool) -> tuple[Round, list[
             rows[name] = _rows(tables[name], spec, _MODELS[name], col, fast)
         else:
             rows[name] = []
-    if settings is None or col.issues:
+    if settings is None:  # its problems are listed; check the other sheets against what is sound
+        settings = _stand_in_settings(tables["round"])
+    if settings is None:
         raise InputError(col.issues)
     rnd = _assemble(settings, rows, tables, col, fast)
     if col.issues:
@@ -403,6 +417,7 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
                       f"the required column {c.name!r} is missing")
             missing = True
     if missing:
+        col.unread.add(table.sheet)
         return []
     extras = [h for h in table.headers if h not in known]
     present = [c for c in spec if c.name in table.headers]
@@ -422,13 +437,19 @@ def _rows(table: Table, spec: list[Column], model: type[BaseModel], col: Collect
     next_built = iter(built).__next__  # `direct` is in row order
     out: list[Located] = []
     for i, excel_row in enumerate(table.row_numbers):
-        if invalid[i]:
-            continue
-        row = next_built() if not checked[i] else _validated_row(
+        row = None if invalid[i] else next_built() if not checked[i] else _validated_row(
             table, model, parsed, parsed_extras, i, col)
         if row is not None:
             out.append(Located(row, excel_row))
+        else:
+            col.dropped[table.sheet].append(Dropped(excel_row, _sound(parsed, i), _sound(parsed_extras, i)))
     return out
+
+
+def _sound(parsed: dict[str, list[Any]], i: int) -> dict[str, Any]:
+    """Row i's parsed values, its refused and blank cells left out."""
+    return {name: values[i] for name, values in parsed.items()
+            if values[i] is not _INVALID and values[i] is not None}
 
 
 def _invalid_rows(n: int, columns: list[list[Any]]) -> list[bool]:
@@ -842,54 +863,42 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     if "rules" in t:
         _unique(rows["rules"], lambda r: r.rule_id, t["rules"], "rule_id", "rule_id", col)
 
-    regions = {loc.row.region_id for loc in rows["regions"]}
-    jurisdictions = {loc.row.jurisdiction for loc in rows["regions"]}
     funds = {loc.row.fund_id: loc.row for loc in rows["funds"]}
-    programs = {loc.row.program_id: loc.row for loc in rows["programs"]}
-    period_set = set(periods)
+    known = _known(rows, tables, col, periods)  # rows left out for a bad cell still count as known
+    regions = known["region"]
 
-    if not rows["regions"]:
+    if not rows["regions"] and not _incomplete(col, t, "regions"):
         col.error(CellRef("Regions"), "the Regions sheet has no rows")
-    if not rows["funds"]:
+    if not rows["funds"] and not _incomplete(col, t, "funds"):
         col.error(CellRef("Funds"), "the Funds sheet has no rows")
-    if not rows["programs"]:
+    if not rows["programs"] and not _incomplete(col, t, "programs"):
         col.error(CellRef("Programs"), "the Programs sheet has no rows")
 
     for loc in rows["funds"]:
-        f = loc.row
-        if f.owner != "joint" and f.owner not in jurisdictions:
-            col.error(t["funds"].ref(loc.excel_row, "owner"),
-                      f"owner must be 'joint' or a jurisdiction of the Regions sheet "
-                      f"({', '.join(sorted(jurisdictions))}), got {f.owner!r}")
+        _check_reference(known, "owner", loc.row.owner, t["funds"].ref(loc.excel_row, "owner"), col)
     for loc in rows["budgets"]:
         b = loc.row
-        if b.fund_id not in funds:
-            col.error(t["budgets"].ref(loc.excel_row, "fund_id"), f"unknown fund {b.fund_id!r}")
-        if b.period not in period_set:
-            col.error(t["budgets"].ref(loc.excel_row, "period"),
-                      f"unknown period {b.period!r} (the Round sheet lists {', '.join(periods)})")
+        _check_reference(known, "fund", b.fund_id, t["budgets"].ref(loc.excel_row, "fund_id"), col)
+        _check_reference(known, "period", b.period, t["budgets"].ref(loc.excel_row, "period"), col)
     for loc in rows["contributions"]:
         c = loc.row
         ref = t["contributions"].ref
-        if c.fund_id not in funds:
-            col.error(ref(loc.excel_row, "fund_id"), f"unknown fund {c.fund_id!r}")
-        elif funds[c.fund_id].kind != FundKind.joint:
+        _check_reference(known, "fund", c.fund_id, ref(loc.excel_row, "fund_id"), col)
+        if c.fund_id in funds and funds[c.fund_id].kind != FundKind.joint:
             col.error(ref(loc.excel_row, "fund_id"),
                       f"fund {c.fund_id!r} is of kind {funds[c.fund_id].kind.value}; "
                       "contributions are recorded for joint funds only")
-        if c.jurisdiction not in jurisdictions:
-            col.error(ref(loc.excel_row, "jurisdiction"),
-                      f"unknown jurisdiction {c.jurisdiction!r} (the Regions sheet has "
-                      f"{', '.join(sorted(jurisdictions))})")
+        _check_reference(known, "jurisdiction", c.jurisdiction, ref(loc.excel_row, "jurisdiction"), col)
     for loc in _programs_to_check(rows["programs"], regions, periods) if fast else rows["programs"]:
-        _check_program(loc, t["programs"], regions, programs, periods, col)
+        _check_program(loc, t["programs"], known, periods, col)
     for loc in rows["performance"]:
-        if loc.row.program_id not in programs:
-            col.error(t["performance"].ref(loc.excel_row, "program_id"),
-                      f"unknown program {loc.row.program_id!r}")
-    _check_tranches(rows["tranches"], t.get("tranches"), funds, col)
+        _check_reference(known, "program", loc.row.program_id,
+                         t["performance"].ref(loc.excel_row, "program_id"), col)
+    _check_tranches(rows["tranches"], t.get("tranches"), known, col)
+    _check_dropped_references(col, t, known)
     objective = _check_objective(rows["objective"], rows["programs"], t, col)
-    if col.issues:
+    if col.issues:  # still name the unknown keys and values of filters, over the sound rows
+        _check_partial(settings, rows, t, col)
         return None
     extra_metrics = [m for m, where in objective.items() if where == "extra"]
     program_rows = ([_with_metrics(loc, objective) for loc in rows["programs"]] if extra_metrics
@@ -926,6 +935,153 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     return rnd
 
 
+def _known(rows: dict[str, list[Located]], tables: dict[str, Table], col: Collector,
+           periods: tuple[str, ...]) -> dict[str, Collection[str]]:
+    """The ids other sheets may refer to, by kind: those of sound rows and of rows left out for
+    a bad cell (their problem is listed; a reference to them is no second one)."""
+    def ids(sheet: str, name: str) -> Collection[str]:
+        if sheet in tables and tables[sheet].sheet in col.unread:
+            return _ANYTHING  # its rows were not read: any reference to it may be right
+        sound = {getattr(loc.row, name) for loc in rows[sheet]}
+        dropped = col.dropped.get(tables[sheet].sheet, []) if sheet in tables else []
+        return sound | {d.values[name] for d in dropped if name in d.values}
+
+    return {"region": ids("regions", "region_id"), "jurisdiction": ids("regions", "jurisdiction"),
+            "fund": ids("funds", "fund_id"), "program": ids("programs", "program_id"),
+            "period": dict.fromkeys(periods)}  # in round order, for the message
+
+
+class _Anything(frozenset):
+    """The ids of a sheet whose rows could not be read: every id may be one of them."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_ANYTHING = _Anything()
+
+
+def _incomplete(col: Collector, t: dict[str, Table], sheet: str) -> bool:
+    """Whether rows of the sheet were left out (a bad cell) or not read (a missing column)."""
+    return sheet in t and (bool(col.dropped.get(t[sheet].sheet)) or t[sheet].sheet in col.unread)
+
+
+def _check_reference(known: dict[str, Collection[str]], kind: str, value: str, where: CellRef,
+                     col: Collector) -> None:
+    """Record `value` as unknown where it names no member of its kind (see `_REFERENCES`)."""
+    if kind == "owner":
+        if value != "joint" and value not in known["jurisdiction"]:
+            col.error(where, f"owner must be 'joint' or a jurisdiction of the Regions sheet "
+                      f"({', '.join(sorted(known['jurisdiction']))}), got {value!r}")
+        return
+    if value in known[_KIND_OF.get(kind, kind)]:
+        return
+    if kind == "period":
+        col.error(where, f"unknown period {value!r} (the Round sheet lists "
+                  f"{', '.join(known['period'])})")
+    elif kind == "jurisdiction":
+        col.error(where, f"unknown jurisdiction {value!r} (the Regions sheet has "
+                  f"{', '.join(sorted(known['jurisdiction']))})")
+    else:
+        col.error(where, f"unknown {'pilot program' if kind == 'pilot' else kind} {value!r}")
+
+
+_KIND_OF = {"pilot": "program"}
+# (sheet, column, kind): the cells that name a member of another sheet.
+_REFERENCES = (
+    ("funds", "owner", "owner"),
+    ("budgets", "fund_id", "fund"), ("budgets", "period", "period"),
+    ("contributions", "fund_id", "fund"), ("contributions", "jurisdiction", "jurisdiction"),
+    ("programs", "regions", "region"), ("programs", "start_period", "period"),
+    ("programs", "end_period", "period"), ("programs", "pilot_of", "pilot"),
+    ("performance", "program_id", "program"),
+    ("tranches", "fund_id", "fund"),
+)
+
+
+def _check_dropped_references(col: Collector, t: dict[str, Table],
+                              known: dict[str, Collection[str]]) -> None:
+    """Unknown references in the sound cells of rows left out for a bad cell."""
+    for sheet, name, kind in _REFERENCES:
+        if sheet not in t:
+            continue
+        for d in list(col.dropped.get(t[sheet].sheet, [])):
+            value = d.values.get(name)
+            for v in value if isinstance(value, tuple) else () if value is None else (value,):
+                _check_reference(known, kind, v, t[sheet].ref(d.excel_row, name), col)
+
+
+def _check_partial(settings: RoundSettings, rows: dict[str, list[Located]], t: dict[str, Table],
+                   col: Collector) -> None:
+    """Filter and `each` problems of a workbook with other problems, checked over its sound rows.
+
+    Values of a dimension with rows left out are not checked (a filter may name such a row);
+    unknown keys are, with the extra columns of the left-out rows known too.
+    """
+    rnd = Round.model_construct(settings=settings, **{
+        name: tuple(loc.row for loc in rows[name])
+        for name in ("regions", "funds", "budgets", "contributions", "programs", "performance",
+                     "tranches", "objective", "rules")})
+    incomplete: set[str] = set()
+    extra_cols = rnd.__dict__.setdefault("_extra_cols", {})
+    for dim, sheet in (("program", "programs"), ("region", "regions"), ("fund", "funds")):
+        if _incomplete(col, t, sheet):
+            incomplete.add(dim)
+            extras = set(t[sheet].headers) - {c.name for c in SPECS[sheet]}  # any may hold values
+            extra_cols[dim] = extras if t[sheet].sheet in col.unread else (
+                {k for loc in rows[sheet] for k in loc.row.attributes}
+                | {k for d in col.dropped.get(t[sheet].sheet, []) for k in d.extras})
+    if _incomplete(col, t, "contributions"):
+        incomplete.add("contributions")
+    _check_filters(rnd, rows, t, col, frozenset(incomplete))
+    _check_rules(rnd, rows["rules"], t.get("rules"), col, frozenset(incomplete))
+    for sheet, headers in (("funds", ("eligible",)), ("rules", ("select", "relative_to", "each"))):
+        for d in col.dropped.get(t[sheet].sheet, []) if sheet in t else []:
+            for header in headers:
+                value = d.values.get(header)
+                if isinstance(value, Filter):
+                    for problem in _filter_problems(value, rnd, frozenset(incomplete)):
+                        col.error(t[sheet].ref(d.excel_row, header), problem)
+                elif value is not None:
+                    try:
+                        resolve_key(value, rnd)
+                    except KeyError as exc:
+                        col.error(t[sheet].ref(d.excel_row, header), str(exc.args[0]))
+
+
+def _filter_problems(flt: Filter, rnd: Round, incomplete: frozenset[str]) -> list[str]:
+    """`check_filter`, leaving out the values of conditions on an incomplete dimension."""
+    if not incomplete:
+        return check_filter(flt, rnd)
+    problems = []
+    for cond in flt.conditions:
+        try:
+            if resolve_key(cond.key, rnd).dimension in incomplete:
+                continue
+        except KeyError:
+            pass  # check_filter names the unknown key
+        problems += check_filter(Filter(conditions=(cond,)), rnd)
+    return problems
+
+
+def _stand_in_settings(table: Table) -> RoundSettings | None:
+    """Settings to check the other sheets with when the Round sheet has problems (listed): its
+    periods if that cell is sound, else None (the other sheets are then checked on the next run)."""
+    if "key" not in table.headers or "value" not in table.headers:
+        return None
+    periods: Any = None
+    for _, raw in table.rows:
+        if str(raw.get("key") or "").strip().lower() == "periods":
+            try:
+                periods = cells.parse_id_list(raw.get("value"), [])
+            except cells.CellValueError:
+                return None
+    periods = tuple(periods) if periods else ("all",)
+    if len(set(periods)) != len(periods):
+        return None
+    return RoundSettings.model_construct(round_id="", periods=periods)
+
+
 def _programs_to_check(programs: list[Located], regions: set[str],
                        periods: tuple[str, ...]) -> list[Located]:
     """The programs _check_program could find a problem in, in order; the others have known
@@ -950,18 +1106,16 @@ def _programs_to_check(programs: list[Located], regions: set[str],
     return out
 
 
-def _check_program(loc: Located, table: Table, regions: set[str], programs: dict[str, Any],
+def _check_program(loc: Located, table: Table, known: dict[str, Collection[str]],
                    periods: tuple[str, ...], col: Collector) -> None:
     p: ProgramRow = loc.row  # type: ignore[assignment]
     ref = table.ref
     for r in p.regions:
-        if r not in regions:
-            col.error(ref(loc.excel_row, "regions"), f"unknown region {r!r}")
+        _check_reference(known, "region", r, ref(loc.excel_row, "regions"), col)
     for name in ("start_period", "end_period"):
         value = getattr(p, name)
-        if value is not None and value not in periods:
-            col.error(ref(loc.excel_row, name),
-                      f"unknown period {value!r} (the Round sheet lists {', '.join(periods)})")
+        if value is not None:
+            _check_reference(known, "period", value, ref(loc.excel_row, name), col)
     if (p.start_period in periods and p.end_period in periods
             and periods.index(p.start_period) > periods.index(p.end_period)):
         col.error(ref(loc.excel_row, "end_period"),
@@ -970,8 +1124,8 @@ def _check_program(loc: Located, table: Table, regions: set[str], programs: dict
         col.error(ref(loc.excel_row, "min_trainees"),
                   f"must be at most max_trainees ({p.max_trainees:g}), got {p.min_trainees:g}")
     if p.pilot_of is not None:
-        if p.pilot_of not in programs:
-            col.error(ref(loc.excel_row, "pilot_of"), f"unknown pilot program {p.pilot_of!r}")
+        if p.pilot_of not in known["program"]:
+            _check_reference(known, "pilot", p.pilot_of, ref(loc.excel_row, "pilot_of"), col)
         elif p.pilot_of == p.program_id:
             col.error(ref(loc.excel_row, "pilot_of"), "a program cannot be its own pilot")
     for name in RATE_COLUMNS:
@@ -981,7 +1135,7 @@ def _check_program(loc: Located, table: Table, regions: set[str], programs: dict
                       f"a rate must be between 0 and 1 (type 65% or 0.65), got {v:g}")
 
 
-def _check_tranches(rows: list[Located], table: Table | None, funds: dict[str, FundRow],
+def _check_tranches(rows: list[Located], table: Table | None, known: dict[str, Collection[str]],
                     col: Collector) -> None:
     if table is None:
         return
@@ -993,8 +1147,8 @@ def _check_tranches(rows: list[Located], table: Table | None, funds: dict[str, F
             col.error(table.ref(loc.excel_row, "fund_id"),
                       "give either fund_kind or fund_id (exactly one of them)")
             continue
-        if tr.fund_id is not None and tr.fund_id not in funds:
-            col.error(table.ref(loc.excel_row, "fund_id"), f"unknown fund {tr.fund_id!r}")
+        if tr.fund_id is not None and tr.fund_id not in known["fund"]:
+            _check_reference(known, "fund", tr.fund_id, table.ref(loc.excel_row, "fund_id"), col)
             continue
         if tr.basis == Basis.fixed and tr.floor > 0:
             col.error(table.ref(loc.excel_row, "floor"),
@@ -1014,7 +1168,7 @@ def _check_objective(objective: list[Located], programs: list[Located],
     """Check metrics; returns metric -> where the values live ('outcome' or 'extra')."""
     table = t["objective"]
     ptable = t["programs"]
-    if not objective:
+    if not objective and table.sheet not in col.unread:
         col.error(CellRef("Objective"), "the Objective sheet has no rows: name at least one "
                   "metric and its weight")
     out: dict[str, str] = {}
@@ -1076,17 +1230,18 @@ def _with_metrics(loc: Located, objective: dict[str, str]) -> ProgramRow:
 
 
 def _check_filters(rnd: Round, rows: dict[str, list[Located]], t: dict[str, Table],
-                   col: Collector) -> None:
+                   col: Collector, incomplete: frozenset[str] = frozenset()) -> None:
     for loc in rows["funds"]:
-        for problem in check_filter(loc.row.eligible, rnd):  # type: ignore[attr-defined]
+        for problem in _filter_problems(loc.row.eligible, rnd, incomplete):  # type: ignore[attr-defined]
             col.error(t["funds"].ref(loc.excel_row, "eligible"), problem)
     for loc in rows["rules"]:
         for header in ("select", "relative_to"):
-            for problem in check_filter(getattr(loc.row, header), rnd):
+            for problem in _filter_problems(getattr(loc.row, header), rnd, incomplete):
                 col.error(t["rules"].ref(loc.excel_row, header), problem)
 
 
-def _check_rules(rnd: Round, rows: list[Located], table: Table | None, col: Collector) -> None:
+def _check_rules(rnd: Round, rows: list[Located], table: Table | None, col: Collector,
+                 incomplete: frozenset[str] = frozenset()) -> None:
     if table is None:
         return
     for loc in rows:
@@ -1105,7 +1260,7 @@ def _check_rules(rnd: Round, rows: list[Located], table: Table | None, col: Coll
         if rule.measure in (Measure.share, Measure.share_within, Measure.contribution_share) \
                 and rule.value < 0:
             col.error(ref(loc.excel_row, "value"), f"a share must be at least 0, got {rule.value:g}")
-        if rule.measure == Measure.contribution_share:
+        if rule.measure == Measure.contribution_share and not incomplete:
             _check_contribution_rule(rnd, rule, ref(loc.excel_row, "select"), col)
 
 

@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.parsers import expat
 
-import defusedxml  # noqa: F401  (a declared dependency; checked at import so a broken install fails early)
-
 from allocator.cells import ErrorCell, FormulaCell, clean_text, is_blank
 from allocator.errors import CellRef, InputError, InputIssue, Normalisation
 

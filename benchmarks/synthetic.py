@@ -230,7 +230,9 @@ def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600,
                   ["currency", "EUR"], ["periods", ", ".join(PERIODS)], ["rounding_unit", 100],
                   ["equity_objective", "none"], ["outcome_tolerance", 0],
                   ["time_limit_s", time_limit_s], ["mip_gap", 0.0001]]
-    assert HEADERS["Programs"][12:] == list(OUTCOME_COLUMNS)
+    # The contract-1.0 columns only (the template's later columns stay blank, so they are left out).
+    program_headers = HEADERS["Programs"][:12 + len(OUTCOME_COLUMNS)]
+    assert program_headers[12:] == list(OUTCOME_COLUMNS)
     return {
         "Round": (["key", "value"], round_rows),
         "Regions": (HEADERS["Regions"], [[reg_ids[i], f"Region {i + 1}", jur_names[reg_jur[i]],
@@ -239,9 +241,9 @@ def synthetic_sheets(n_programs: int, seed: int = 0, time_limit_s: float = 3600,
         "Funds": (HEADERS["Funds"], funds),
         "Budgets": (HEADERS["Budgets"], budgets),
         "Contributions": (HEADERS["Contributions"], contributions),
-        "Programs": (HEADERS["Programs"], programs),
+        "Programs": (program_headers, programs),
         "Performance": (HEADERS["Performance"], performance),
-        "Tranches": (HEADERS["Tranches"], [[k, None, name, s, d, c] for k, name, s, d, c in TRANCHES]),
+        "Tranches": (HEADERS["Tranches"][:6], [[k, None, name, s, d, c] for k, name, s, d, c in TRANCHES]),
         "Objective": (HEADERS["Objective"], [list(o) for o in OBJECTIVE]),
         "Rules": (HEADERS["Rules"], rules),
     }
@@ -263,7 +265,11 @@ def write_synthetic_round(path: str | Path, n_programs: int, seed: int = 0,
 
 
 def _write_streaming(path: Path, sheets: Sheets) -> Path:
-    import xlsxwriter
+    try:
+        import xlsxwriter
+    except ImportError as exc:  # an optional extra: only rounds this large need it
+        raise SystemExit(f"writing a round of more than {OPENPYXL_MAX_PROGRAMS:,} programs needs "
+                         "xlsxwriter: pip install -e '.[bench]'") from exc
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.run import PHASES, main
+
+pytestmark = pytest.mark.slow  # a whole benchmark run and its replay
 
 
 def test_benchmark_smoke_run_times_every_phase_and_replays_the_record(tmp_path: Path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from allocator.cli import app
@@ -151,6 +152,7 @@ def test_missing_file_is_input_error(tmp_path):
     assert "does not exist" in result.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_console_script_entry_point(tmp_path):
     wb = write(tmp_path / "t1.xlsx")
     proc = subprocess.run([sys.executable, "-m", "allocator.cli", "check", str(wb)],

@@ -72,7 +72,7 @@ def test_committed_template_matches_write_template(tmp_path: Path) -> None:
     for name in fresh.sheetnames:
         rows_old = [tuple(c.value for c in row) for row in old[name].iter_rows()]
         rows_new = [tuple(c.value for c in row) for row in fresh[name].iter_rows()]
-        assert rows_old == rows_new, name
+        assert rows_old == rows_new, f"{name}: regenerate it with python inputs/make_example.py"
 
 
 def test_example_is_the_round_the_readme_describes(committed: Round) -> None:

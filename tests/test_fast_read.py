@@ -159,6 +159,7 @@ cells_anywhere = st.lists(
     min_size=1, max_size=6)
 
 
+@pytest.mark.slow  # 60 generated workbooks
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=cells_anywhere)
 def test_any_cells_give_the_same_outcome(clean: dict[str, Table], changes: list[Change]) -> None:

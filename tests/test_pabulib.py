@@ -4,7 +4,7 @@ Every project is a program funded at its full cost or not at all (min = max = 1 
 cost_per_trainee = its cost) and worth its approval votes; one fund holds the 1,000,000 PLN
 budget. The best selection (most votes within budget) is computed independently by dynamic
 programming over the integer costs, and the engine's MILP must find exactly that many votes.
-The data lives beside the repository in ../shared/external (see its README).
+The data is vendored in tests/data/pabulib (source and licence in its README).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import pytest
 
 from allocator.engine import solve_round
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CSV = SHARED / "external" / "pabulib" / "Poland_Wieliczka_2023_Green_Budget.projects.csv"
+CSV = Path(__file__).resolve().parent / "data" / "pabulib" / "Poland_Wieliczka_2023_Green_Budget.projects.csv"
 BUDGET = 1_000_000
 
 
@@ -26,8 +25,7 @@ BUDGET = 1_000_000
 def projects() -> pd.DataFrame:
     """The 64 projects; a missing file is a broken checkout, so it fails (never skips)."""
     if not CSV.is_file():
-        pytest.fail(f"Pabulib data not found at {CSV}: the shared folder (DESIGN.md, external/) "
-                    "must sit beside the repository clone as ../shared")
+        pytest.fail(f"Pabulib data not found at {CSV}: the checkout is incomplete")
     df = pd.read_csv(CSV, dtype={"project_id": str})
     assert len(df) == 64 and df["cost"].gt(0).all()
     return df

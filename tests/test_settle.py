@@ -308,7 +308,7 @@ def test_tranche_basis_floor_and_prior_weight_are_validated(tmp_path: Path):
     data["Tranches"][0]["floor"] = 0.3  # a floor on a fixed tranche
     with pytest.raises(InputError) as exc:
         load_round(write_round_workbook(tmp_path / "bad2.xlsx", data))
-    assert "Tranches!F2 floor: a floor applies to basis 'results' only" in exc.value.render()
+    assert "Tranches!G2 floor: a floor applies to basis 'results' only" in exc.value.render()
     rnd = load_round(write_round_workbook(tmp_path / "ok.xlsx", ROUND)).round
     assert rnd.settings.prior_weight == 30
     assert [t.basis.value for t in rnd.tranches if t.fund_id == "JIF"] == \

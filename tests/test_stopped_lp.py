@@ -28,6 +28,8 @@ from allocator.validate import load_round
 from benchmarks.synthetic import write_synthetic_round
 from tests.reference import evaluate, reference_optimum
 
+pytestmark = pytest.mark.slow  # interior-point solves of a 150-program round
+
 
 @pytest.fixture(scope="module")
 def lp_round(tmp_path_factory: pytest.TempPathFactory):

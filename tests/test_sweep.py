@@ -100,6 +100,7 @@ def cluster():
         yield c
 
 
+@pytest.mark.slow  # starts a Dask cluster
 def test_cluster_equals_local(tmp_path: Path, cluster) -> None:
     rnd = load_round(close_race(tmp_path)).round
     br = parse_budget_range("F:2026:5000:20000:3", rnd)
@@ -123,6 +124,7 @@ def test_cluster_equals_local(tmp_path: Path, cluster) -> None:
         t_local["Levels"]["outcome_value"].tolist(), abs=1e-12)
 
 
+@pytest.mark.slow  # starts a Dask cluster
 def test_compare_on_cluster_equals_local(tmp_path: Path, cluster) -> None:
     from allocator.compare import compare
 

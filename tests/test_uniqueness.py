@@ -67,6 +67,7 @@ print(sol.allocation[["program_id", "region_id", "fund_id", "period", "units"]].
 """
 
 
+@pytest.mark.slow  # a process per thread count
 def test_thread_counts_agree(tmp_path):
     # HiGHS fixes its thread pool once per process, so each count runs in its own process.
     path = write(tmp_path / "a.xlsx", sheets())
@@ -136,6 +137,7 @@ def test_optimal_face_fixes_what_every_optimum_shares():
     assert face.col_lower[0] == 0.0 and face.col_upper[0] == 6.0  # x1 is not pinned
 
 
+@pytest.mark.slow  # a 200-program synthetic round
 def test_tiebreak_gives_up_no_outcome(tmp_path):
     # The tie-break's objective-hold row tolerates a 1e-7 loss; a tie-break over the whole
     # feasible set used all of it, moving money to programs that buy less. On the optimal

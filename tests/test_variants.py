@@ -203,6 +203,7 @@ def _independent_totals(rnd, sol) -> dict[str, dict[str, float]]:
     return out
 
 
+@pytest.mark.slow  # a process pool of solves
 def test_compare_matches_separate_runs(variants_workbook: Path, tmp_path: Path) -> None:
     report = tmp_path / "out" / "cmp.xlsx"
     records = tmp_path / "models"
@@ -265,6 +266,7 @@ def test_compare_matches_separate_runs(variants_workbook: Path, tmp_path: Path) 
     assert verify_record(by_name["cheap"].record).verified
 
 
+@pytest.mark.slow  # a process pool of solves
 def test_compare_in_process_equals_pool(variants_workbook: Path, tmp_path: Path) -> None:
     one = compare(variants_workbook, report=tmp_path / "a.xlsx", workers=1)
     two = compare(variants_workbook, report=tmp_path / "b.xlsx", workers=2)

@@ -163,6 +163,7 @@ def _run_cli_measured(args: list[str], folder: Path) -> tuple[int, str, float]:
     return proc.returncode, (folder / "stderr").read_text(), usage.ru_maxrss / 1024
 
 
+@pytest.mark.slow  # a fresh interpreter per case
 @pytest.mark.parametrize("name", ["zip_bomb", "sparse_cell_bomb"])  # each costs ~2 s of imports
 def test_bombs_in_a_real_process(name: str, corpus: dict[str, Path], tmp_path: Path) -> None:
     """The real command: exit 1, a message, no traceback, no output, small memory."""

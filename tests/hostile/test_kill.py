@@ -128,6 +128,7 @@ def _kill_run(workbook: Path, report: Path, records: Path, mode: str, nth: int) 
     ("after_replace", 2),  # the record is in place, the report not yet renamed
     ("after_replace", 3),  # everything renamed: the run landed, just before the process exits
 ])
+@pytest.mark.slow  # a run in a child process per case
 def test_sigkill_at_a_chosen_point(previous: tuple[Path, Path, bytes], tmp_path: Path,
                                    mode: str, nth: int) -> None:
     workbook, report, records = _workspace(previous, tmp_path)
@@ -139,6 +140,7 @@ def test_sigkill_at_a_chosen_point(previous: tuple[Path, Path, bytes], tmp_path:
     assert outcome == expected.get((mode, nth), "previous")
 
 
+@pytest.mark.slow  # a run in a child process per case
 def test_sigkill_at_an_arbitrary_moment(previous: tuple[Path, Path, bytes], tmp_path: Path) -> None:
     workbook, report, records = _workspace(previous, tmp_path)
     old_records = _records(records)

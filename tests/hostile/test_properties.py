@@ -146,6 +146,7 @@ def test_decimal_comma_is_read_when_it_cannot_be_grouping(whole: int, frac: str)
     assert cells.parse_decimal(f"{whole},{frac}", []) == Decimal(f"{whole}.{frac}")
 
 
+@pytest.mark.slow  # many generated workbooks
 @PARSER_SETTINGS
 @given(text=st.text(min_size=1, max_size=8).filter(lambda t: t.strip()),
        junk=st.lists(st.sampled_from(["\u200b", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u2066",
@@ -168,6 +169,7 @@ def test_invisible_characters_never_make_two_ids(text: str, junk: list[str], at:
 SHEET_ROWS = {name: rows for name, rows in BASE.items() if isinstance(rows, list)}
 
 
+@pytest.mark.slow  # many generated workbooks
 @FILE_SETTINGS
 @given(data=st.data(), value=values)
 def test_any_value_in_any_cell_is_a_round_or_a_clean_error(data: st.DataObject, value: Any) -> None:
@@ -185,6 +187,7 @@ def test_any_value_in_any_cell_is_a_round_or_a_clean_error(data: st.DataObject, 
         _assert_round_is_sane(rnd)
 
 
+@pytest.mark.slow  # many generated workbooks
 @FILE_SETTINGS
 @given(data=st.data(), header=st.one_of(texts, st.integers(), st.none()))
 def test_any_header_is_a_round_or_a_clean_error(data: st.DataObject, header: Any) -> None:
@@ -212,6 +215,7 @@ def base_round(tmp_path_factory: pytest.TempPathFactory) -> Round:
     return load_round(write_round_workbook(tmp_path_factory.mktemp("base") / "b.xlsx", BASE)).round
 
 
+@pytest.mark.slow  # many generated workbooks
 @FILE_SETTINGS
 @given(data=st.data())
 def test_header_order_spelling_and_sheet_order_change_nothing(data: st.DataObject, base_round: Round) -> None:
