@@ -169,7 +169,11 @@ def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xl
     for note in loaded.notes:
         typer.echo(f"normalised: {note}")
     from allocator.diagnose import cheap_checks
+    from allocator.eligibility import allocation_index, cap_block_lines, cap_blocks
 
+    # Never fundable program-periods: a warning (the round still solves; exit code 0).
+    for line in cap_block_lines(cap_blocks(rnd, allocation_index(rnd))):
+        typer.echo(f"warning: {line}")
     problems = cheap_checks(rnd)
     if problems:
         raise InfeasibleRoundError("infeasible before any solve:\n" + "\n".join(

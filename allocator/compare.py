@@ -181,8 +181,8 @@ def _lp_value(sol: Solution, amounts: np.ndarray) -> tuple[float, float]:
     rnd = sol.round
     prog = {p.program_id: p for p in rnd.programs}
     rows = [prog[pid] for pid in sol.index.programs]
-    value = np.array([rnd.value_per_trainee(p) / p.cost_per_trainee for p in rows])
-    per_trainee = np.array([1.0 / p.cost_per_trainee for p in rows])
+    value = np.array([rnd.value_per_trainee(p) / p.round_cost_per_trainee for p in rows])
+    per_trainee = np.array([1.0 / p.round_cost_per_trainee for p in rows])
     p = sol.index.p
     return float((amounts * value[p]).sum()), float((amounts * per_trainee[p]).sum())
 

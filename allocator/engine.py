@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.eligibility import AllocationIndex, allocation_index, cap_block_lines, cap_blocks
 from allocator.equity import EquityResult, run_equity_stages
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation, RuleGroup, create_model
@@ -104,6 +104,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     index = allocation_index(rnd)
     form = create_model(rnd, index)
     timings["build"] = time.perf_counter() - tick
+    blocked = cap_block_lines(cap_blocks(rnd, index))  # never fundable: said, not an error
     _raise_for_trivial_rows(form)
     tick = time.perf_counter()
     phase("handing the model to HiGHS")
@@ -120,7 +121,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                           time_limit=settings.time_limit_s, mip_gap=settings.mip_gap,
                           method=method, threads=threads)
     stages.append(first)
-    warnings: list[str] = []
+    warnings: list[str] = list(blocked)
     stopped = stopped_before_any_allocation(first, program)
     if not stopped:
         raise_for_status(first)  # an infeasible relaxation is an infeasible round
@@ -317,7 +318,7 @@ def _tiebreak(rnd: Round, index: AllocationIndex, cols: Columns, held: MatrixPro
 def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
                       best_x: np.ndarray, fair_x: np.ndarray, rounded_x: np.ndarray) -> dict:
     """Outcome value and trainee placements given up for equity, and the measure before/after."""
-    cost = np.array([p.cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
+    cost = np.array([p.round_cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
         np.zeros(0)
     value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])[index.p] if len(index) \
         else np.zeros(0)
@@ -442,7 +443,7 @@ def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,
                      unit: Decimal) -> pd.DataFrame:
     """One row per non-zero rounded amount, in canonical order."""
     nz = np.flatnonzero(units > 0)
-    cost = np.array([p.cost_per_trainee for p in rnd.programs])
+    cost = np.array([p.round_cost_per_trainee for p in rnd.programs])  # in-round money per trainee
     value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])
     amount = units[nz] * float(unit)
     p = index.p[nz]

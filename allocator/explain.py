@@ -298,7 +298,7 @@ def program_reasons(solution) -> pd.DataFrame:
             continue
         ks = ks_of[pid]
         periods = [t for t in rnd.periods if any(index.periods[index.t[k]] == t for k in ks)]
-        cap = prog.max_trainees * prog.cost_per_trainee
+        cap = prog.max_trainees * prog.round_cost_per_trainee  # in-round money at capacity
         total = sum(money[(pid, t)] for t in periods)
         gate_note = ""
         if pid in no_performance and perf_funds:
@@ -317,7 +317,7 @@ def program_reasons(solution) -> pd.DataFrame:
                 continue
             parts = []
             for t in short:
-                got = money[(pid, t)] / prog.cost_per_trainee
+                got = money[(pid, t)] / prog.round_cost_per_trainee
                 if csc is None and solution.prices.row_dual is not None:
                     csc = solution.prices.program.A.tocsc()
                     binding = _binding_rows(solution)
@@ -338,7 +338,7 @@ def program_reasons(solution) -> pd.DataFrame:
                             "reason": "no eligible money" + gate_note})
             continue
         if prog.min_trainees > 0 and best_gap > 1e-9 * max(1.0, abs(best_marg)):
-            need = prog.min_trainees * prog.cost_per_trainee
+            need = prog.min_trainees * prog.round_cost_per_trainee
             records.append({"program_id": pid, "status": "below minimum",
                             "reason": f"below its all-or-nothing minimum: {prog.min_trainees:g} "
                                       f"trainees ({cur} {need:,.0f}) per period would be needed, "
