@@ -141,6 +141,11 @@ def summary_text(result) -> str:
         if len(alloc) else {}
     for j in rnd.jurisdictions():
         lines.append(f"  {j:<16} {_money(by_jur.get(j, 0.0), cur):>22}")
+    from allocator.explain import unspent_note
+
+    unspent = unspent_note(sol)
+    if unspent:
+        lines.append(f"warning: {unspent}")
     misses = len(sol.rounded.row_misses)
     if misses:
         lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "

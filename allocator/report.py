@@ -48,6 +48,7 @@ from allocator.explain import (
     price_table,
     program_reasons,
     soft_rule_table,
+    unspent_note,
 )
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
@@ -353,6 +354,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["total budget", _money(budget), "money"],
         ["total allocated", _money(allocated), "money"],
         ["total unspent", _money(budget - allocated), "money"],
+        *[["unspent budget", note, None] for note in [unspent_note(solution)] if note],
         ["trainees", ledger.trainees(ledger.total("centi")), "trainees"],
         ["programs funded", funded, "count"],
         ["programs in round", len(rnd.programs), "count"],
