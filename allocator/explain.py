@@ -379,6 +379,9 @@ def program_reasons(solution) -> pd.DataFrame:
             reason = f"held back by the co-financing cap of {', '.join(cofin)}"
         elif best_marg <= 0 < best_value:
             reason = "no money reaches it: the budgets it could use are bound by rules elsewhere"
+        elif budgets:
+            reason = (f"budget(s) {', '.join(budgets)} fully spent: it buys what the marginal "
+                      f"money buys ({best_value:.4g} per {cur}) and is next in line for more")
         else:
             reason = ("ties with the marginal money; the tie-break between equally good "
                       "allocations gave it nothing")
@@ -517,6 +520,7 @@ def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) 
     # A share-type rule sees the program through a reference total t: follow t to its rules.
     rows = _program_rows(solution, ks, A)
     budgets, rules, cofin = _holding(solution, rows, binding)
+    floors = _holding(solution, {i: -v for i, v in rows.items()}, binding)[1]
     parts = []
     if budgets:
         parts.append(f"budget ran out at the margin ({', '.join(budgets)} fully spent)")
@@ -524,6 +528,8 @@ def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) 
         parts.append(f"held back by rule(s) {', '.join(rules)}")
     if cofin:
         parts.append(f"co-financing cap of {', '.join(cofin)}")
+    if floors:  # a rule that gives the program money it would not get otherwise
+        parts.append(f"kept at the level rule(s) {', '.join(floors)} require")
     return "; ".join(parts) if parts else "funded partly at the margin (ties with other programs)"
 
 
