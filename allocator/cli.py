@@ -1,7 +1,8 @@
 """The `allocator` command: a thin layer over `allocator.api`.
 
 Exit codes: 0 done, 1 invalid input, 2 usage error, 3 infeasible round, 4 solver stopped without
-a solution, 5 decision record not verified, 70 internal error (a bug: please report it).
+a solution, 5 decision record not verified, 6 rounding to whole units breaks a hard rule (the
+report and record are written, marked so), 70 internal error (a bug: please report it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typer
 from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
 
 EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
+EXIT_ROUNDING = 6  # solved, but no rounding to whole units keeps every hard rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Funding allocation and grant optimization: round workbook in, optimal "
@@ -85,6 +87,15 @@ def run(
         raise
     if not quiet:
         typer.echo(summary_text(result))
+    from allocator.solve import Status
+
+    if result.solution.status == Status.rounding_infeasible:
+        for line in result.solution.warnings:
+            if line.startswith("rounding breaks a hard rule"):
+                _err(line)
+        _err(f"Rounding breaks a hard rule; the report ({result.report}) and the record "
+             f"({result.record.folder}) are written and marked rounding_infeasible.")
+        raise typer.Exit(EXIT_ROUNDING)
 
 
 def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:

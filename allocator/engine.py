@@ -177,9 +177,14 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
-                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
+                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y,
+                               hard_rule_rows=hard_rule_rows(form, refs))
     timings["rounding"] = time.perf_counter() - tick
     status = overall_status(stages)
+    broken = rounding_breaks(rnd, form, refs, rounded, soft_rows)
+    if broken:
+        status = Status.rounding_infeasible
+        warnings[:0] = broken
     allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
     from allocator.explain import add_shortfalls
 
@@ -188,6 +193,37 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                  rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+def hard_rule_rows(form: Formulation, refs: list[RowRef]) -> np.ndarray:
+    """Rows of the rules without a penalty: rounding must keep them like any hard limit."""
+    hard = {(g.family, (g.label,)) for g in form.rule_groups if g.rule.penalty is None}
+    return np.array([i for i, r in enumerate(refs) if (r.component, r.index) in hard],
+                    dtype=np.int64)
+
+
+def rounding_breaks(rnd: Round, form: Formulation, refs: list[RowRef], rounded: Rounded,
+                    soft_rows: np.ndarray) -> list[str]:
+    """One sentence per hard row (hard rule, budget, capacity, minimum, cap) the rounded
+    allocation misses: the row, the amount, and whether no rounding at all can keep it."""
+    from allocator.report import row_name
+
+    hard_rules = set(hard_rule_rows(form, refs).tolist())
+    soft = set(soft_rows.tolist()) - hard_rules
+    cur = rnd.settings.currency
+    unit = rnd.settings.rounding_unit
+    why = {"proven": "no allocation in whole units of {cur} {unit} keeps it (proven by the "
+                     "rounding MILP)",
+           "not proven": "no rounding to whole units of {cur} {unit} that keeps it was found "
+                         "(not proven that none exists)"}.get(rounded.proof or "not proven")
+    out = []
+    for i, amount in sorted(rounded.row_misses.items()):
+        if i in soft:
+            continue
+        shown = f"{amount:,.0f}" if abs(amount - round(amount)) < 1e-6 else f"{amount:,.2f}"
+        out.append(f"rounding breaks a hard rule: {row_name(refs[i])} is missed by {cur} {shown}; "
+                   + why.format(cur=cur, unit=format(unit.normalize(), ",f")))
+    return out
 
 
 def interior_warning(prices: StageResult) -> str:

@@ -379,6 +379,9 @@ def _before(solution: Solution) -> str:
 
 def status_text(solution: Solution) -> str:
     """The run's status in words; a time-limited MILP says it is not proven optimal, and its gap."""
+    if solution.status == Status.rounding_infeasible:
+        return ("rounding_infeasible: rounding to whole units breaks a hard rule (see the "
+                "warnings below)")
     if solution.status not in (Status.time_limit, Status.not_proven):
         return str(solution.status.value)
     gap = solution.stages[0].mip_gap if solution.stages else None
