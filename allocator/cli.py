@@ -285,7 +285,8 @@ def compare(
             typer.echo(f"  {row.variant:<24} {row.status:<10} outcome value {row.outcome_value:,.4f} "
                        f"({change} from base)")
         else:
-            typer.echo(f"  {row.variant:<24} {row.status:<10} {row.message.splitlines()[0]}")
+            first = (str(row.message or "").splitlines() or [""])[0]
+            typer.echo(f"  {row.variant:<24} {row.status:<10} {first}")
     failed = [r.name for r in result.runs if not r.solved]
     if failed:
         _err(f"warning: {len(failed)} variant(s) have no solution: {', '.join(failed)}; "

@@ -78,7 +78,8 @@ def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
         return None, "stopped", str(exc)
-    return sol, sol.status.value, ""
+    broken = [w for w in sol.warnings if w.startswith("rounding breaks a hard rule")]
+    return sol, sol.status.value, "; ".join(broken)
 
 
 def compare(workbook: str | Path, *, report: str | Path | None = None,

@@ -446,7 +446,9 @@ def _hard_row_text(model: _Model, row: int) -> str | None:
     if ref.component == "cofinancing_fund_program_period_max":
         f, p, t = ref.index
         cap = model.rnd.fund(f).cofinancing_cap
-        return f"co-financing cap of {f} ({cap:.0%}) on {p} {t}"
+        match = model.rnd.program(p).external_match
+        of = f" of a total cost {match:.0%} matched from outside" if match else ""
+        return f"co-financing cap of {f} ({cap:.0%}{of}) on {p} {t}"
     if ref.component == "trainees_program_period_min":
         p, t = ref.index
         return f"all-or-nothing minimum of {p} ({model.rnd.program(p).min_trainees:g} trainees) in {t}"

@@ -179,9 +179,14 @@ def cap_blocks(rnd: Round, index: AllocationIndex) -> list[CapBlock]:
     Such a program-period gets nothing in every allocation: fund f may pay at most cap_f of
     the total cost and the round must pay 1 - e of it, so sum cap_f >= 1 - e is needed.
     """
+    if all(f.cofinancing_cap >= 1 for f in rnd.funds) or not len(index):
+        return []  # a fund that may pay everything can always fund a program-period alone
+    n_t, n_f = len(index.periods), len(index.funds)
+    combos = np.unique((index.p.astype(np.int64) * n_t + index.t) * n_f + index.f)
     funds_of: dict[tuple[int, int], set[int]] = {}
-    for p, f, t in zip(index.p.tolist(), index.f.tolist(), index.t.tolist(), strict=True):
-        funds_of.setdefault((p, t), set()).add(f)
+    for code in combos.tolist():  # one per (program, period, fund): regions collapse
+        pt, f = divmod(code, n_f)
+        funds_of.setdefault(divmod(pt, n_t), set()).add(f)
     out = []
     for (p, t), funds in sorted(funds_of.items()):
         prog = rnd.programs[p]

@@ -67,6 +67,10 @@ def test_no_whole_unit_rounding_keeps_the_rule_exit_6_report_and_record(tmp_path
     assert summary["status"].startswith("rounding_infeasible")
     folder = next((records / "RND").iterdir())
     assert json.loads((folder / "objectives.json").read_text())["status"] == "rounding_infeasible"
+    verified = runner.invoke(app, ["verify", str(folder)])
+    assert verified.exit_code == 0, verified.output  # re-runs alike, and says what it is
+    assert ("warning: the decision is marked rounding_infeasible: rounding breaks a hard rule: "
+            "rule R-SH is missed by EUR 0.50") in verified.stdout
 
 
 def test_far_rounding_is_found_when_near_ones_break_the_rule(tmp_path):
