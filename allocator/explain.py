@@ -324,8 +324,11 @@ def program_reasons(solution) -> pd.DataFrame:
                 if csc is None and solution.prices.row_dual is not None:
                     csc = solution.prices.program.A.tocsc()
                     binding = _binding_rows(solution)
+                block = next((b for b in blocks.get(pid, []) if b.period == t), None)
                 why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc,
-                              binding)
+                              binding) if block is None else (
+                    f"blocked by co-financing caps ({', '.join(f'{f} {c:.0%}' for f, c in block.caps)}"
+                    f" add up to less than the {block.needed:.0%} the round must pay)")
                 parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
             records.append({"program_id": pid, "status": "funded partly",
                             "reason": "; ".join(parts) + gate_note})

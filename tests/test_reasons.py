@@ -219,3 +219,16 @@ def test_unspent_budget_up_to_5_percent_is_not_flagged(tmp_path, amount):
     sol, _ = _solve(tmp_path, change)
     note = unspent_note(sol)
     assert (note is None) == (amount == 960_000)
+
+
+def test_a_period_blocked_by_caps_is_named_beside_a_funded_one(tmp_path):
+    """In 2027 only the capped fund G (60%) has money: P is funded in 2026 by F, and 2027 is
+    named as blocked, not as a tie."""
+    def change(d):
+        d["Round"]["periods"] = "2026, 2027"
+        d["Funds"].append({"fund_id": "G", "kind": "public", "owner": "A", "cofinancing_cap": 0.6})
+        d["Budgets"].append({"fund_id": "G", "period": "2027", "amount": 1_000_000})
+        d["Programs"] = [_program(d, "P")]
+    _, why = _solve(tmp_path, change)
+    assert why["P"] == ("funded partly", "0 of 50 trainees in 2027: blocked by co-financing caps "
+                                         "(G 60% add up to less than the 100% the round must pay)")
