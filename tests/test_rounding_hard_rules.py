@@ -94,3 +94,79 @@ def test_far_rounding_exits_0_on_either_path(tmp_path, monkeypatch, greedy):
                                  "--records", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert "rounding breaks" not in result.output
+
+
+# --- seeded random rounds against an independent whole-unit optimum ------------------------------
+UNITS = [1, 10, 100, 50]
+
+
+def _whole_unit_optimum(rnd) -> float | None:
+    """The reference stage-1 model (tests/reference.py, scipy milp, no engine code) with every
+    amount a whole number of rounding units: its optimum, or None when no whole-unit
+    allocation keeps every hard row."""
+    import numpy as np
+    from scipy.optimize import LinearConstraint
+
+    import tests.reference as reference
+
+    n = len(reference.eligible_vars(rnd))
+    unit = float(rnd.settings.rounding_unit)
+    real = reference.milp
+
+    def whole_units(c, constraints, integrality, bounds, options):  # x = unit * z, z integer
+        c = c.copy()
+        c[:n] *= unit
+        scaled = []
+        for lc in constraints:
+            A = np.array(lc.A, dtype=float)
+            A[:, :n] *= unit
+            scaled.append(LinearConstraint(A, lc.lb, lc.ub))
+        integrality = integrality.copy()
+        integrality[:n] = 1
+        res = real(c, constraints=scaled, integrality=integrality, bounds=bounds, options=options)
+        if res.x is not None:
+            res.x[:n] *= unit
+        return res
+
+    reference.milp = whole_units
+    try:
+        return reference.optimum_or_none(rnd)
+    finally:
+        reference.milp = real
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_rounding_is_infeasible_exactly_when_no_whole_unit_allocation_exists(tmp_path, seed):
+    """Seeds 1, 13, 15 and 21 have hard rules no whole-unit allocation keeps (the reference
+    says so independently): the engine must prove it; every other solvable seed must keep
+    every hard rule exactly (the checker with no rounding tolerance), at no more outcome value
+    than the best whole-unit allocation."""
+    from allocator.errors import InfeasibleRoundError
+    from tests.test_optimality import random_round
+
+    data = random_round(seed)
+    data["Round"]["rounding_unit"] = UNITS[seed % 4]
+    rnd = load_round(write_round_workbook(tmp_path / "r.xlsx", data)).round
+    try:
+        sol = solve_round(rnd)
+    except InfeasibleRoundError:
+        return
+    best = _whole_unit_optimum(rnd)
+    if best is None:
+        assert sol.status == Status.rounding_infeasible
+        assert sol.rounded.proof == "proven"
+        return
+    assert sol.status == Status.optimal
+    hard = {r.rule_id for r in rnd.rules if r.penalty is None}
+    broken = [v for v in check_allocation(rnd, sol.allocation, tolerance=0)
+              if v.kind != "rule" or v.where.split()[1] in hard]
+    assert broken == []
+    penalty = sum(r.penalty * miss for r in rnd.rules if r.penalty is not None
+                  for (rid, _), miss in _soft(rnd, sol).items() if rid == r.rule_id)
+    assert sol.objective - penalty <= best + 1e-6 * max(1.0, abs(best))
+
+
+def _soft(rnd, sol):
+    from allocator.checker import soft_shortfalls
+
+    return soft_shortfalls(rnd, sol.allocation)
