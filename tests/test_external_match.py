@@ -190,3 +190,14 @@ def test_rounds_without_external_match_keep_their_digest(tmp_path):
     without = _round(tmp_path, data, "b.xlsx")
     assert with_default.digest() == without.digest()
     assert "external_match" not in without.canonical_json()
+
+
+def test_a_variant_changes_external_match_like_an_edited_workbook(tmp_path):
+    from allocator.variants import OverrideError, apply_override, parse_override
+
+    base = _round(tmp_path, ROUND, "base.xlsx")
+    changed = apply_override(base, parse_override("program P-BE external_match = 0.3"))
+    by_hand = _round(tmp_path, _with(**{"P-BE": {"external_match": 0.3}}), "hand.xlsx")
+    assert changed.digest() == by_hand.digest()
+    with pytest.raises(OverrideError, match="external_match"):
+        apply_override(base, parse_override("program P-BE external_match = 1"))
