@@ -201,3 +201,23 @@ def test_a_variant_changes_external_match_like_an_edited_workbook(tmp_path):
     assert changed.digest() == by_hand.digest()
     with pytest.raises(OverrideError, match="external_match"):
         apply_override(base, parse_override("program P-BE external_match = 1"))
+
+
+def test_committed_record_stage_models_are_byte_identical(tmp_path):
+    """A round without external_match (the committed example) builds every stage's MPS file
+    byte for byte as recorded before contract 1.1's external match existed."""
+    from pathlib import Path
+
+    from allocator.engine import solve_round
+    from allocator.round import Round
+    from allocator.solve import new_highs
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    record = sorted(p.parent for p in models.glob("*/*/manifest.json"))[0]
+    rnd = Round.model_validate_json((record / "round.json").read_text(encoding="utf-8"))
+    for i, stage in enumerate(solve_round(rnd).stages, start=1):
+        h = new_highs()
+        stage.program.to_highs(h)
+        h.writeModel(str(tmp_path / f"stage{i}_{stage.name}.mps"))
+        recorded = record / f"stage{i}_{stage.name}.mps"
+        assert (tmp_path / recorded.name).read_bytes() == recorded.read_bytes(), recorded.name
