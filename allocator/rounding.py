@@ -27,6 +27,9 @@ ROUNDING_MAX_NODES = 2_000
 # (each free from 0 up) looks for any allocation that keeps every hard row, or proves there is
 # none. Above this many amounts that search is skipped (the miss is then reported unproven).
 WIDE_MAX_AMOUNTS = 5_000
+# A missed hard rule alone sends rounding to the repair pass only while the amounts in its rows
+# are this few (a share of all money in a 50,000-program round would make a huge MILP).
+REPAIR_MAX_RULE_AMOUNTS = 20_000
 
 
 @dataclass
@@ -89,6 +92,9 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
     soft = set(soft_rows.tolist())
     hard_rules = set() if hard_rule_rows is None else set(hard_rule_rows.tolist())
     hard_missed = [i for i in _misses(program, full, unit) if i not in soft or i in hard_rules]
+    if hard_missed and all(i in hard_rules for i in hard_missed) and int(
+            _columns_in_rows(program, hard_missed, x_cols).sum()) > REPAIR_MAX_RULE_AMOUNTS:
+        hard_missed = []  # a rule over most of a large round: a repair MILP would be huge
     if hard_missed:
         now = np.rint(full[x_cols] / unit)
         in_missed = _columns_in_rows(program, hard_missed, x_cols)
