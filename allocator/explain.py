@@ -361,23 +361,21 @@ def program_reasons(solution) -> pd.DataFrame:
             binding = _binding_rows(solution)
         budgets, rules, cofin = _holding(solution, _program_rows(solution, ks, csc), binding) \
             if csc is not None else ([], [], [])
-        if rules:
-            reason = f"held back by rule(s) {', '.join(rules)}"
-            if best_marg > 0 and best_gap < -1e-9 * best_marg:
-                reason += (f": at the margin they make its money cost more ({best_marg:.4g} "
-                           f"outcome value per {cur}) than it buys ({best_value:.4g})")
-        elif best_value <= 0:
-            reason = (f"it buys no outcome value (value per trainee {best_value:.4g} with the "
-                      "Objective weights), so no money is spent on it")
+        held = [f"budget(s) {', '.join(budgets)} fully spent on programs that buy more"] \
+            if budgets else []
+        held += [f"held back by rule(s) {', '.join(rules)}"] if rules else []
+        held += [f"co-financing cap of {', '.join(cofin)}"] if cofin else []
+        if best_value <= 0:
+            reason = (f"it buys no outcome value ({best_value:.4g} per {cur} with the Objective "
+                      "weights), so no money is spent on it")
         elif best_marg > 0 and best_gap < -1e-9 * best_marg:
             pct = 100.0 * (best_marg - best_value) / best_marg
             reason = (f"its outcome value per {cur} ({best_value:.4g}) is {pct:.3g}% below what "
                       f"the marginal money buys ({best_marg:.4g})")
-            if budgets:
-                reason += (f": budget(s) {', '.join(budgets)} fully spent on programs that buy "
-                           "more")
-            if cofin:
-                reason += f"; co-financing cap of {', '.join(cofin)}"
+            if held:
+                reason += ": " + "; ".join(held)
+        elif rules:
+            reason = f"held back by rule(s) {', '.join(rules)}"
         elif cofin:
             reason = f"held back by the co-financing cap of {', '.join(cofin)}"
         elif best_marg <= 0 < best_value:

@@ -80,7 +80,7 @@ def test_a_rule_is_named_when_it_holds_the_program_back(tmp_path):
                        "value": 0}]
     _, why = _solve(tmp_path, change)
     assert why["Q"][0] == "not funded"
-    assert why["Q"][1].startswith("held back by rule(s) R-Q")
+    assert "held back by rule(s) R-Q" in why["Q"][1]
     assert "budget" not in why["Q"][1]
     assert why["P"][0] == "fully funded"
 
@@ -91,7 +91,7 @@ def test_a_rule_on_all_money_is_named_and_is_the_cause_of_unspent_budget(tmp_pat
         d["Rules"] = [{"rule_id": "R-ALL", "measure": "amount", "op": "<=", "value": 20_000}]
     sol, why = _solve(tmp_path, change)
     assert why["P"] == ("funded partly", "20 of 50 trainees in 2026: held back by rule(s) R-ALL")
-    assert why["Q"][1].startswith("held back by rule(s) R-ALL")
+    assert "held back by rule(s) R-ALL" in why["Q"][1]
     assert unspent_note(sol) == ("EUR 980,000 (98%) unspent: rule(s) R-ALL hold back the "
                                  "programs fund F can pay")
 
