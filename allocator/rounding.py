@@ -372,7 +372,7 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
     c = np.concatenate([(program.c[step_cols] * unit - 1e-9 * unit) * value_weight,
                         program.c[free_cols] * value_weight, -weight[has_lo], -weight[has_up]])
-    if not value_weight:  # the plain total miss (currency), with budgets and the like first
+    if not value_weight:  # the plain total miss (currency) of the hard rows, each alike
         c[n_z + n_f:] = -np.concatenate([np.where(soft, 0.0, 1.0)[has_lo],
                                          np.where(soft, 0.0, 1.0)[has_up]])
     n_s = len(switches)
