@@ -19,6 +19,7 @@ from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedErro
 
 EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
 EXIT_ROUNDING = 6  # solved, but no rounding to whole units keeps every hard rule
+ROUNDING_BREAKS = "rounding breaks a hard"  # the engine's warnings that go with exit code 6
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Funding allocation and grant optimization: round workbook in, optimal "
@@ -91,10 +92,11 @@ def run(
 
     if result.solution.status == Status.rounding_infeasible:
         for line in result.solution.warnings:
-            if line.startswith("rounding breaks a hard rule"):
+            if line.startswith(ROUNDING_BREAKS):
                 _err(line)
-        _err(f"Rounding breaks a hard rule; the report ({result.report}) and the record "
-             f"({result.record.folder}) are written and marked rounding_infeasible.")
+        _err(f"Rounding to whole units breaks a hard rule or limit; the report ({result.report})"
+             f" and the record ({result.record.folder}) are written and marked "
+             "rounding_infeasible.")
         raise typer.Exit(EXIT_ROUNDING)
 
 

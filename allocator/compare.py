@@ -78,7 +78,7 @@ def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
         return None, "stopped", str(exc)
-    broken = [w for w in sol.warnings if w.startswith("rounding breaks a hard rule")]
+    broken = [w for w in sol.warnings if w.startswith("rounding breaks a hard")]
     return sol, sol.status.value, "; ".join(broken)
 
 

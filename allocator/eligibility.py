@@ -166,11 +166,13 @@ class CapBlock:
     def text(self) -> str:
         """One sentence: the program, the period, the funds with their caps, what is needed."""
         funds = ", ".join(f"{f} {cap:.0%}" for f, cap in self.caps)
+        fix = (f"an external_match of at least {1.0 - self.caps_total:.0%}, or caps adding up to "
+               f"{self.needed:.0%}") if self.caps_total > 0 else \
+            f"caps adding up to {self.needed:.0%}"
         return (f"program {self.program} can never be funded in {self.period}: the co-financing "
                 f"caps of its eligible funds add up to {self.caps_total:.0%} ({funds}), less than "
                 f"the {self.needed:.0%} of its cost the round must pay (external_match "
-                f"{self.external_match:.0%}); it needs an external_match of at least "
-                f"{1.0 - self.caps_total:.0%}, or caps adding up to {self.needed:.0%}")
+                f"{self.external_match:.0%}); it needs {fix}")
 
 
 def cap_blocks(rnd: Round, index: AllocationIndex) -> list[CapBlock]:

@@ -221,8 +221,9 @@ def rounding_breaks(rnd: Round, form: Formulation, refs: list[RowRef], rounded: 
         if i in soft:
             continue
         shown = f"{amount:,.0f}" if abs(amount - round(amount)) < 1e-6 else f"{amount:,.2f}"
-        out.append(f"rounding breaks a hard rule: {row_name(refs[i])} is missed by {cur} {shown}; "
-                   + why.format(cur=cur, unit=format(unit.normalize(), ",f")))
+        kind = "rule" if i in hard_rules else "limit"  # a budget, capacity, minimum or cap
+        out.append(f"rounding breaks a hard {kind}: {row_name(refs[i])} is missed by {cur} "
+                   f"{shown}; " + why.format(cur=cur, unit=format(unit.normalize(), ",f")))
     return out
 
 
