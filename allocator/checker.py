@@ -232,37 +232,48 @@ def check_budgets(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
 
 
 def check_capacity(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
-    """Money for a program in a period <= max_trainees * cost_per_trainee."""
+    """A program-period's trainees <= max_trainees, trainees = total cost / cost_per_trainee.
+
+    The total cost is the money from the round / (1 - external_match) (DESIGN.md 1.1): the
+    rest of it is paid from outside the round.
+    """
     out = []
-    for (p, t), total in _program_period_totals(alloc).items():
+    for (p, t), money in _program_period_totals(alloc).items():
         prog = rnd.program(p)
+        total = _total_cost(prog, money)
         cap = prog.max_trainees * prog.cost_per_trainee
         if total - cap > _hard_tol(cap):
+            over = _in_round_part(prog, total - cap)
             out.append(Violation("capacity", f"{p} {t}",
-                                 f"{p} gets {_money(rnd, total)} in {t}, but its capacity is "
-                                 f"{prog.max_trainees:g} trainees x {_money(rnd, prog.cost_per_trainee)}"
-                                 f" = {_money(rnd, cap)}: {_money(rnd, total - cap)} over",
-                                 total - cap))
+                                 f"{p} gets {_money(rnd, money)} in {t}{_match_text(rnd, prog, total)}, "
+                                 f"but its capacity is {prog.max_trainees:g} trainees x "
+                                 f"{_money(rnd, prog.cost_per_trainee)} = {_money(rnd, cap)}: "
+                                 f"{_money(rnd, over)} over", over))
     return out
 
 
 def check_minimums(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
-    """An all-or-nothing program (min_trainees > 0) gets 0 or >= min_trainees * cost per period."""
+    """An all-or-nothing program (min_trainees > 0) gets 0 or >= min_trainees trainees a period."""
     out = []
-    for (p, t), total in _program_period_totals(alloc).items():
+    for (p, t), money in _program_period_totals(alloc).items():
         prog = rnd.program(p)
+        total = _total_cost(prog, money)
         need = prog.min_trainees * prog.cost_per_trainee
-        if prog.min_trainees > 0 and total > _hard_tol(0.0) and need - total > _hard_tol(need):
+        if prog.min_trainees > 0 and money > _hard_tol(0.0) and need - total > _hard_tol(need):
+            short = _in_round_part(prog, need - total)
             out.append(Violation("minimum", f"{p} {t}",
-                                 f"{p} gets {_money(rnd, total)} in {t}: it must get nothing or at "
-                                 f"least {prog.min_trainees:g} trainees x "
+                                 f"{p} gets {_money(rnd, money)} in {t}{_match_text(rnd, prog, total)}: "
+                                 f"it must get nothing or at least {prog.min_trainees:g} trainees x "
                                  f"{_money(rnd, prog.cost_per_trainee)} = {_money(rnd, need)}; "
-                                 f"{_money(rnd, need - total)} short", need - total))
+                                 f"{_money(rnd, short)} short", short))
     return out
 
 
 def check_cofinancing(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
-    """A fund with cap < 1 pays at most cap x the program's total funding in the period."""
+    """A fund with cap < 1 pays at most cap x the program-period's total cost.
+
+    The total cost counts the external match: money from the round / (1 - external_match).
+    """
     totals = _program_period_totals(alloc)
     by_fund = alloc.groupby(["fund_id", "program_id", "period"])["amount"].sum()
     out = []
@@ -270,14 +281,35 @@ def check_cofinancing(rnd: Round, alloc: pd.DataFrame) -> list[Violation]:
         cap = rnd.fund(f).cofinancing_cap
         if cap >= 1:
             continue
-        limit = cap * totals[(p, t)]
+        prog = rnd.program(p)
+        total = _total_cost(prog, totals[(p, t)])
+        limit = cap * total
         if paid - limit > _hard_tol(limit):
+            of = (f"{p}'s total cost {_money(rnd, total)} ({_money(rnd, totals[(p, t)])} from the "
+                  f"round, external match {prog.external_match:.0%})" if prog.external_match
+                  else f"{p}'s {_money(rnd, totals[(p, t)])}")
             out.append(Violation("cofinancing", f"{f} / {p} {t}",
-                                 f"fund {f} pays {_money(rnd, paid)} of {p}'s "
-                                 f"{_money(rnd, totals[(p, t)])} in {t}, more than its co-financing "
-                                 f"cap {cap:.0%} ({_money(rnd, limit)}): {_money(rnd, paid - limit)} over",
-                                 paid - limit))
+                                 f"fund {f} pays {_money(rnd, paid)} of {of} in {t}, more than its "
+                                 f"co-financing cap {cap:.0%} ({_money(rnd, limit)}): "
+                                 f"{_money(rnd, paid - limit)} over", paid - limit))
     return out
+
+
+def _total_cost(prog: ProgramRow, in_round: float) -> float:
+    """A program-period's total cost: its money from the round / (1 - external_match)."""
+    return in_round / (1.0 - prog.external_match)
+
+
+def _in_round_part(prog: ProgramRow, total: float) -> float:
+    """The part of an amount of total cost that comes from the round."""
+    return total * (1.0 - prog.external_match)
+
+
+def _match_text(rnd: Round, prog: ProgramRow, total: float) -> str:
+    if not prog.external_match:
+        return ""
+    return (f" (total cost {_money(rnd, total)} with an external match of "
+            f"{prog.external_match:.0%})")
 
 
 def check_rules(rnd: Round, alloc: pd.DataFrame, *, tolerance: float | None = None) -> list[Violation]:

@@ -2,6 +2,7 @@
 
 Exit codes (`EXIT_MEANINGS`, shown in every command's --help): 0 done, 1 invalid input, 2 usage
 error, 3 infeasible round, 4 solver stopped without a solution, 5 decision record not verified,
+6 rounding to whole units breaks a hard rule (the report and record are written, marked so),
 70 internal error (a bug: please report it), 130 interrupted.
 """
 
@@ -18,7 +19,9 @@ import typer
 from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
 
 EXIT_INVALID, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 2, 3, 4, 5, 70
+EXIT_ROUNDING = 6  # solved, but no rounding to whole units keeps every hard rule
 EXIT_INTERRUPTED = 130
+ROUNDING_BREAKS = "rounding breaks a hard"  # the engine's warnings that go with exit code 6
 
 # What each exit code means, for every command's --help (a command may say more for its own 0).
 EXIT_MEANINGS: dict[int, str] = {
@@ -28,6 +31,7 @@ EXIT_MEANINGS: dict[int, str] = {
     EXIT_INFEASIBLE: "infeasible round: no allocation keeps every rule (diagnosis printed)",
     EXIT_STOPPED: "the solver stopped without a solution (time limit): nothing written",
     EXIT_UNVERIFIED: "the decision record is not verified (each difference printed)",
+    EXIT_ROUNDING: "rounding to whole units breaks a hard rule (report and record marked)",
     EXIT_BUG: "internal error: a bug in allocator, please report it with the workbook",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C): nothing written",
 }
@@ -115,7 +119,7 @@ Records = Annotated[Path | None, typer.Option(
 
 @app.command(epilog=exit_codes({0: "solved: report and decision record written", EXIT_INVALID: None,
                                 EXIT_USAGE: None, EXIT_INFEASIBLE: None, EXIT_STOPPED: None,
-                                EXIT_BUG: None, EXIT_INTERRUPTED: None}))
+                                EXIT_ROUNDING: None, EXIT_BUG: None, EXIT_INTERRUPTED: None}))
 @_guard
 def run(
     workbook: Workbook,
@@ -136,6 +140,16 @@ def run(
         raise
     if not quiet:
         typer.echo(summary_text(result))
+    from allocator.solve import Status
+
+    if result.solution.status == Status.rounding_infeasible:
+        for line in result.solution.warnings:
+            if line.startswith(ROUNDING_BREAKS):
+                _err(line)
+        _err(f"Rounding to whole units breaks a hard rule or limit; the report ({result.report})"
+             f" and the record ({result.record.folder}) are written and marked "
+             "rounding_infeasible.")
+        raise typer.Exit(EXIT_ROUNDING)
 
 
 def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:
@@ -192,6 +206,11 @@ def summary_text(result) -> str:
         if len(alloc) else {}
     for j in rnd.jurisdictions():
         lines.append(f"  {j:<16} {_money(by_jur.get(j, 0.0), cur):>22}")
+    from allocator.explain import unspent_note
+
+    unspent = unspent_note(sol)
+    if unspent:
+        lines.append(f"warning: {unspent}")
     misses = len(sol.rounded.row_misses)
     if misses:
         lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "
@@ -222,7 +241,11 @@ def check(workbook: Workbook) -> None:
     for note in loaded.notes:
         typer.echo(f"normalised: {note}")
     from allocator.diagnose import cheap_checks
+    from allocator.eligibility import allocation_index, cap_block_lines, cap_blocks
 
+    # Never fundable program-periods: a warning (the round still solves; exit code 0).
+    for line in cap_block_lines(cap_blocks(rnd, allocation_index(rnd))):
+        typer.echo(f"warning: {line}")
     problems = cheap_checks(rnd)
     if problems:
         raise InfeasibleRoundError("infeasible before any solve:\n" + "\n".join(
@@ -414,7 +437,8 @@ def compare(
             typer.echo(f"  {row.variant:<24} {row.status:<10} outcome value {row.outcome_value:,.4f} "
                        f"({change} from base)")
         else:
-            typer.echo(f"  {row.variant:<24} {row.status:<10} {row.message.splitlines()[0]}")
+            first = (str(row.message or "").splitlines() or [""])[0]
+            typer.echo(f"  {row.variant:<24} {row.status:<10} {first}")
     failed = [r.name for r in result.runs if not r.solved]
     if failed:
         _err(f"warning: {len(failed)} variant(s) have no solution: {', '.join(failed)}; "

@@ -78,7 +78,8 @@ def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
         return None, "stopped", str(exc)
-    return sol, sol.status.value, ""
+    broken = [w for w in sol.warnings if w.startswith("rounding breaks a hard")]
+    return sol, sol.status.value, "; ".join(broken)
 
 
 def compare(workbook: str | Path, *, report: str | Path | None = None,
@@ -195,8 +196,8 @@ def _lp_value(sol: Solution, amounts: np.ndarray) -> tuple[float, float]:
     rnd = sol.round
     prog = {p.program_id: p for p in rnd.programs}
     rows = [prog[pid] for pid in sol.index.programs]
-    value = np.array([rnd.value_per_trainee(p) / p.cost_per_trainee for p in rows])
-    per_trainee = np.array([1.0 / p.cost_per_trainee for p in rows])
+    value = np.array([rnd.value_per_trainee(p) / p.round_cost_per_trainee for p in rows])
+    per_trainee = np.array([1.0 / p.round_cost_per_trainee for p in rows])
     p = sol.index.p
     return float((amounts * value[p]).sum()), float((amounts * per_trainee[p]).sum())
 

@@ -185,7 +185,7 @@ class _Model:
             if rows:
                 items.append(_Item("capacity", p.program_id, None, np.array(rows), p.max_trainees,
                                    f"capacity of {p.program_id} ({p.max_trainees:g} trainees)",
-                                   cost=p.cost_per_trainee))
+                                   cost=p.round_cost_per_trainee))  # in-round money
         for f in rnd.funds:
             for t in rnd.periods:
                 rows = rows_by.get(("budget", (f.fund_id, t)))
@@ -446,7 +446,9 @@ def _hard_row_text(model: _Model, row: int) -> str | None:
     if ref.component == "cofinancing_fund_program_period_max":
         f, p, t = ref.index
         cap = model.rnd.fund(f).cofinancing_cap
-        return f"co-financing cap of {f} ({cap:.0%}) on {p} {t}"
+        match = model.rnd.program(p).external_match
+        of = f" of a total cost {match:.0%} matched from outside" if match else ""
+        return f"co-financing cap of {f} ({cap:.0%}{of}) on {p} {t}"
     if ref.component == "trainees_program_period_min":
         p, t = ref.index
         return f"all-or-nothing minimum of {p} ({model.rnd.program(p).min_trainees:g} trainees) in {t}"
@@ -674,8 +676,8 @@ def cheap_checks(rnd: Round) -> list[str]:
             else:
                 money += float(sum(rnd.budget(fund.fund_id, periods[t]) for t in ts))
         pts = sorted({(int(p), int(t)) for p, t in zip(index.p[sel], index.t[sel], strict=True)})
-        capacity = sum(rnd.programs[p].max_trainees * rnd.programs[p].cost_per_trainee
-                       for p, _ in pts)
+        capacity = sum(rnd.programs[p].max_trainees * rnd.programs[p].round_cost_per_trainee
+                       for p, _ in pts)  # money from the round: the external match aside
         tol = 1e-6 * max(1.0, need)
         if need > money + tol:
             names = ", ".join(rnd.funds[f].fund_id for f in funds)

@@ -142,3 +142,66 @@ def _why_not_eligible(rnd, p, fund_pass, available, no_performance) -> str:
         elif not any(r in dims["region"] for r in p.regions):
             reasons.append(f"{f.fund_id}: its eligible filter excludes the program's regions")
     return "not eligible for any fund (" + "; ".join(reasons) + ")"
+
+
+@dataclass(frozen=True)
+class CapBlock:
+    """A program-period no money can reach: its eligible funds' co-financing caps add up to less
+    than the share of its cost the round must pay, 1 - external_match."""
+
+    program: str
+    period: str
+    caps: tuple[tuple[str, float], ...]  # (fund, cofinancing_cap) of each eligible fund
+    external_match: float
+
+    @property
+    def caps_total(self) -> float:
+        return sum(cap for _, cap in self.caps)
+
+    @property
+    def needed(self) -> float:
+        """The share of the cost the round must pay: 1 - external_match."""
+        return 1.0 - self.external_match
+
+    def text(self) -> str:
+        """One sentence: the program, the period, the funds with their caps, what is needed."""
+        funds = ", ".join(f"{f} {cap:.0%}" for f, cap in self.caps)
+        fix = (f"an external_match of at least {1.0 - self.caps_total:.0%}, or caps adding up to "
+               f"{self.needed:.0%}") if self.caps_total > 0 else \
+            f"caps adding up to {self.needed:.0%}"
+        return (f"program {self.program} can never be funded in {self.period}: the co-financing "
+                f"caps of its eligible funds add up to {self.caps_total:.0%} ({funds}), less than "
+                f"the {self.needed:.0%} of its cost the round must pay (external_match "
+                f"{self.external_match:.0%}); it needs {fix}")
+
+
+def cap_blocks(rnd: Round, index: AllocationIndex) -> list[CapBlock]:
+    """Every program-period with eligible money whose funds' caps add up to < 1 - e.
+
+    Such a program-period gets nothing in every allocation: fund f may pay at most cap_f of
+    the total cost and the round must pay 1 - e of it, so sum cap_f >= 1 - e is needed.
+    """
+    if all(f.cofinancing_cap >= 1 for f in rnd.funds) or not len(index):
+        return []  # a fund that may pay everything can always fund a program-period alone
+    n_t, n_f = len(index.periods), len(index.funds)
+    combos = np.unique((index.p.astype(np.int64) * n_t + index.t) * n_f + index.f)
+    funds_of: dict[tuple[int, int], set[int]] = {}
+    for code in combos.tolist():  # one per (program, period, fund): regions collapse
+        pt, f = divmod(code, n_f)
+        funds_of.setdefault(divmod(pt, n_t), set()).add(f)
+    out = []
+    for (p, t), funds in sorted(funds_of.items()):
+        prog = rnd.programs[p]
+        caps = tuple((rnd.funds[f].fund_id, rnd.funds[f].cofinancing_cap) for f in sorted(funds))
+        if sum(cap for _, cap in caps) < 1.0 - prog.external_match - 1e-9:
+            out.append(CapBlock(prog.program_id, index.periods[t], caps, prog.external_match))
+    return out
+
+
+def cap_block_lines(blocks: list[CapBlock]) -> list[str]:
+    """The blocks as sentences, one per program with its periods merged when they read alike."""
+    by_text: dict[str, list[str]] = {}
+    for b in blocks:
+        key = b.text().replace(f" in {b.period}:", " in {periods}:", 1)
+        by_text.setdefault(key, []).append(b.period)
+    return [key.replace("{periods}", ", ".join(periods)) for key, periods in by_text.items()]

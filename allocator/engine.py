@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.eligibility import AllocationIndex, allocation_index, cap_block_lines, cap_blocks
 from allocator.equity import EquityResult, run_equity_stages
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation, RuleGroup, create_model
@@ -104,6 +104,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     index = allocation_index(rnd)
     form = create_model(rnd, index)
     timings["build"] = time.perf_counter() - tick
+    blocked = cap_block_lines(cap_blocks(rnd, index))  # never fundable: said, not an error
     _raise_for_trivial_rows(form)
     tick = time.perf_counter()
     phase("handing the model to HiGHS")
@@ -120,7 +121,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                           time_limit=settings.time_limit_s, mip_gap=settings.mip_gap,
                           method=method, threads=threads)
     stages.append(first)
-    warnings: list[str] = []
+    warnings: list[str] = list(blocked)
     stopped = stopped_before_any_allocation(first, program)
     if not stopped:
         raise_for_status(first)  # an infeasible relaxation is an infeasible round
@@ -176,9 +177,14 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
-                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
+                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y,
+                               hard_rule_rows=hard_rule_rows(form, refs))
     timings["rounding"] = time.perf_counter() - tick
     status = overall_status(stages)
+    broken = rounding_breaks(rnd, form, refs, rounded, soft_rows)
+    if broken:
+        status = Status.rounding_infeasible
+        warnings[:0] = broken
     allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
     from allocator.explain import add_shortfalls
 
@@ -187,6 +193,38 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
                                  rounded.units * float(settings.rounding_unit)) if equity else None
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+
+
+def hard_rule_rows(form: Formulation, refs: list[RowRef]) -> np.ndarray:
+    """Rows of the rules without a penalty: rounding must keep them like any hard limit."""
+    hard = {(g.family, (g.label,)) for g in form.rule_groups if g.rule.penalty is None}
+    return np.array([i for i, r in enumerate(refs) if (r.component, r.index) in hard],
+                    dtype=np.int64)
+
+
+def rounding_breaks(rnd: Round, form: Formulation, refs: list[RowRef], rounded: Rounded,
+                    soft_rows: np.ndarray) -> list[str]:
+    """One sentence per hard row (hard rule, budget, capacity, minimum, cap) the rounded
+    allocation misses: the row, the amount, and whether no rounding at all can keep it."""
+    from allocator.report import row_name
+
+    hard_rules = set(hard_rule_rows(form, refs).tolist())
+    soft = set(soft_rows.tolist()) - hard_rules
+    cur = rnd.settings.currency
+    unit = rnd.settings.rounding_unit
+    why = {"proven": "no allocation in whole units of {cur} {unit} keeps it (proven by the "
+                     "rounding MILP)",
+           "not proven": "no rounding to whole units of {cur} {unit} that keeps it was found "
+                         "(not proven that none exists)"}.get(rounded.proof or "not proven")
+    out = []
+    for i, amount in sorted(rounded.row_misses.items()):
+        if i in soft:
+            continue
+        shown = f"{amount:,.0f}" if abs(amount - round(amount)) < 1e-6 else f"{amount:,.2f}"
+        kind = "rule" if i in hard_rules else "limit"  # a budget, capacity, minimum or cap
+        out.append(f"rounding breaks a hard {kind}: {row_name(refs[i])} is missed by {cur} "
+                   f"{shown}; " + why.format(cur=cur, unit=format(unit.normalize(), ",f")))
+    return out
 
 
 def interior_warning(prices: StageResult) -> str:
@@ -317,7 +355,7 @@ def _tiebreak(rnd: Round, index: AllocationIndex, cols: Columns, held: MatrixPro
 def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
                       best_x: np.ndarray, fair_x: np.ndarray, rounded_x: np.ndarray) -> dict:
     """Outcome value and trainee placements given up for equity, and the measure before/after."""
-    cost = np.array([p.cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
+    cost = np.array([p.round_cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
         np.zeros(0)
     value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])[index.p] if len(index) \
         else np.zeros(0)
@@ -442,7 +480,7 @@ def allocation_table(rnd: Round, index: AllocationIndex, units: np.ndarray,
                      unit: Decimal) -> pd.DataFrame:
     """One row per non-zero rounded amount, in canonical order."""
     nz = np.flatnonzero(units > 0)
-    cost = np.array([p.cost_per_trainee for p in rnd.programs])
+    cost = np.array([p.round_cost_per_trainee for p in rnd.programs])  # in-round money per trainee
     value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])
     amount = units[nz] * float(unit)
     p = index.p[nz]

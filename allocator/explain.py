@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from allocator.eligibility import gate_reasons
+from allocator.eligibility import CapBlock, cap_block_lines, cap_blocks, gate_reasons
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundKind, Measure, Op, Round
 
@@ -284,6 +284,9 @@ def program_reasons(solution) -> pd.DataFrame:
         ks_of[index.programs[index.p[k]]].append(k)
     unit = float(rnd.settings.rounding_unit)
     marginal = _marginal(solution)
+    blocks: dict[str, list[CapBlock]] = defaultdict(list)
+    for b in cap_blocks(rnd, index):
+        blocks[b.program].append(b)
     csc = None  # the pricing matrix by column, made once when a program is funded partly
     binding = None  # and which of its rows bind, also made once
     records = []
@@ -298,7 +301,7 @@ def program_reasons(solution) -> pd.DataFrame:
             continue
         ks = ks_of[pid]
         periods = [t for t in rnd.periods if any(index.periods[index.t[k]] == t for k in ks)]
-        cap = prog.max_trainees * prog.cost_per_trainee
+        cap = prog.max_trainees * prog.round_cost_per_trainee  # in-round money at capacity
         total = sum(money[(pid, t)] for t in periods)
         gate_note = ""
         if pid in no_performance and perf_funds:
@@ -317,12 +320,15 @@ def program_reasons(solution) -> pd.DataFrame:
                 continue
             parts = []
             for t in short:
-                got = money[(pid, t)] / prog.cost_per_trainee
+                got = money[(pid, t)] / prog.round_cost_per_trainee
                 if csc is None and solution.prices.row_dual is not None:
                     csc = solution.prices.program.A.tocsc()
                     binding = _binding_rows(solution)
+                block = next((b for b in blocks.get(pid, []) if b.period == t), None)
                 why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc,
-                              binding)
+                              binding) if block is None else (
+                    f"blocked by co-financing caps ({', '.join(f'{f} {c:.0%}' for f, c in block.caps)}"
+                    f" add up to less than the {block.needed:.0%} the round must pay)")
                 parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
             records.append({"program_id": pid, "status": "funded partly",
                             "reason": "; ".join(parts) + gate_note})
@@ -337,25 +343,137 @@ def program_reasons(solution) -> pd.DataFrame:
             records.append({"program_id": pid, "status": "not eligible",
                             "reason": "no eligible money" + gate_note})
             continue
+        blocked = blocks.get(pid, [])
+        if blocked and {b.period for b in blocked} >= set(periods):
+            records.append({"program_id": pid, "status": "blocked by caps",
+                            "reason": "; ".join(cap_block_lines(blocked)) + gate_note})
+            continue
         if prog.min_trainees > 0 and best_gap > 1e-9 * max(1.0, abs(best_marg)):
-            need = prog.min_trainees * prog.cost_per_trainee
+            need = prog.min_trainees * prog.round_cost_per_trainee
             records.append({"program_id": pid, "status": "below minimum",
                             "reason": f"below its all-or-nothing minimum: {prog.min_trainees:g} "
                                       f"trainees ({cur} {need:,.0f}) per period would be needed, "
                                       "and that much does not pay off against what the money "
                                       "buys elsewhere (or is not available)" + gate_note})
             continue
-        if best_marg > 0 and best_gap < -1e-9 * best_marg:
+        if csc is None and solution.prices.row_dual is not None:
+            csc = solution.prices.program.A.tocsc()
+            binding = _binding_rows(solution)
+        budgets, rules, cofin = _holding(solution, _program_rows(solution, ks, csc), binding) \
+            if csc is not None else ([], [], [])
+        held = [f"budget(s) {', '.join(budgets)} fully spent on programs that buy more"] \
+            if budgets else []
+        held += [f"held back by rule(s) {', '.join(rules)}"] if rules else []
+        held += [f"co-financing cap of {', '.join(cofin)}"] if cofin else []
+        if best_value <= 0:
+            reason = (f"it buys no outcome value ({best_value:.4g} per {cur} with the Objective "
+                      "weights), so no money is spent on it")
+        elif best_marg > 0 and best_gap < -1e-9 * best_marg:
             pct = 100.0 * (best_marg - best_value) / best_marg
             reason = (f"its outcome value per {cur} ({best_value:.4g}) is {pct:.3g}% below what "
                       f"the marginal money buys ({best_marg:.4g})")
+            if held:
+                reason += ": " + "; ".join(held)
+        elif rules:
+            reason = f"held back by rule(s) {', '.join(rules)}"
+        elif cofin:
+            reason = f"held back by the co-financing cap of {', '.join(cofin)}"
         elif best_marg <= 0 < best_value:
             reason = "no money reaches it: the budgets it could use are bound by rules elsewhere"
+        elif budgets:
+            reason = (f"budget(s) {', '.join(budgets)} fully spent: it buys what the marginal "
+                      f"money buys ({best_value:.4g} per {cur}) and is next in line for more")
         else:
             reason = ("ties with the marginal money; the tie-break between equally good "
                       "allocations gave it nothing")
         records.append({"program_id": pid, "status": "not funded", "reason": reason + gate_note})
     return pd.DataFrame(records, columns=REASON_COLUMNS)
+
+
+# --- unspent budget ----------------------------------------------------------------------------
+UNSPENT_FLAG = 0.05  # unspent budget above this share of the total budget is flagged
+_CAUSE_ORDER = ("caps", "capacity", "rules", "cofinancing", "minimum", "value", "other")
+
+
+def unspent_note(solution) -> str | None:
+    """'EUR 1,600,000 (52%) unspent: <main cause>' when more than 5% of the budget is unspent.
+
+    The fund with the most unspent budget is examined: each program-period it can pay is put
+    down to one cause — never fundable under its funds' co-financing caps, at capacity, held
+    back by a rule or by a co-financing cap (rows of the pricing LP that bind with a price
+    making that money dearer), an all-or-nothing minimum, or no outcome value — and the cause
+    of most of them is named, with the rules or funds involved.
+    """
+    rnd: Round = solution.round
+    cur = rnd.settings.currency
+    budget = float(sum(b.amount for b in rnd.budgets))
+    alloc = solution.allocation
+    spent_by_fund = alloc.groupby("fund_id")["amount"].sum().to_dict() if len(alloc) else {}
+    unspent = budget - float(sum(spent_by_fund.values()))
+    if budget <= 0 or unspent <= UNSPENT_FLAG * budget:
+        return None
+    left = {f.fund_id: float(sum(rnd.budget(f.fund_id, t) for t in rnd.periods))
+            - float(spent_by_fund.get(f.fund_id, 0.0)) for f in rnd.funds}
+    fund = max(rnd.funds, key=lambda f: left[f.fund_id]).fund_id
+    head = f"{cur} {unspent:,.0f} ({unspent / budget:.0%}) unspent: "
+    return head + _unspent_cause(solution, fund)
+
+
+def _unspent_cause(solution, fund: str) -> str:
+    """Why fund `fund` keeps money: the cause of most of the program-periods it can pay."""
+    rnd: Round = solution.round
+    index = solution.index
+    fi = index.funds.index(fund)
+    ks_of: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for k in np.flatnonzero(index.f == fi).tolist():
+        ks_of[(index.programs[index.p[k]], index.periods[index.t[k]])].append(k)
+    if not ks_of:
+        return (f"fund {fund}'s budget can reach no program (its eligible filter, the programs' "
+                "periods and regions leave none)")
+    blocked = {(b.program, b.period) for b in cap_blocks(rnd, index)}
+    if set(ks_of) <= blocked:
+        return (f"fund {fund}'s budget can reach no fundable program (every eligible program is "
+                "blocked by co-financing caps)")
+    alloc = solution.allocation
+    money = alloc.groupby(["program_id", "period"])["amount"].sum().to_dict() if len(alloc) else {}
+    unit = float(rnd.settings.rounding_unit)
+    A = binding = None
+    if solution.prices.row_dual is not None:
+        A, binding = solution.prices.program.A.tocsc(), _binding_rows(solution)
+    causes: dict[str, list[str]] = defaultdict(list)  # cause -> the rules / funds / programs
+    for (pid, t), ks in sorted(ks_of.items()):
+        prog = rnd.program(pid)
+        got = float(money.get((pid, t), 0.0))
+        if (pid, t) in blocked:
+            causes["caps"].append(pid)
+        elif got >= prog.max_trainees * prog.round_cost_per_trainee - unit - 1e-9:
+            causes["capacity"].append(pid)
+        elif rnd.value_per_trainee(prog) <= 0:
+            causes["value"].append(pid)
+        else:
+            _, rules, cofin = _holding(solution, _program_rows(solution, ks, A), binding) \
+                if A is not None else ([], [], [])
+            if rules:
+                causes["rules"].extend(rules)
+            elif cofin:
+                causes["cofinancing"].extend(cofin)
+            elif prog.min_trainees > 0 and got == 0:
+                causes["minimum"].append(pid)
+            else:
+                causes["other"].append(pid)
+    main = max(_CAUSE_ORDER, key=lambda c: (len(causes[c]), -_CAUSE_ORDER.index(c)))
+    names = ", ".join(sorted(set(causes[main])))
+    return {
+        "caps": f"fund {fund}'s budget reaches mostly programs that can never be funded "
+                f"(blocked by co-financing caps: {names})",
+        "capacity": f"the programs fund {fund} can pay are at capacity (max_trainees: {names})",
+        "rules": f"rule(s) {names} hold back the programs fund {fund} can pay",
+        "cofinancing": f"co-financing caps of {names} limit what fund {fund} can pay",
+        "minimum": f"the programs fund {fund} can pay are all-or-nothing and their minimums do "
+                   f"not pay off ({names})",
+        "value": f"the programs fund {fund} can pay buy no outcome value ({names})",
+        "other": f"fund {fund}'s money is not needed at the optimum ({names})",
+    }[main]
 
 
 def _fund_parts(text: str) -> list[str]:
@@ -394,22 +512,39 @@ def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) 
     quadratic).
     """
     prices = solution.prices
-    refs = solution.row_refs
     if prices.row_dual is None or not ks:
         return "limited at the margin"
     if A is None:
         A = prices.program.A.tocsc()
     if binding is None:
         binding = _binding_rows(solution)
-    rows = _rows_of(A, [int(solution.columns.x[k]) for k in ks])
     # A share-type rule sees the program through a reference total t: follow t to its rules.
-    for i in list(rows):
-        if refs[i].component == "reference_total_define":
-            rows |= _rows_of(A, [int(solution.columns.t[int(refs[i].index[0])])])
-    rows = sorted(rows)
+    rows = _program_rows(solution, ks, A)
+    budgets, rules, cofin = _holding(solution, rows, binding)
+    floors = _holding(solution, {i: -v for i, v in rows.items()}, binding)[1]
+    parts = []
+    if budgets:
+        parts.append(f"budget ran out at the margin ({', '.join(budgets)} fully spent)")
+    if rules:
+        parts.append(f"held back by rule(s) {', '.join(rules)}")
+    if cofin:
+        parts.append(f"co-financing cap of {', '.join(cofin)}")
+    if floors:  # a rule that gives the program money it would not get otherwise
+        parts.append(f"kept at the level rule(s) {', '.join(floors)} require")
+    return "; ".join(parts) if parts else "funded partly at the margin (ties with other programs)"
+
+
+def _holding(solution, rows: dict[int, float], binding: np.ndarray
+             ) -> tuple[list[str], list[str], list[str]]:
+    """(budgets, rules, co-financing funds) that hold back the money of these rows' columns:
+    rows that bind with a price that makes that money dearer (`rows`: row -> the largest
+    price effect on a unit of it, from `_program_rows`). A rule that pulls money towards the
+    program (a floor it helps to meet) is not holding it back. Each list sorted, no repeats."""
+    prices = solution.prices
+    refs = solution.row_refs
     budgets, rules, cofin = [], [], []
-    for i in rows:
-        if abs(prices.row_dual[i]) <= 1e-9 or not binding[i]:
+    for i in sorted(rows):
+        if abs(prices.row_dual[i]) <= 1e-9 or not binding[i] or rows[i] <= 1e-12:
             continue
         ref = refs[i]
         if ref.component in ("spend_fund_period_max", "spend_fund_cumulative_max"):
@@ -419,16 +554,36 @@ def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) 
         elif ref.component == "cofinancing_fund_program_period_max":
             cofin.append(ref.index[0])
     if not budgets:  # money the program could use may be bound without a price on its own row
-        budgets = [" ".join(refs[i].index) for i in rows
+        budgets = [" ".join(refs[i].index) for i in sorted(rows)
                    if refs[i].component.startswith("spend_fund") and binding[i]]
-    parts = []
-    if budgets:
-        parts.append(f"budget ran out at the margin ({', '.join(sorted(set(budgets)))} fully spent)")
-    if rules:
-        parts.append(f"held back by rule(s) {', '.join(sorted(set(rules)))}")
-    if cofin:
-        parts.append(f"co-financing cap of {', '.join(sorted(set(cofin)))}")
-    return "; ".join(parts) if parts else "funded partly at the margin (ties with other programs)"
+    return sorted(set(budgets)), sorted(set(rules)), sorted(set(cofin))
+
+
+def _program_rows(solution, ks: list[int], A) -> dict[int, float]:
+    """Row -> the largest price effect a_ik * y_i of one more unit of any of these x on the
+    rows of the pricing LP, directly or through the reference totals t it feeds (t = sum x)."""
+    refs = solution.row_refs
+    dual = solution.prices.row_dual
+    out: dict[int, float] = {}
+    for k in ks:
+        col = int(solution.columns.x[k])
+        effect: dict[int, float] = {}
+        for i, a in _entries(A, col):
+            if refs[i].component == "reference_total_define":
+                for j, b in _entries(A, int(solution.columns.t[int(refs[i].index[0])])):
+                    if j != i:
+                        effect[j] = effect.get(j, 0.0) + b
+            else:
+                effect[i] = effect.get(i, 0.0) + a
+        for i, a in effect.items():
+            out[i] = max(out.get(i, -np.inf), a * float(dual[i]))
+    return out
+
+
+def _entries(csc, col: int) -> list[tuple[int, float]]:
+    """(row, value) of the stored entries of one column of a CSC matrix."""
+    lo, hi = csc.indptr[col], csc.indptr[col + 1]
+    return list(zip(csc.indices[lo:hi].tolist(), csc.data[lo:hi].tolist(), strict=True))
 
 
 def _rows_of(csc, cols: list[int]) -> set[int]:
@@ -436,4 +591,5 @@ def _rows_of(csc, cols: list[int]) -> set[int]:
     return {int(i) for c in cols for i in csc.indices[csc.indptr[c]:csc.indptr[c + 1]]}
 
 
-__all__ = ["MIP_NOTE", "add_shortfalls", "price_table", "program_reasons", "soft_rule_table"]
+__all__ = ["MIP_NOTE", "add_shortfalls", "price_table", "program_reasons", "soft_rule_table",
+           "unspent_note"]

@@ -111,8 +111,12 @@ def define_program_switches(m: pyo.ConcreteModel, rnd: Round, form: Formulation)
 
 # --- objective ---------------------------------------------------------------------------------
 def value_per_unit(rnd: Round, index: AllocationIndex) -> np.ndarray:
-    """Outcome value bought by one currency unit of each x: v_p / cost_per_trainee_p."""
-    per_program = np.array([rnd.value_per_trainee(p) / p.cost_per_trainee for p in rnd.programs])
+    """Outcome value bought by one currency unit of each x: v_p / (cost_p (1 - e_p)).
+
+    With an external match e_p, a unit of round money brings 1 / (1 - e_p) units of total cost.
+    """
+    per_program = np.array([rnd.value_per_trainee(p) / p.round_cost_per_trainee
+                            for p in rnd.programs])
     return per_program[index.p] if len(index) else np.zeros(0)
 
 
@@ -153,12 +157,12 @@ def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) ->
 
 
 def define_capacity_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
-    """Money for a program in a period is at most max_trainees * cost (times y if switched)."""
+    """Money for a program in a period is at most max_trainees * cost * (1 - e) (times y)."""
     unit = float(rnd.settings.rounding_unit)
     rows = {}
     for (p, t), ks in _by_program_period(form).items():
         prog = rnd.program(p)
-        cap = whole_units_below(prog.max_trainees * prog.cost_per_trainee, unit)
+        cap = whole_units_below(prog.max_trainees * prog.round_cost_per_trainee, unit)
         rows[(p, t)] = (ks, cap)
 
     def rule(m, p, t):
@@ -172,7 +176,7 @@ def define_capacity_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) 
 
 
 def define_minimum_sizes(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
-    """An all-or-nothing program gets at least min_trainees * cost in a period, or nothing."""
+    """An all-or-nothing program gets at least min_trainees * cost * (1 - e) in a period, or 0."""
     unit = float(rnd.settings.rounding_unit)
     if not form.binaries:
         return
@@ -181,22 +185,29 @@ def define_minimum_sizes(m: pyo.ConcreteModel, rnd: Round, form: Formulation) ->
     def rule(m, p, t):
         prog = rnd.program(p)
         ks = groups_[(p, t)]
-        need = whole_units_above(prog.min_trainees * prog.cost_per_trainee, unit)
+        need = whole_units_above(prog.min_trainees * prog.round_cost_per_trainee, unit)
         return _linear([1.0] * len(ks) + [-need], [m.xs[k] for k in ks] + [m.y[m.y_of[(p, t)]]]) >= 0
 
     m.trainees_program_period_min = pyo.Constraint(form.binaries, rule=rule)
 
 
 def define_cofinancing_caps(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
-    """A fund pays at most cofinancing_cap of a program's total funding in a period."""
+    """x_f <= cap_f * X / (1 - e): a fund pays at most its cap of a program-period's total cost.
+
+    X is the program-period's in-round money; X / (1 - e) its total cost with the external
+    match. Where cap_f / (1 - e) >= 1 the row can never bind and is left out.
+    """
     idx = form.index
     capped = {fi for fi, f in enumerate(rnd.funds) if f.cofinancing_cap < 1}
     if not capped:
         return
     rows = {}
     for (p, t), ks in _by_program_period(form).items():
+        in_round = 1.0 - rnd.program(p).external_match
         for fi in sorted({int(idx.f[k]) for k in ks} & capped):
-            cap = rnd.funds[fi].cofinancing_cap
+            cap = rnd.funds[fi].cofinancing_cap / in_round
+            if cap >= 1.0:
+                continue
             coefs = [(1.0 - cap) if idx.f[k] == fi else -cap for k in ks]
             rows[(rnd.funds[fi].fund_id, p, t)] = (ks, coefs)
     m.cofinancing_fund_program_period_max = pyo.Constraint(

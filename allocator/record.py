@@ -194,6 +194,9 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
             f"the re-run was stopped by its time limit ({rnd.settings.time_limit_s:g} s): a "
             "time-limited allocation depends on the machine's speed; if the allocations differ, "
             "re-run the round with a larger time_limit_s")
+    if solution.status == Status.rounding_infeasible:  # VERIFIED means "re-run alike", not "kept"
+        out.warnings.extend(f"the decision is marked rounding_infeasible: {w}"
+                            for w in solution.warnings if w.startswith("rounding breaks"))
     _compare_allocations(recorded, solution, out)
     return out
 

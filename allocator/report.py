@@ -48,6 +48,7 @@ from allocator.explain import (
     price_table,
     program_reasons,
     soft_rule_table,
+    unspent_note,
 )
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
@@ -232,7 +233,7 @@ class _Ledger:
             "period": alloc["period"].astype(str).astype(object).to_numpy() if n else [],
             "units": alloc["units"].to_numpy(dtype=np.int64) if n else np.zeros(0, np.int64),
         })
-        cost = {p.program_id: p.cost_per_trainee for p in rnd.programs}
+        cost = {p.program_id: p.round_cost_per_trainee for p in rnd.programs}
         per_row_cost = self.df["program_id"].map(cost).to_numpy(dtype=float)
         amount = self.df["units"].to_numpy(dtype=float) * float(self.unit)
         # Hundredths of a trainee, rounded once per row; shown and totalled from these ints.
@@ -353,6 +354,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["total budget", _money(budget), "money"],
         ["total allocated", _money(allocated), "money"],
         ["total unspent", _money(budget - allocated), "money"],
+        *[["unspent budget", note, None] for note in [unspent_note(solution)] if note],
         ["trainees", ledger.trainees(ledger.total("centi")), "trainees"],
         ["programs funded", funded, "count"],
         ["programs in round", len(rnd.programs), "count"],
@@ -377,6 +379,9 @@ def _before(solution: Solution) -> str:
 
 def status_text(solution: Solution) -> str:
     """The run's status in words; a time-limited MILP says it is not proven optimal, and its gap."""
+    if solution.status == Status.rounding_infeasible:
+        return ("rounding_infeasible: rounding to whole units breaks a hard rule (see the "
+                "warnings below)")
     if solution.status not in (Status.time_limit, Status.not_proven):
         return str(solution.status.value)
     gap = solution.stages[0].mip_gap if solution.stages else None
@@ -474,7 +479,35 @@ def _programs(solution: Solution, ledger: _Ledger) -> Table:
                                       "amount": "money", "trainees": "trainees",
                                       "share": "percent"}
     formats.update({f"amount {t}": "money" for t in periods})
+    if any(p.external_match for p in rnd.programs):
+        _add_external_match(rnd, ledger, by_p, cols, rows, total, formats)
     return Table("Programs", cols, rows, formats, total)
+
+
+def external_match_units(units: int, share: float) -> int:
+    """Money from outside the round, in whole rounding units: in-round x e / (1 - e), rounded
+    half up once per program, so in-round + external = total cost adds up exactly."""
+    if not share or not units:
+        return 0
+    e = Decimal(repr(share))
+    return int((Decimal(units) * e / (1 - e)).to_integral_value(rounding="ROUND_HALF_UP"))
+
+
+def _add_external_match(rnd: Round, ledger: _Ledger, by_p: dict, cols: list[str], rows: list,
+                        total: list, formats: dict) -> None:
+    """Beside each program's in-round `amount`: its external_match share, the money from
+    outside the round and the total cost (only in rounds that use external_match)."""
+    at = cols.index("amount") + 1
+    cols[at:at] = ["external_match", "external match money", "total cost"]
+    ext_total = in_total = 0
+    for prog, row in zip(rnd.programs, rows, strict=True):
+        units = by_p.get(prog.program_id, 0)
+        ext = external_match_units(units, prog.external_match)
+        ext_total, in_total = ext_total + ext, in_total + units
+        row[at:at] = [prog.external_match, ledger.money(ext), ledger.money(units + ext)]
+    total[at:at] = [None, ledger.money(ext_total), ledger.money(in_total + ext_total)]
+    formats.update({"external_match": "percent", "external match money": "money",
+                    "total cost": "money"})
 
 
 def _regions(rnd: Round, ledger: _Ledger) -> Table:

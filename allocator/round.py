@@ -124,6 +124,8 @@ class ContributionRow(Frozen):
 
 
 class ProgramRow(Frozen):
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"external_match"})
+
     program_id: str
     name: str = ""
     sector: str = ""
@@ -138,6 +140,14 @@ class ProgramRow(Frozen):
     pilot_of: str | None = None
     outcomes: dict[str, float] = {}
     attributes: dict[str, str] = {}
+    # Contract 1.1: the share e of the program's cost paid from outside the round. Its total
+    # cost in a period is the in-round money / (1 - e); e = 1 would need no round money at all.
+    external_match: float = Field(default=0.0, ge=0, lt=1)
+
+    @property
+    def round_cost_per_trainee(self) -> float:
+        """In-round money per trainee: cost_per_trainee x (1 - external_match)."""
+        return self.cost_per_trainee * (1.0 - self.external_match)
 
 
 class PerformanceRow(Frozen):

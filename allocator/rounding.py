@@ -23,6 +23,13 @@ NEAR_INTEGER = 1e-6  # in units: an amount this close to a multiple is that mult
 # a greedy pass (floor, then up where every row allows) with a small MILP repair takes over.
 MILP_MAX_STEPS = 1_000
 ROUNDING_MAX_NODES = 2_000
+# When rounding near the optimum misses a hard row, a MILP over every amount in whole units
+# (each free from 0 up) looks for any allocation that keeps every hard row, or proves there is
+# none. Above this many amounts that search is skipped (the miss is then reported unproven).
+WIDE_MAX_AMOUNTS = 5_000
+# A missed hard rule alone sends rounding to the repair pass only while the amounts in its rows
+# are this few (a share of all money in a 50,000-program round would make a huge MILP).
+REPAIR_MAX_RULE_AMOUNTS = 20_000
 
 
 @dataclass
@@ -33,13 +40,23 @@ class Rounded:
     row_misses: dict[int, float]  # row -> amount (currency) by which it is missed
     method: str
     columns: np.ndarray | None = None  # every column after rounding (slacks and totals follow x)
+    # When a hard row is missed: "proven" (the MILP over every whole-unit allocation found none
+    # that keeps all hard rows), "not proven" (its search stopped, or the round was too large).
+    proof: str | None = None
 
 
 def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
                      unit: float, soft_rows: np.ndarray, time_limit: float = 30.0,
                      free_cols: np.ndarray | None = None,
-                     switch_cols: np.ndarray | None = None) -> Rounded:
+                     switch_cols: np.ndarray | None = None,
+                     hard_rule_rows: np.ndarray | None = None) -> Rounded:
     """Round x (currency) to multiples of `unit`.
+
+    Rows in `soft_rows` may be missed (at a lower price) where rounding cannot keep them,
+    except those also in `hard_rule_rows` (rules without a penalty): like budgets, capacities,
+    minimums and caps, a hard rule missed near the optimum sends rounding to a repair pass and
+    then to a MILP over every whole-unit allocation, which finds one that keeps it or proves
+    that none exists (`Rounded.proof`).
 
     `free_cols` (soft-rule slacks, reference totals) are re-optimised with the rounded x so
     the rows that define them stay exact; `switch_cols` (the on/off decisions of all-or-nothing
@@ -73,7 +90,11 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
         full = _apply(solution, x_cols, lo, steps, free_cols, result, unit)
         method = "milp"
     soft = set(soft_rows.tolist())
-    hard_missed = [i for i in _misses(program, full, unit) if i not in soft]
+    hard_rules = set() if hard_rule_rows is None else set(hard_rule_rows.tolist())
+    hard_missed = [i for i in _misses(program, full, unit) if i not in soft or i in hard_rules]
+    if hard_missed and all(i in hard_rules for i in hard_missed) and int(
+            _columns_in_rows(program, hard_missed, x_cols).sum()) > REPAIR_MAX_RULE_AMOUNTS:
+        hard_missed = []  # a rule over most of a large round: a repair MILP would be huge
     if hard_missed:
         now = np.rint(full[x_cols] / unit)
         in_missed = _columns_in_rows(program, hard_missed, x_cols)
@@ -89,8 +110,51 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
         if second is not None:
             full = _apply(full, x_cols, now, steps2, free_cols, second, unit, switches)
             method += "+repair"
+    must_keep = [i for i in _misses(program, full, unit) if i not in soft or i in hard_rules]
+    proof = None
+    if must_keep:
+        found, proof = _wide_search(program, x_cols, full, unit, soft_rows, hard_rules,
+                                    free_cols, switch_cols, time_limit)
+        if found is not None:
+            full, proof = found, None
+            method += "+wide"
     units = np.rint(full[x_cols] / unit)
-    return Rounded(units.astype(np.int64), _misses(program, full, unit), method, full)
+    return Rounded(units.astype(np.int64), _misses(program, full, unit), method, full, proof)
+
+
+def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, unit: float,
+                 soft_rows: np.ndarray, hard_rules: set[int], free_cols: np.ndarray,
+                 switch_cols: np.ndarray, time_limit: float) -> tuple[np.ndarray | None, str]:
+    """Any whole-unit allocation that keeps every hard row, or why there is none.
+
+    Phase A minimises the total miss of the hard rows over every amount in whole units (each
+    from 0 up, every on/off decision free): a minimum above zero, proven optimal, proves that no
+    rounding keeps them. Phase B then maximises the outcome value with every hard row kept.
+    Returns (columns, "") when found, else (None, "proven" or "not proven").
+    """
+    n = len(x_cols)
+    if n > WIDE_MAX_AMOUNTS:
+        return None, "not proven"
+    steps = np.arange(n)
+    zeros = np.zeros(n)
+    upper = np.full(n, INF)
+    soft = np.array(sorted(set(soft_rows.tolist()) - hard_rules), dtype=np.int64)
+    first = _rounding_milp(program, x_cols, full, zeros, steps, zeros, upper, unit, soft,
+                           free_cols, time_limit, switch_cols, value_weight=0.0, full_result=True)
+    if first is None:
+        return None, "not proven"
+    z, status, objective = first
+    tol = 1e-6 * unit
+    if -objective > tol:  # every hard row cannot be kept at once
+        return None, "proven" if status == Status.optimal else "not proven"
+    candidate = _apply(full, x_cols, zeros, steps, free_cols, z, unit, switch_cols)
+    second = _rounding_milp(program, x_cols, full, zeros, steps, zeros, upper, unit, soft,
+                            free_cols, time_limit, switch_cols, strict=True, full_result=True)
+    if second is not None and second[0] is not None:
+        better = _apply(full, x_cols, zeros, steps, free_cols, second[0], unit, switch_cols)
+        if float(program.c @ better) >= float(program.c @ candidate):
+            candidate = better
+    return candidate, ""
 
 
 def _greedy(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray, lo: np.ndarray,
@@ -274,10 +338,14 @@ def _columns_in_rows(program: MatrixProgram, rows: list[int], x_cols: np.ndarray
 def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,
                    lo: np.ndarray, steps: np.ndarray, step_lower: np.ndarray, step_upper: np.ndarray,
                    unit: float, soft_rows: np.ndarray, free_cols: np.ndarray,
-                   time_limit: float, switches: np.ndarray | None = None) -> np.ndarray | None:
+                   time_limit: float, switches: np.ndarray | None = None, *,
+                   value_weight: float = 1.0, strict: bool = False, full_result: bool = False):
     """Solve the rounding MILP: x_k = unit * (lo_k + z_k) for k in `steps`, z_k integer within
     [step_lower, step_upper]; the other x stay at `unit * lo`; `switches` may go from 1 to 0.
-    Returns z, then the free columns, then the switches."""
+    Returns z, then the free columns, then the switches.
+
+    `value_weight` 0 minimises the weighted misses alone; `strict` allows no miss on any row
+    but `soft_rows`; `full_result` returns (z..., status, objective) instead."""
     switches = np.zeros(0, dtype=np.int64) if switches is None else switches
     A = sp.csc_matrix(program.A)
     step_cols = x_cols[steps]
@@ -302,13 +370,17 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     eye = sp.identity(n_r, format="csr")
     A_full = sp.hstack([B, eye[:, has_lo], -eye[:, has_up]], format="csr")
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
-    c = np.concatenate([program.c[step_cols] * unit - 1e-9 * unit, program.c[free_cols],
-                        -weight[has_lo], -weight[has_up]])
+    c = np.concatenate([(program.c[step_cols] * unit - 1e-9 * unit) * value_weight,
+                        program.c[free_cols] * value_weight, -weight[has_lo], -weight[has_up]])
+    if not value_weight:  # the plain total miss (currency) of the hard rows, each alike
+        c[n_z + n_f:] = -np.concatenate([np.where(soft, 0.0, 1.0)[has_lo],
+                                         np.where(soft, 0.0, 1.0)[has_up]])
     n_s = len(switches)
+    miss_upper = np.where(soft, INF, 0.0) if strict else np.full(n_r, INF)
     col_lower = np.concatenate([step_lower, program.col_lower[free_cols[: n_f - n_s]],
                                 np.zeros(n_s + n_lo + n_up)])
     col_upper = np.concatenate([step_upper, program.col_upper[free_cols[: n_f - n_s]],
-                                np.ones(n_s), np.full(n_lo + n_up, INF)])
+                                np.ones(n_s), miss_upper[has_lo], miss_upper[has_up]])
     integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_f - n_s, bool), np.ones(n_s, bool),
                               np.zeros(n_lo + n_up, bool)])
     rounding = MatrixProgram(c, A_full, np.where(has_lo, lower, -INF), np.where(has_up, upper, INF),
@@ -321,6 +393,8 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
                            options={"mip_max_nodes": ROUNDING_MAX_NODES})
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
+    if full_result:
+        return result.x[: n_z + n_f], result.status, float(result.objective or 0.0)
     return result.x[: n_z + n_f]
 
 

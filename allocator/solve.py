@@ -57,6 +57,9 @@ class Status(StrEnum):
     infeasible = "infeasible"
     unbounded = "unbounded"
     no_solution = "no_solution"
+    # Solved, but no rounding to whole units keeps every hard row (a rule, budget or cap):
+    # the run says which row and by how much, writes its report and record marked so.
+    rounding_infeasible = "rounding_infeasible"
 
 
 @dataclass

@@ -159,6 +159,7 @@ SPECS: dict[str, list[Column]] = {
         Column("targets", _tags),
         Column("pilot_of", cells.parse_id),
         *[Column(c, cells.parse_float) for c in OUTCOME_COLUMNS],
+        Column("external_match", cells.parse_float),
     ],
     "performance": [
         Column("program_id", cells.parse_id, True),
@@ -804,9 +805,19 @@ def _pydantic_message(err: dict[str, Any]) -> str:
         "less_than_equal": "must be at most {le}",
     }
     template = words.get(err["type"])
+    hint = _FIELD_HINTS.get(str(err["loc"][0]) if err.get("loc") else "", "")
     if template:
-        return template.format(**{k: cells.describe(v) for k, v in ctx.items()}) + f", got {shown}"
-    return f"{err['msg']}, got {shown}"
+        return (template.format(**{k: cells.describe(v) for k, v in ctx.items()})
+                + f", got {shown}" + hint)
+    return f"{err['msg']}, got {shown}{hint}"
+
+
+# What a bound means for the user, where the number alone does not say it.
+_FIELD_HINTS = {
+    "external_match": (" (external_match is the share of the program's cost paid from outside "
+                       "the round, a number from 0 up to but not including 1; a program paid "
+                       "entirely from outside needs no money from this round: leave it out)"),
+}
 
 
 _DICT_FIELDS.update({RegionRow: ("attributes",), FundRow: ("attributes",),

@@ -7,8 +7,8 @@ list of changes, each `<target> = <value>`:
     rule R-INC value = 0.35         a rule's value (or `penalty`)
     weight employment_rate = 0.5    an Objective weight (a new metric adds an Objective row)
     equity_objective = maxmin_per_capita     any Round setting but round_id and periods
-    program P1 max_trainees = 40    max_trainees, min_trainees, cost_per_trainee or an outcome
-                                    metric of a program (`*` = every program)
+    program P1 max_trainees = 40    max_trainees, min_trainees, cost_per_trainee, external_match
+                                    or an outcome metric of a program (`*` = every program)
 
 A numeric value is absolute (`40`, `120000`), relative (`+10%`, `-5%`), a change (`+5000`,
 `-5000`) or a factor (`*1.1`): a leading sign always means "change the current value", so a
@@ -51,7 +51,7 @@ from allocator.workbook import Table, read_tables
 BASE_NAME = "base"
 SETTING_KEYS = ("title", "currency", "rounding_unit", "equity_objective", "outcome_tolerance",
                 "time_limit_s", "mip_gap")
-PROGRAM_FIELDS = ("max_trainees", "min_trainees", "cost_per_trainee")
+PROGRAM_FIELDS = ("max_trainees", "min_trainees", "cost_per_trainee", "external_match")
 RULE_FIELDS = ("value", "penalty")
 _NUMBER = re.compile(r"^\s*(?P<op>[+\-*])?\s*(?P<num>[^%\s][^%]*?)\s*(?P<pct>%)?\s*$")
 

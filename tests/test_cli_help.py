@@ -51,6 +51,7 @@ def test_top_level_help_lists_commands_and_every_exit_code():
         "    3    infeasible round: no allocation keeps every rule (diagnosis printed)",
         "    4    the solver stopped without a solution (time limit): nothing written",
         "    5    the decision record is not verified (each difference printed)",
+        "    6    rounding to whole units breaks a hard rule (report and record marked)",
         "    70   internal error: a bug in allocator, please report it with the workbook",
         "    130  interrupted (Ctrl-C): nothing written",
     ]
@@ -77,6 +78,7 @@ def test_run_help_shows_defaults_flags_and_exit_codes():
         "    2    usage error: a missing argument, an unknown or bad option",
         "    3    infeasible round: no allocation keeps every rule (diagnosis printed)",
         "    4    the solver stopped without a solution (time limit): nothing written",
+        "    6    rounding to whole units breaks a hard rule (report and record marked)",
         "    70   internal error: a bug in allocator, please report it with the workbook",
         "    130  interrupted (Ctrl-C): nothing written",
     ]

@@ -102,7 +102,8 @@ def test_programs_sheet_gives_a_reason_for_every_program(binding):
     assert programs["P2"]["status"] == "funded partly"
     assert programs["P3"]["status"] == "not funded" and programs["P3"]["amount"] == 0
     assert programs["P3"]["reason"] == ("its outcome value per EUR (0.0003) is 50% below what "
-                                        "the marginal money buys (0.0006)")
+                                        "the marginal money buys (0.0006): budget(s) JIF 2026, "
+                                        "JIF 2027 fully spent on programs that buy more")
     # One source of truth: the sheet is allocator.explain's table, row for row.
     explained = program_reasons(solution)
     assert [(p["program_id"], p["status"], p["reason"]) for p in programs.values()] == \
