@@ -26,7 +26,7 @@ from allocator.solve import Status
 from tests.test_explain import R_B, E, variant
 
 PRICE_HEADER = ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
-                "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"]
+                "price per 10,000 EUR", "step", "per_step", "trainees_per_step", "sentence", "note"]
 
 
 def _table(ws) -> list[dict]:
@@ -74,7 +74,8 @@ def test_prices_sheet_has_every_binding_rule_and_budget_with_its_sentence(bindin
     assert rule["binding"] == "yes" and rule["op"] == ">=" and rule["value"] == 0.8
     assert rule["step"] == "1 percentage point"
     assert rule["per_step"] == pytest.approx(-0.63, rel=1e-6)
-    assert rule["shadow_price"] == pytest.approx(-0.0003, rel=1e-6)
+    # the price is shown per 10,000 EUR: -0.0003 per EUR (the hand price in test_explain)
+    assert rule["price per 10,000 EUR"] == pytest.approx(-3.0, rel=1e-6)
     assert rule["sentence"] == ("Raising the floor R-B from 80% to 81% costs 0.63 outcome "
                                 "points (about 0.95 trainee placements)")
     for r in rows[1:]:
