@@ -4,8 +4,8 @@ A board looks at a picture: money by jurisdiction against its contribution share
 retour at a glance), inclusion shares against their rule targets, money per inhabitant by
 region, money by fund and period. Each chart reads its numbers from the sheet that holds them
 (Jurisdictions, Dashboard, Regions, Funds), so the picture and the table never disagree. The
-charts sit in a 2 x 2 grid right of the key figures; the Dashboard prints on one landscape
-page, so no page break cuts a chart.
+charts sit in a 2 x 2 grid under the key figures; the Dashboard prints on one portrait page,
+so no page break cuts a chart.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from typing import Any
 from openpyxl.chart import BarChart, Reference, Series
 from openpyxl.chart.data_source import StrRef
 from openpyxl.chart.series import SeriesLabel
+from openpyxl.chart.text import RichText, Text
+from openpyxl.chart.title import Title
+from openpyxl.drawing.text import CharacterProperties, Paragraph, ParagraphProperties, RegularTextRun
 from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
-from openpyxl.utils import get_column_letter
 
-# Grid: two charts across, two down; each chart spans this many default-width columns / rows.
-CHART_COLS = 9
-CHART_ROWS = 22
-GRID_WIDTH = 9.0  # characters
-CHART_W_CM = 14.0
-CHART_H_CM = 7.4
-FIRST_CHART_COL = 5  # column E: A-C hold the figures, D is a gap
+# Grid under the figures: two charts across (the left in column A, the right in B:C), two down.
+CHART_ROWS = 19
+MIN_WIDTHS = {1: 44.0, 2: 30.0, 3: 12.0}  # characters: A holds one chart, B:C the other
 
 
 @dataclass
@@ -60,16 +58,22 @@ def _bar(title: str, y_title: str, y_format: str, horizontal: bool = False) -> B
     chart = BarChart()
     chart.type = "bar" if horizontal else "col"
     chart.grouping = "clustered"
-    chart.title = title
+    chart.title = _title(title)
     chart.y_axis.title = y_title
     chart.y_axis.numFmt = y_format
     chart.y_axis.majorGridlines = None
-    chart.width, chart.height = CHART_W_CM, CHART_H_CM
     chart.legend.position = "b"
     # openpyxl >= 3.1 hides axes unless told (delete=True by default in some readers).
     chart.x_axis.delete = False
     chart.y_axis.delete = False
     return chart
+
+
+def _title(text: str) -> Title:
+    """A chart title in 12 pt bold (the default is too large for a quarter page)."""
+    props = CharacterProperties(sz=1200, b=True)
+    para = Paragraph(pPr=ParagraphProperties(defRPr=props), r=[RegularTextRun(rPr=props, t=text)])
+    return Title(tx=Text(rich=RichText(p=[para])), overlay=False)
 
 
 def _series(chart: BarChart, values: Reference, title: str) -> None:
@@ -101,7 +105,7 @@ def charts(data: ChartData) -> list[Any]:
         c.set_categories(_ref("Dashboard", 1, first, last))
         out.append(c)
     if data.regions:
-        c = _bar("Money per inhabitant by region", data.currency, "#,##0.00")
+        c = _bar("Money per inhabitant by region", data.currency, "#,##0.00", horizontal=True)
         _series(c, _ref("Regions", data.region_cols["per_capita"], 2, data.regions + 1),
                 f"{data.currency} per inhabitant".strip())
         c.set_categories(_ref("Regions", data.region_cols["region"], 2, data.regions + 1))
@@ -124,38 +128,26 @@ def charts(data: ChartData) -> list[Any]:
     return out
 
 
-def grid_widths() -> dict[int, float]:
-    """Widths of the chart grid's columns (D, the gap, and the charts' columns)."""
-    last = FIRST_CHART_COL + 2 * (CHART_COLS + 1)
-    return {c: (2.0 if c == FIRST_CHART_COL - 1 else GRID_WIDTH)
-            for c in range(FIRST_CHART_COL - 1, last)}
-
-
-def anchors(count: int) -> list[str]:
-    """Cells where the charts' top-left corners go: a 2 x 2 grid right of the figures."""
-    cells = []
-    for i in range(count):
-        col = FIRST_CHART_COL + (i % 2) * (CHART_COLS + 1)
-        row = 2 + (i // 2) * (CHART_ROWS + 1)
-        cells.append(f"{get_column_letter(col)}{row}")
-    return cells
-
-
 def print_area(figure_rows: int, count: int) -> str:
     """The Dashboard's printed area: the figures and every chart, on one page."""
-    last_col = FIRST_CHART_COL + (2 if count > 1 else 1) * (CHART_COLS + 1) - 1
-    grid_rows = 1 + ((count + 1) // 2) * (CHART_ROWS + 1)
-    return f"A1:{get_column_letter(last_col)}{max(figure_rows + 1, grid_rows)}"
+    return f"A1:C{_first_chart_row(figure_rows) + ((count + 1) // 2) * (CHART_ROWS + 1) + 1}"
 
 
-def add_charts(ws: Any, data: ChartData) -> Sequence[Any]:
-    """Each chart fills its grid cell (anchored at two corners: whatever a reader takes a
-    column's width to be, the chart keeps to its cell and never overlaps another)."""
+def _first_chart_row(figure_rows: int) -> int:
+    """0-based row of the first chart's top: one blank row under the figures."""
+    return figure_rows + 2
+
+
+def add_charts(ws: Any, data: ChartData, figure_rows: int) -> Sequence[Any]:
+    """The charts in a 2 x 2 grid under the figures. Each fills its grid cell (anchored at two
+    corners: whatever a reader takes a column's width to be, a chart keeps to its cell and
+    never overlaps another)."""
     made = charts(data)
+    top = _first_chart_row(figure_rows)
     for i, chart in enumerate(made):
-        col = FIRST_CHART_COL - 1 + (i % 2) * (CHART_COLS + 1)
-        row = 1 + (i // 2) * (CHART_ROWS + 1)
-        chart.anchor = TwoCellAnchor(_from=AnchorMarker(col=col, row=row),
-                                     to=AnchorMarker(col=col + CHART_COLS, row=row + CHART_ROWS))
+        row = top + (i // 2) * (CHART_ROWS + 1)
+        first, last = (0, 1) if i % 2 == 0 else (1, 3)
+        chart.anchor = TwoCellAnchor(_from=AnchorMarker(col=first, row=row),
+                                     to=AnchorMarker(col=last, row=row + CHART_ROWS))
         ws.add_chart(chart)
     return made

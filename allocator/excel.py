@@ -33,9 +33,10 @@ PRICE_STEP = 10_000
 PRICE_ZERO = 5e-4
 TOTAL_LABEL = "Total"
 
-HEADER_FONT = Font(bold=True)
+# The default font named: a font without a name prints in the reader's default (often serif).
+HEADER_FONT = Font(name="Calibri", size=11, bold=True)
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-TOTAL_FONT = Font(bold=True)
+TOTAL_FONT = Font(name="Calibri", size=11, bold=True)
 HEADER_ALIGNMENT = Alignment(horizontal="center", vertical="center", wrap_text=True)
 WRAP_ALIGNMENT = Alignment(vertical="top", wrap_text=True)
 TOP_ALIGNMENT = Alignment(vertical="top")

@@ -35,7 +35,7 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Alignment, PatternFill
 from openpyxl.utils import get_column_letter
 
 import allocator
@@ -176,9 +176,9 @@ def _dashboard_charts(ws: Any, rnd: Round, tables: Mapping[str, Table]) -> None:
         region_cols={c: i + 1 for i, c in enumerate(regions.columns)},
         fund_cols={c: i + 1 for i, c in enumerate(funds.columns)},
         currency=rnd.settings.currency)
-    made = dashboard.add_charts(ws, data)
+    made = dashboard.add_charts(ws, data, len(dash))
     ws.print_area = dashboard.print_area(len(dash), len(made))
-    ws.page_setup.orientation = "landscape"
+    ws.page_setup.orientation = "portrait"
     ws.page_setup.fitToHeight = 1
 
 
@@ -362,7 +362,7 @@ def _dashboard(solution: Solution, ledger: _Ledger) -> Table:
     kinds = [r[3] for r in rows]
     table = Table("Dashboard", DASHBOARD_COLUMNS, [r[:3] for r in rows],
                   {"value": _row_kinds(kinds), "target": _row_kinds(kinds)})
-    table.extra_widths = dashboard.grid_widths()
+    table.extra_widths = dict(dashboard.MIN_WIDTHS)
     return table
 
 
@@ -1032,9 +1032,9 @@ def _Formats(rnd: Round) -> Formats:
     return Formats.of_round(rnd)
 
 
-_HEADER_FONT = Font(bold=True)
+_HEADER_FONT = excel.HEADER_FONT
 _HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-_TOTAL_FONT = Font(bold=True)
+_TOTAL_FONT = excel.TOTAL_FONT
 
 
 def _text(value: str) -> str:
@@ -1105,8 +1105,9 @@ def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = ""
     widths = _widths(table, styles.formats)
     for i, width in enumerate(widths):
         ws.column_dimensions[get_column_letter(i + 1)].width = width
-    for col, width in getattr(table, "extra_widths", {}).items():  # the Dashboard's chart grid
-        ws.column_dimensions[get_column_letter(col)].width = width
+    for col, width in table.extra_widths.items():  # at least: the Dashboard's chart grid
+        widths[col - 1] = max(widths[col - 1], width)
+        ws.column_dimensions[get_column_letter(col)].width = widths[col - 1]
     wraps = excel.wrap_columns(widths)
     lines = len(table) + 2.0
     if any(wraps):  # wrapped text: rows as tall as their lines (a large ledger: as its first)
