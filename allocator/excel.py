@@ -42,7 +42,7 @@ WRAP_ALIGNMENT = Alignment(vertical="top", wrap_text=True)
 TOP_ALIGNMENT = Alignment(vertical="top")
 
 # Text columns wider than this wrap instead of growing (descriptions, reasons, sentences).
-MAX_WIDTH = 60
+MAX_WIDTH = 45
 MIN_WIDTH = 8
 # A4 (openpyxl paperSize 9) with narrow margins, in character widths of the default font
 # (Calibri 11: 7 px a character, 96 px an inch) and in points.
@@ -360,8 +360,8 @@ def row_lines(values: Sequence[Any], widths: Sequence[float], wraps: Sequence[bo
     n = 1
     for v, w, wrap in zip(values, widths, wraps, strict=False):
         if wrap and isinstance(v, str):
-            # proportional text: a character is about 0.9 of a digit's width
-            n = max(n, math.ceil(len(v) * 0.92 / max(1.0, w - 1.5)))
+            # proportional text: a character is about 0.8 of a digit's width
+            n = max(n, math.ceil(len(v) * 0.82 / max(1.0, w - 1.5)))
     return n
 
 
