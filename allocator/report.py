@@ -52,6 +52,7 @@ from allocator.explain import (
 )
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
+from allocator.sensitivity import sensitivity
 from allocator.solve import RowRef, Status
 from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 REPORT_FORMAT_VERSION = 1
 SHEETS = ("Dashboard", "Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
-          "Prices", "Disbursements", "Cash flow", "Audit", "Notes")
+          "Prices", "Sensitivity", "Disbursements", "Cash flow", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
@@ -327,6 +328,7 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _funds(rnd, ledger),
         _rules(solution, groups),
         _prices(solution, groups),
+        _sensitivity(solution),
         _disbursements(rnd, ledger, split),
         _cash_flow(rnd, ledger, split),
         _audit(solution, run_id, input_digest, output_digest, round_digest, record_dir, versions,
@@ -780,6 +782,38 @@ def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
     price = price_header(solution.round)
     formats: dict[str, FormatSpec] = {"value": value_kind, price: "price", **_PRICE_KINDS}
     return Table("Prices", [price if c == "shadow_price" else c for c in cols], rows, formats)
+
+
+def _sensitivity(solution: Solution) -> Table:
+    """Solver-style sensitivity: each budget's and hard rule's price with the range of its
+    limit over which the price holds; each funded program's value range (allocator.sensitivity)."""
+    rnd = solution.round
+    price = price_header(rnd)
+    cols = ["kind", "id", "name", "period", "current", price, "holds from", "holds to",
+            "allowable increase", "allowable decrease", "meaning"]
+    result = sensitivity(solution)
+    if not result.available:
+        return Table("Sensitivity", cols, [["note", "", "", "", None, None, None, None, None, None,
+                                            result.why_not]])
+    rows: list[list[Any]] = []
+    for r in result.rows.to_dict("records"):
+        rows.append([r["kind"], r["id"], r["group"], r["period"], *(_clean_float(r[c], 2) for c in (
+            "limit",)), r["price"], *(_clean_float(r[c], 2) for c in (
+                "lowest", "highest", "allowable_increase", "allowable_decrease")), r["meaning"]])
+    for r in result.programs.to_dict("records"):
+        rows.append(["program", r["program_id"], r["program"], "",
+                     *(_clean_float(r[c], 4) for c in ("value_per_trainee",)), None,
+                     *(_clean_float(r[c], 4) for c in ("lowest", "highest", "allowable_increase",
+                                                       "allowable_decrease")), r["meaning"]])
+
+    def kind(_i: int, row: Sequence[Any]) -> str:
+        return "value" if row[0] == "program" else "money"
+
+    formats: dict[str, FormatSpec] = {c: kind for c in ("current", "holds from", "holds to",
+                                                         "allowable increase",
+                                                         "allowable decrease")}
+    formats[price] = "price"
+    return Table("Sensitivity", cols, rows, formats)
 
 
 def _tranches_of(rnd: Round, fund: FundRow) -> list[TrancheRow]:

@@ -56,6 +56,8 @@ HEADERS = {
               "reference_amount", "penalty", "shortfall", "soft", "note"],
     "Prices": ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
                "price per 10,000 EUR", "step", "per_step", "trainees_per_step", "sentence", "note"],
+    "Sensitivity": ["kind", "id", "name", "period", "current", "price per 10,000 EUR",
+                    "holds from", "holds to", "allowable increase", "allowable decrease", "meaning"],
     "Disbursements": ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
                       "due_period", "condition"],
     "Cash flow": ["due_period", "EMP", "JIF", "PUB", "total"],
