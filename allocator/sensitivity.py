@@ -37,8 +37,11 @@ from allocator.solve import MatrixProgram, is_interior, new_highs
 if TYPE_CHECKING:
     from allocator.engine import Solution
 
-# Above this many LP columns ranging is not computed (about 5,000 programs of 3 periods).
-RANGING_COLUMNS = 60_000
+# Above this many LP columns ranging is not computed: the crossover's limit (above it the
+# prices come from interior point without a basis).
+RANGING_COLUMNS = 250_000
+# Without the prices LP's basis, the LP is solved again by simplex only up to this size.
+SCRATCH_COLUMNS = 5_000
 RULE_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
 BUDGET_ROWS = ("spend_fund_period_max", "spend_fund_cumulative_max")
 INF = 1e20  # HiGHS's infinity: a range end at or beyond it is "no limit"
@@ -79,7 +82,11 @@ def sensitivity(solution: Solution) -> Sensitivity:
         if exact is not None:
             return exact
     augmented, z_of = _with_program_columns(program, solution, funded)
-    ranging = _ranging(augmented)
+    basis = getattr(prices, "basis", None)
+    if basis is None and program.shape[1] > SCRATCH_COLUMNS:
+        return Sensitivity(False, "not computed for this size: the prices LP kept no simplex "
+                                  "basis, and solving it again would cost more than the report")
+    ranging = _ranging(augmented, basis, len(z_of))
     if ranging is None:
         return Sensitivity(False, "not available: the simplex re-solve of the prices LP did not "
                                   "end optimal")
@@ -125,6 +132,46 @@ def _exact(solution: Solution, program: MatrixProgram, funded: list[str]) -> Sen
     return Sensitivity(True, "", rows, _program_table_exact(solution, funded, ranges), exact=True)
 
 
+class _WarmLP:
+    """One HiGHS model solved many times with small changes: each solve starts from the last
+    basis (a few simplex steps instead of a solve from scratch)."""
+
+    def __init__(self, program: MatrixProgram):
+        self.h = new_highs()
+        for key, value in {"random_seed": 0, "presolve": "off", "solver": "simplex"}.items():
+            self.h.setOptionValue(key, value)
+        program.to_highs(self.h)
+        self._costs: np.ndarray = np.flatnonzero(program.c)
+
+    def cost(self, idx: np.ndarray, values: np.ndarray) -> None:
+        """Set the objective to `values` on `idx` and 0 elsewhere."""
+        if len(self._costs):
+            self.h.changeColsCost(len(self._costs), self._costs.astype(np.int32),
+                                  np.zeros(len(self._costs)))
+        idx = np.asarray(idx, dtype=np.int32)
+        if len(idx):
+            self.h.changeColsCost(len(idx), idx, np.asarray(values, dtype=float))
+        self._costs = idx
+
+    def optimum(self, maximize: bool) -> float | None | bool:
+        """The optimum (None: unbounded; False: the solve failed)."""
+        self.h.changeObjectiveSense(highspy.ObjSense.kMaximize if maximize
+                                    else highspy.ObjSense.kMinimize)
+        self.h.run()
+        status = self.h.getModelStatus()
+        if status == highspy.HighsModelStatus.kUnbounded:
+            return None
+        if status != highspy.HighsModelStatus.kOptimal:
+            return False
+        return float(self.h.getInfo().objective_function_value)
+
+    def both(self) -> tuple[float | None, float | None] | bool:
+        low, high = self.optimum(False), self.optimum(True)
+        if low is False or high is False:
+            return False
+        return low, high
+
+
 class _Face:
     """The prices LP at its optimum: which columns and rows are held by their prices."""
 
@@ -138,75 +185,78 @@ class _Face:
         self.col_lo = np.where(held, x, program.col_lower)
         self.col_hi = np.where(held, x, program.col_upper)
         self.held_rows = np.abs(y) > self.tol_d
-
-    def _solve(self, c: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, col_lo, col_hi, A,
-               maximize: bool) -> float | bool | None:
-        """Optimum of c'x over the bounds (None: unbounded; False: failed)."""
-        prog = MatrixProgram(c, A, row_lo, row_hi, col_lo, col_hi,
-                             np.zeros(len(c), dtype=bool), [], [], maximize)
-        h = new_highs()
-        h.setOptionValue("random_seed", 0)
-        prog.to_highs(h)
-        h.run()
-        status = h.getModelStatus()
-        if status == highspy.HighsModelStatus.kUnbounded:
-            return None
-        if status != highspy.HighsModelStatus.kOptimal:
-            return False
-        return float(h.getInfo().objective_function_value)
+        self.row_lo = np.where(self.held_rows, self.act, program.row_lower)
+        self.row_hi = np.where(self.held_rows, self.act, program.row_upper)
+        self._rows_lp: _WarmLP | None = None
+        self._cost_lp: _WarmLP | None = None
+        self._e: np.ndarray = np.zeros(0, dtype=np.int32)
 
     def row_range(self, i: int) -> tuple[float | None, float | None] | bool:
-        """[lowest, highest] limit of row i over which its price holds (False: failed)."""
-        lo = np.where(self.held_rows, self.act, self.p.row_lower)
-        hi = np.where(self.held_rows, self.act, self.p.row_upper)
-        lo[i], hi[i] = -np.inf, np.inf
-        a = np.asarray(self.A[i].todense()).ravel()
-        ends = []
-        for maximize in (False, True):
-            v = self._solve(a, lo, hi, self.col_lo, self.col_hi, self.A, maximize)
-            if v is False:
-                return False
-            ends.append(v)
-        low, high = ends
-        if not self.held_rows[i]:  # a price of 0 holds on the slack side of what can be used
-            upper_row = math.isfinite(self.p.row_upper[i]) and abs(self.p.row_upper[i]) < INF
-            return (low, None) if upper_row else (None, high)
-        return low, high
+        """[lowest, highest] limit of row i over which its price holds (False: failed).
+
+        Over the optimal face of these prices (columns and rows with a price held where they
+        are), row i's activity ranges from min to max: every limit in between keeps the prices
+        optimal, none outside does."""
+        if self._rows_lp is None:
+            n = self.A.shape[1]
+            self._rows_lp = _WarmLP(MatrixProgram(
+                np.zeros(n), self.A, self.row_lo, self.row_hi, self.col_lo, self.col_hi,
+                np.zeros(n, dtype=bool), [], [], True))
+        lp = self._rows_lp
+        row = self.A.getrow(i)
+        lp.cost(row.indices, row.data)
+        lp.h.changeRowBounds(i, -highspy.kHighsInf, highspy.kHighsInf)
+        upper_row = math.isfinite(self.p.row_upper[i]) and abs(self.p.row_upper[i]) < INF
+        if self.held_rows[i]:
+            got = lp.both()
+        else:  # a price of 0 holds on the slack side of what can be used: one end only
+            end = lp.optimum(not upper_row)
+            got = False if end is False else (end, None) if upper_row else (None, end)
+        lp.h.changeRowBounds(i, float(_finite(self.row_lo[i])), float(_finite(self.row_hi[i])))
+        return got
 
     def cost_range(self, cols: np.ndarray) -> tuple[float | None, float | None] | None:
         """[down, up]: how far the cost of `cols` (all at once) can move with the point kept
-        optimal (None ends: no limit). An LP in the prices and the move t:
+        optimal (None ends: no limit). An LP in the prices y and the move t:
         c_j + t e_j - a_j'y is 0 for a column between its bounds, <= 0 at its lower, >= 0 at its
         upper; y_k is 0 for a slack row, >= 0 at its upper limit, <= 0 at its lower."""
+        if self._cost_lp is None:
+            self._cost_lp = _WarmLP(self._cost_program())
+            self._cost_lp.cost(np.array([self.A.shape[0]]), np.array([1.0]))
+        lp = self._cost_lp
+        t = self.A.shape[0]
+        for j in self._e:  # the previous program's columns no longer move
+            lp.h.changeCoeff(int(j), t, 0.0)
+        for j in cols:
+            lp.h.changeCoeff(int(j), t, -1.0)
+        self._e = np.asarray(cols, dtype=np.int32)
+        got = lp.both()
+        return None if got is False else got
+
+    def _cost_program(self) -> MatrixProgram:
+        """The LP of `cost_range` without its moving column's entries (set per program)."""
         p, x = self.p, self.x
         n, m = len(x), self.A.shape[0]
         tol = 1e-9
         at_lo = _at(x, p.col_lower, tol)
         at_hi = _at(x, p.col_upper, tol)
         fixed = p.col_lower == p.col_upper
-        e = np.zeros(n)
-        e[cols] = 1.0
         # rows of this LP: g_j = a_j'y - t e_j  compared with c_j
-        M = sp.hstack([self.A.T.tocsr(), sp.csr_matrix(-e).T]).tocsr()
+        M = sp.hstack([self.A.T.tocsr(), sp.csr_matrix((n, 1))]).tocsr()
         g_lo = np.where(fixed | at_hi & ~at_lo, -np.inf, p.c)  # at lower (or between): g >= c
         g_hi = np.where(fixed | at_lo & ~at_hi, np.inf, p.c)   # at upper (or between): g <= c
         both = at_lo & at_hi & ~fixed
         g_lo[both], g_hi[both] = -np.inf, np.inf
-        r_lo_act = _at(self.act, p.row_lower, tol)
-        r_hi_act = _at(self.act, p.row_upper, tol)
-        y_lo = np.where(r_lo_act, -np.inf, 0.0)
-        y_hi = np.where(r_hi_act, np.inf, 0.0)
-        var_lo = np.concatenate([y_lo, [-np.inf]])
-        var_hi = np.concatenate([y_hi, [np.inf]])
-        obj = np.zeros(m + 1)
-        obj[-1] = 1.0
-        ends = []
-        for maximize in (False, True):
-            v = self._solve(obj, g_lo, g_hi, var_lo, var_hi, M, maximize)
-            if v is False:
-                return None
-            ends.append(v)
-        return ends[0], ends[1]
+        y_lo = np.where(_at(self.act, p.row_lower, tol), -np.inf, 0.0)
+        y_hi = np.where(_at(self.act, p.row_upper, tol), np.inf, 0.0)
+        return MatrixProgram(np.zeros(m + 1), M, g_lo, g_hi,
+                             np.concatenate([y_lo, [-np.inf]]), np.concatenate([y_hi, [np.inf]]),
+                             np.zeros(m + 1, dtype=bool), [], [], True)
+
+
+def _finite(v: float) -> float:
+    return v if math.isfinite(v) and abs(v) < INF else (highspy.kHighsInf if v > 0
+                                                         else -highspy.kHighsInf)
 
 
 def _at(value: np.ndarray, bound: np.ndarray, rtol: float) -> np.ndarray:
@@ -301,13 +351,25 @@ def _with_program_columns(program: MatrixProgram, solution: Solution,
     return out, z_of
 
 
-def _ranging(program: MatrixProgram) -> _Ranged | None:
-    """Row duals and HiGHS's ranging of the LP, solved by simplex; None unless optimal."""
+def _ranging(program: MatrixProgram, basis: tuple[np.ndarray, np.ndarray] | None,
+             added: int) -> _Ranged | None:
+    """Row duals and HiGHS's ranging of the LP, solved by simplex; None unless optimal.
+
+    With the prices LP's own optimal basis, the added z columns basic and their rows at their
+    value, the simplex starts optimal: no iteration, only the ranging's cost."""
     h = new_highs()
     h.setOptionValue("solver", "simplex")
     h.setOptionValue("random_seed", 0)
-    h.setOptionValue("presolve", "on")
+    h.setOptionValue("presolve", "off" if basis is not None else "on")
     program.to_highs(h)
+    if basis is not None:
+        start = highspy.HighsBasis()
+        cols = [highspy.HighsBasisStatus(int(v)) for v in basis[0]]
+        rows = [highspy.HighsBasisStatus(int(v)) for v in basis[1]]
+        start.col_status = cols + [highspy.HighsBasisStatus.kBasic] * added
+        start.row_status = rows + [highspy.HighsBasisStatus.kLower] * added
+        start.valid = True
+        h.setBasis(start)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal or not h.getInfo().basis_validity:
         return None

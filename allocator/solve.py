@@ -134,6 +134,9 @@ class StageResult:
     mip_gap: float | None
     seconds: float
     solver_log: dict[str, object] = field(default_factory=dict)
+    # The optimal simplex basis of an LP outcome stage (column and row status codes), kept for
+    # the report's sensitivity ranges; None for a MILP or an interior point without crossover.
+    basis: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -305,6 +308,10 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     return result
 
 
+# Stages whose simplex basis is kept (the prices LP is one of them; see engine.py).
+BASIS_STAGES = ("outcome", "outcome_lp")
+
+
 def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
     report = detail_reporter()
     if report is not None:
@@ -332,6 +339,10 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
+        elif name in BASIS_STAGES and status == Status.optimal and info.basis_validity:
+            basis = h.getBasis()
+            result.basis = (np.array([int(v) for v in basis.col_status], dtype=np.int8),
+                            np.array([int(v) for v in basis.row_status], dtype=np.int8))
     if program.integer.any():
         result.solver_log["mip_dual_bound"] = float(info.mip_dual_bound)
     return result
