@@ -153,7 +153,7 @@ class _WarmLP:
             self.h.changeColsCost(len(idx), idx, np.asarray(values, dtype=float))
         self._costs = idx
 
-    def optimum(self, maximize: bool) -> float | None | bool:
+    def optimum(self, maximize: bool) -> float | bool | None:
         """The optimum (None: unbounded; False: the solve failed)."""
         self.h.changeObjectiveSense(highspy.ObjSense.kMaximize if maximize
                                     else highspy.ObjSense.kMinimize)
