@@ -65,6 +65,11 @@ def _money(value: float | Decimal, currency: str) -> str:
         f"{currency} {float(value):,.2f}"
 
 
+SummaryPath = Annotated[Path | None, typer.Option(
+    "--summary", help="Also write a board summary: a PDF of at most 4 pages, or one "
+                      "self-contained HTML file for a path ending in .html (needs allocator[summary]).")]
+
+
 @app.command()
 @_guard
 def run(
@@ -72,19 +77,43 @@ def run(
     report: Annotated[Path | None, typer.Option(help="Report [default: reports/<round_id>.xlsx]")] = None,
     records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    summary: SummaryPath = None,
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
     from allocator.progress import rich_phases
 
+    _check_summary_path(summary)
     try:
         with rich_phases(enabled=not quiet):
             result = api.run(workbook, report=report, records=records)
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise
+    if summary is not None:
+        from allocator.summary import run_board, write_summary
+
+        write_summary(run_board(result.solution), summary)
     if not quiet:
         typer.echo(summary_text(result))
+        if summary is not None:
+            typer.echo(f"board summary: {summary}")
+
+
+def _check_summary_path(summary: Path | None) -> None:
+    """Refuse an unusable --summary before any solve: its suffix, and matplotlib installed."""
+    if summary is None:
+        return
+    if summary.suffix.lower() not in (".pdf", ".html", ".htm"):
+        _err(f"--summary {summary}: the board summary is a .pdf or an .html file")
+        raise typer.Exit(2)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from allocator.summary import INSTALL_HINT
+
+        _err(f"--summary: {INSTALL_HINT}")
+        raise typer.Exit(2) from None
 
 
 def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:
@@ -247,6 +276,7 @@ def compare(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
+    summary: SummaryPath = None,
 ) -> None:
     """Solve the round and every variant of its Variants sheet; write them side by side."""
     from allocator.compare import compare as run_compare
@@ -254,8 +284,15 @@ def compare(
     if workers is not None and workers < 1:
         _err("--workers must be at least 1")
         raise typer.Exit(2)
+    _check_summary_path(summary)
     result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
                          workers=workers, scheduler=scheduler, progress=not quiet)
+    if summary is not None:
+        from allocator.summary import compare_board, write_summary
+
+        write_summary(compare_board(result.runs, result.tables), summary)
+        if not quiet:
+            typer.echo(f"board summary: {summary}")
     if quiet:
         return
     summary = result.tables["Summary"]

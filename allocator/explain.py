@@ -236,7 +236,8 @@ def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataF
         if short > 0:
             text = (f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is missed by "
                     f"{cur} {short:,.0f} ({unit_short:.4g} in its own unit), at a penalty of "
-                    f"{float(r['penalty']):g} per {cur}")
+                    f"{float(r['penalty']) * MONEY_STEP:,.4g} outcome value per {cur} "
+                    f"{MONEY_STEP:,.0f}")
         else:
             text = f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is met"
         records.append({"rule_id": r["rule_id"], "group": r["group"],
@@ -347,8 +348,10 @@ def program_reasons(solution) -> pd.DataFrame:
             continue
         if best_marg > 0 and best_gap < -1e-9 * best_marg:
             pct = 100.0 * (best_marg - best_value) / best_marg
-            reason = (f"its outcome value per {cur} ({best_value:.4g}) is {pct:.3g}% below what "
-                      f"the marginal money buys ({best_marg:.4g})")
+            # per 10,000 currency units, as the Prices sheet shows prices (never 1e-05)
+            reason = (f"its outcome value per {cur} {MONEY_STEP:,.0f} ({best_value * MONEY_STEP:,.3f})"
+                      f" is {pct:.3g}% below what the marginal money buys "
+                      f"({best_marg * MONEY_STEP:,.3f})")
         elif best_marg <= 0 < best_value:
             reason = "no money reaches it: the budgets it could use are bound by rules elsewhere"
         else:

@@ -102,8 +102,9 @@ def test_programs_sheet_gives_a_reason_for_every_program(binding):
                                         "(JIF 2027 fully spent); held back by rule(s) R-B")
     assert programs["P2"]["status"] == "funded partly"
     assert programs["P3"]["status"] == "not funded" and programs["P3"]["amount"] == 0
-    assert programs["P3"]["reason"] == ("its outcome value per EUR (0.0003) is 50% below what "
-                                        "the marginal money buys (0.0006)")
+    # 0.0003 and 0.0006 per EUR, shown per EUR 10,000 as prices are
+    assert programs["P3"]["reason"] == ("its outcome value per EUR 10,000 (3.000) is 50% below "
+                                        "what the marginal money buys (6.000)")
     # One source of truth: the sheet is allocator.explain's table, row for row.
     explained = program_reasons(solution)
     assert [(p["program_id"], p["status"], p["reason"]) for p in programs.values()] == \
@@ -174,7 +175,8 @@ def test_soft_rule_is_marked_with_its_shortfall(make_round, tmp_path):
     # (abs 2: the tie-break may give up a hair of outcome, which rounding turns into one unit)
     assert rules["R-B"]["shortfall"] == pytest.approx(38000, abs=2)
     assert rules["R-B"]["note"].startswith("soft rule: R-B is missed by EUR 3")
-    assert "(0.181 in its own unit), at a penalty of 1e-05 per EUR" in rules["R-B"]["note"]
+    assert "(0.181 in its own unit), at a penalty of 0.1 outcome value per EUR 10,000" in \
+        rules["R-B"]["note"]  # 1e-05 per EUR, in the unit prices are shown in
     assert rules["R-H"]["soft"] == "no" and rules["R-H"]["shortfall"] == 0
     assert rules["R-H"]["note"] is None
 
