@@ -20,8 +20,8 @@ from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundKind, Measure, Op, Round
 
 MONEY_STEP = 10_000.0  # amounts and budgets are priced per this many currency units
-MIP_NOTE = ("prices come from the LP with the all-or-nothing on/off decisions fixed at the "
-            "optimum: they hold for changes that do not switch a program on or off")
+MIP_NOTE = ("prices are worked out with every all-or-nothing program kept on or off as in the "
+            "allocation: they hold for changes that do not switch a program on or off")
 _TOL = 1e-9
 
 PRICE_COLUMNS = ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",

@@ -439,7 +439,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["allocation rows", len(ledger), "count"],
         *_fairness_rows(solution),
         *[["warning", w, None] for w in getattr(solution, "warnings", [])],
-        ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
+        ["limits missed after rounding", len(solution.rounded.row_misses), "count"],
         *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],
         ["run id", run_id, None],
         ["input digest", input_digest, None],

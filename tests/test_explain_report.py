@@ -191,7 +191,7 @@ def test_rounding_miss_is_flagged_in_summary_and_rules(make_round, tmp_path):
     solution = solve_round(make_round(data))
     wb = _report(solution, tmp_path)
     summary = _kv(wb["Summary"])
-    assert summary["constraints missed after rounding"] == 1
+    assert summary["limits missed after rounding"] == 1
     assert summary["rounding miss: rule R-EQ"] == "rounding misses rule R-EQ by EUR 500"
     rule = _table(wb["Rules"])[0]
     assert rule["shortfall"] == 500 and rule["note"] == "rounding misses it by EUR 500"
@@ -200,7 +200,7 @@ def test_rounding_miss_is_flagged_in_summary_and_rules(make_round, tmp_path):
 def test_kept_rules_are_not_flagged(binding):
     _, wb = binding
     summary = _kv(wb["Summary"])
-    assert summary["constraints missed after rounding"] == 0
+    assert summary["limits missed after rounding"] == 0
     assert not [k for k in summary if str(k).startswith("rounding miss")]
     assert summary["status"] == "optimal"
 
