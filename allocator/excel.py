@@ -17,6 +17,7 @@ Two ways in:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,10 +108,26 @@ def _decimals(d: Decimal) -> int:
 # --- what a cell shows ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(code: str) -> tuple[str, bool, int, bool, str]:
+    """A number format as (kind, percent, places, optional digits, suffix text)."""
+    suffix = " ".join(re.findall(r'"([^"]*)"', code))
+    body = re.sub(r'"[^"]*"', "", code)
+    frac = body.split(".")[1] if "." in body else ""
+    if "%" in body:
+        return "fixed", True, frac.count("0"), False, ""
+    if "0" in body:
+        return "fixed", False, frac.count("0") + frac.count("#"), "#" in frac, suffix
+    return "general", False, 0, False, ""
+
+
 def shown(value: Any, code: str | None) -> str:
     """The text a number format shows for a value (close enough to size a column)."""
     if value is None:
         return ""
+    cls = value.__class__
+    if cls is str:
+        return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Decimal):
@@ -119,20 +136,15 @@ def shown(value: Any, code: str | None) -> str:
         return str(value)
     if not math.isfinite(value):
         return ""
-    code = code or "General"
-    suffix = " ".join(re.findall(r'"([^"]*)"', code))
-    body = re.sub(r'"[^"]*"', "", code)
-    if "%" in body:
-        places = body.split(".")[1].count("0") if "." in body else 0
+    kind, percent, places, optional, suffix = _parsed(code or "General")
+    if kind == "general":
+        return f"{value:,.10g}"
+    if percent:
         return f"{value * 100:,.{places}f}%"
-    if "0" in body:
-        frac = body.split(".")[1] if "." in body else ""
-        places = frac.count("0") + frac.count("#")
-        text = f"{value:,.{places}f}"
-        if "#" in frac and "." in text:  # optional digits: trailing zeros are not shown
-            text = text.rstrip("0").rstrip(".")
-        return (text + " " + suffix).strip()
-    return f"{value:,.10g}"
+    text = f"{value:,.{places}f}"
+    if optional and "." in text:  # optional digits: trailing zeros are not shown
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {suffix}" if suffix else text
 
 
 def cell_width(value: Any, code: str | None) -> float:

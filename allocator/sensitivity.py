@@ -97,7 +97,7 @@ def sensitivity(solution: Solution) -> Sensitivity:
 # Up to this many LP columns the ranges are exact (an LP per end, on the prices LP's own
 # optimal face); above, HiGHS's ranging of one optimal basis, which can stop short of a range's
 # true end where the LP is degenerate (the sheet then says "at least").
-EXACT_COLUMNS = 5_000
+EXACT_COLUMNS = 1_000
 
 
 def _exact(solution: Solution, program: MatrixProgram, funded: list[str]) -> Sensitivity | None:
