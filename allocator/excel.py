@@ -338,6 +338,8 @@ def print_ready(target: Any, *, data_rows: int | None = None, footer: str = "",
                 cell.number_format = "#,##0.####"  # never scientific notation
             if wraps[j] and isinstance(cell.value, str):
                 cell.alignment = WRAP_ALIGNMENT
+            elif any(wraps):  # top-aligned with the wrapped text, so a row reads across
+                cell.alignment = TOP_ALIGNMENT
         n = _lines(row, widths, wraps)
         if n > 1:
             ws.row_dimensions[row[0].row].height = line_height(n)
