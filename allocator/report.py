@@ -130,8 +130,8 @@ def report_tables(solution: Solution, *, run_id: str = "", input_digest: str = "
                   solver_options: Mapping[str, object] | None = None) -> dict[str, pd.DataFrame]:
     """The report's tables as DataFrames, keyed by sheet name, in sheet order.
 
-    Aggregate sheets (Programs, Regions, Jurisdictions, Funds) end with their total row,
-    exactly as in the workbook; its first cell is `Total`.
+    Every money table (Allocations, Programs, Regions, Jurisdictions, Funds, Disbursements,
+    Cash flow) ends with its total row, exactly as in the workbook; its first cell is `Total`.
     """
     tables = _build(solution, run_id=run_id, input_digest=input_digest,
                     output_digest=output_digest, notes=notes, record_dir=record_dir,

@@ -28,8 +28,10 @@ import numpy as np
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import get_column_letter
 
-# Rows of one block, the style id of each column's numbers, and of each column's texts.
-RowBlock = tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int]]
+# Rows of one block, the style id of each column's numbers, and of each column's texts;
+# optionally each row's height in points (None: the default), see `rows_xml`.
+RowBlock = (tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int]]
+            | tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int], Sequence[float | None]])
 
 _MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
