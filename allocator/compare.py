@@ -318,12 +318,14 @@ def write_table(wb, title: str, df: pd.DataFrame, *, money_columns: Iterable[str
                 money_from: int | None = None, percent_from: int | None = None,
                 percent_columns: Iterable[str] = (), number_format: str = "#,##0",
                 kinds: dict[str, str] | None = None, formats: Any = None, total: bool = False,
-                footer: str = ""):
+                footer: str = "", words: bool = False):
     """One print-ready table per sheet (allocator.excel): bold frozen filtered header, typed
-    numbers with their formats, widths that show every value, a total row under the money."""
+    numbers with their formats, widths that show every value, a total row under the money.
+    `words`: headers in words (`outcome value`, not `outcome_value`), so long ones wrap."""
     from allocator import excel
 
     columns = [str(c) for c in df.columns]
+    shown = [c.replace("_", " ") for c in columns] if words else columns
     money = set(money_columns)
     percent = set(percent_columns)
     kind_of: dict[str, str] = {}
@@ -336,7 +338,8 @@ def write_table(wb, title: str, df: pd.DataFrame, *, money_columns: Iterable[str
     formats = formats or excel.Formats()
     if formats.currency == "" and number_format != "#,##0":
         formats.codes["money"] = number_format
-    return excel.write_table(wb, title, columns, df.itertuples(index=False), kind_of,
+    kind_of = {shown[columns.index(c)]: k for c, k in kind_of.items() if c in columns}
+    return excel.write_table(wb, title, shown, df.itertuples(index=False), kind_of,
                              formats=formats, total=total, footer=footer)
 
 
@@ -379,7 +382,7 @@ def write_comparison(tables: dict[str, pd.DataFrame], runs: list[VariantRun], pa
     wb = Workbook()
     wb.remove(wb.active)
     write_table(wb, "Summary", tables["Summary"], kinds=SUMMARY_KINDS, formats=formats,
-                footer=footer)
+                footer=footer, words=True)
     for sheet in TOTAL_SHEETS:
         df = tables[sheet]
         first = len(df.columns) - len(names)

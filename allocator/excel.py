@@ -164,7 +164,7 @@ def column_widths(columns: Sequence[str], rows: Iterable[Sequence[Any]],
     `codes`: a column's number format, or a function of (row position, row) giving it. Text
     longer than MAX_WIDTH wraps (see `wrap_columns`).
     """
-    widest = [len(str(c)) + 3.0 for c in columns]  # the filter button sits on the header
+    widest = [_header_width(str(c)) for c in columns]
     for n, row in enumerate(rows):
         for i, v in enumerate(row[:len(widest)]):
             code = codes[i]
@@ -172,6 +172,21 @@ def column_widths(columns: Sequence[str], rows: Iterable[Sequence[Any]],
                 code = code(n, row)
             widest[i] = max(widest[i], cell_width(v, code))
     return [float(min(MAX_WIDTH, max(MIN_WIDTH, math.ceil(w)))) for w in widest]
+
+
+def _header_width(header: str) -> float:
+    """Room for a header: whole, or (words of a long one wrap) its longest word; plus the
+    filter button."""
+    words = header.split()
+    if len(header) <= 14 or len(words) == 1:
+        return len(header) + 3.0
+    return max(max(len(w) for w in words), 11) + 3.0
+
+
+def header_lines(columns: Sequence[str], widths: Sequence[float]) -> int:
+    """Lines the header row takes when long headers wrap at their spaces."""
+    return max([row_lines([str(c)], [w - 2], [True]) for c, w in zip(columns, widths,
+                                                                     strict=False)] or [1])
 
 
 def wrap_columns(widths: Sequence[float]) -> list[bool]:
@@ -348,6 +363,9 @@ def print_ready(target: Any, *, data_rows: int | None = None, footer: str = "",
             cell.font = HEADER_FONT
             cell.fill = HEADER_FILL
             cell.alignment = HEADER_ALIGNMENT
+        lines = header_lines([str(c) for c in columns], widths)
+        if lines > 1:
+            ws.row_dimensions[1].height = line_height(lines)
         ws.freeze_panes = "A2"
         last = 1 + (data_rows if data_rows is not None else len(body))
         ws.auto_filter.ref = f"A1:{get_column_letter(ncols)}{max(1, last)}"

@@ -185,7 +185,9 @@ def _sheet(path: Path, name: str) -> pd.DataFrame:
     """A comparison sheet's data rows; its total row (if any) must be the sum of the rows."""
     ws = openpyxl.load_workbook(path, read_only=True)[name]
     rows = list(ws.iter_rows(values_only=True))
-    df = pd.DataFrame(rows[1:], columns=rows[0])
+    # the Summary's headers are in words ("outcome value"): the table's names have "_"
+    heads = [str(c).replace(" ", "_") for c in rows[0]] if name == "Summary" else rows[0]
+    df = pd.DataFrame(rows[1:], columns=heads)
     if len(df) and df.iloc[-1, 0] == "Total":
         data, total = df.iloc[:-1], df.iloc[-1]
         for c in df.columns[1:]:
