@@ -138,3 +138,16 @@ def test_summary_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert "pip install 'allocator[summary]'" in result.stderr
     assert not (tmp_path / "r.xlsx").exists()  # refused before anything was solved or written
+
+
+def test_html_board_summary_is_one_self_contained_file(tmp_path):
+    from allocator.summary import run_board, write_summary
+
+    path = rounds.write(tmp_path / "t1.xlsx")
+    out = write_summary(run_board(solve_round(load_round(path).round)), tmp_path / "board.html")
+    text = out.read_text(encoding="utf-8")
+    assert text.count("src='data:image/png;base64,") == 4  # the dashboard's four charts
+    assert "http" not in text and "<link" not in text and "<script" not in text
+    for words in ("budget", "allocated", "unspent", "trainees", "programs funded",
+                  "outcome value", "Programs not funded, and why"):
+        assert words in text, words
