@@ -117,6 +117,11 @@ Records = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Folder of decision records.  [default: models]")]
 
 
+SummaryPath = Annotated[Path | None, typer.Option(
+    "--summary", metavar="PATH", help="Also write a board summary: a PDF of at most 4 pages, or one "
+                      "self-contained HTML file for a path ending in .html (needs allocator[summary]).")]
+
+
 @app.command(epilog=exit_codes({0: "solved: report and decision record written", EXIT_INVALID: None,
                                 EXIT_USAGE: None, EXIT_INFEASIBLE: None, EXIT_STOPPED: None,
                                 EXIT_ROUNDING: None, EXIT_BUG: None, EXIT_INTERRUPTED: None}))
@@ -127,19 +132,27 @@ def run(
         metavar="PATH", help="The report workbook.  [default: reports/<round_id>.xlsx]")] = None,
     records: Records = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    summary: SummaryPath = None,
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
     from allocator.progress import rich_phases
 
+    _check_summary_path(summary)
     try:
         with rich_phases(enabled=not quiet):
             result = api.run(workbook, report=report, records=records)
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise
+    if summary is not None:
+        from allocator.summary import run_board, write_summary
+
+        write_summary(run_board(result.solution), summary)
     if not quiet:
         typer.echo(summary_text(result))
+        if summary is not None:
+            typer.echo(f"board summary: {summary}")
     from allocator.solve import Status
 
     if result.solution.status == Status.rounding_infeasible:
@@ -150,6 +163,22 @@ def run(
              f" and the record ({result.record.folder}) are written and marked "
              "rounding_infeasible.")
         raise typer.Exit(EXIT_ROUNDING)
+
+
+def _check_summary_path(summary: Path | None) -> None:
+    """Refuse an unusable --summary before any solve: its suffix, and matplotlib installed."""
+    if summary is None:
+        return
+    if summary.suffix.lower() not in (".pdf", ".html", ".htm"):
+        _err(f"--summary {summary}: the board summary is a .pdf or an .html file")
+        raise typer.Exit(2)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from allocator.summary import INSTALL_HINT
+
+        _err(f"--summary: {INSTALL_HINT}")
+        raise typer.Exit(2) from None
 
 
 def _write_diagnosis(exc: InfeasibleRoundError, report: Path | None) -> None:
@@ -413,6 +442,7 @@ def compare(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
+    summary: SummaryPath = None,
 ) -> None:
     """Solve the round and every variant of its Variants sheet; write them side by side.
 
@@ -426,8 +456,15 @@ def compare(
         _err("--workers must be at least 1")
         raise typer.Exit(EXIT_USAGE)
     _require_dask(scheduler)
+    _check_summary_path(summary)
     result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
                          workers=workers, scheduler=scheduler, progress=not quiet)
+    if summary is not None:
+        from allocator.summary import compare_board, write_summary
+
+        write_summary(compare_board(result.runs, result.tables), summary)
+        if not quiet:
+            typer.echo(f"board summary: {summary}")
     if quiet:
         return
     summary = result.tables["Summary"]

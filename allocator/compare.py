@@ -331,36 +331,31 @@ def cell_value(value: Any) -> Any:
 
 def write_table(wb, title: str, df: pd.DataFrame, *, money_columns: Iterable[str] = (),
                 money_from: int | None = None, percent_from: int | None = None,
-                percent_columns: Iterable[str] = (), number_format: str = "#,##0"):
-    """One plain table per sheet: bold frozen header, filters, typed numbers, formats."""
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
+                percent_columns: Iterable[str] = (), number_format: str = "#,##0",
+                kinds: dict[str, str] | None = None, formats: Any = None, total: bool = False,
+                footer: str = "", words: bool = False):
+    """One print-ready table per sheet (allocator.excel): bold frozen filtered header, typed
+    numbers with their formats, widths that show every value, a total row under the money.
+    `words`: headers in words (`outcome value`, not `outcome_value`), so long ones wrap."""
+    from allocator import excel
 
-    ws = wb.create_sheet(title)
-    columns = list(df.columns)
-    ws.append(columns)
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
+    columns = [str(c) for c in df.columns]
+    shown = [c.replace("_", " ") for c in columns] if words else columns
     money = set(money_columns)
     percent = set(percent_columns)
-    for values in df.itertuples(index=False):
-        ws.append([cell_value(v) for v in values])
+    kind_of: dict[str, str] = {}
     for j, name in enumerate(columns, start=1):
-        fmt = None
         if name in money or (money_from is not None and j > money_from):
-            fmt = number_format
+            kind_of[name] = "money"
         elif name in percent or (percent_from is not None and j > percent_from):
-            fmt = "0.0%"
-        if fmt:
-            for row in ws.iter_rows(min_row=2, min_col=j, max_col=j):
-                row[0].number_format = fmt
-        width = max([len(str(name))] + [len(str(c.value)) for c in ws[get_column_letter(j)][1:200]
-                                         if c.value is not None])
-        ws.column_dimensions[get_column_letter(j)].width = min(60, max(10, width + 2))
-    ws.freeze_panes = "A2"
-    if len(df):
-        ws.auto_filter.ref = ws.dimensions
-    return ws
+            kind_of[name] = "percent"
+    kind_of.update(kinds or {})
+    formats = formats or excel.Formats()
+    if formats.currency == "" and number_format != "#,##0":
+        formats.codes["money"] = number_format
+    kind_of = {shown[columns.index(c)]: k for c, k in kind_of.items() if c in columns}
+    return excel.write_table(wb, title, shown, df.itertuples(index=False), kind_of,
+                             formats=formats, total=total, footer=footer)
 
 
 def _bar_chart(ws, title: str, label_col: int, first_series_col: int, n_series: int, n_rows: int,
@@ -381,29 +376,43 @@ def _bar_chart(ws, title: str, label_col: int, first_series_col: int, n_series: 
     ws.add_chart(chart, anchor)
 
 
+SUMMARY_KINDS = {"outcome_value": "value", "change_from_base": "value",
+                 "change_from_base_pct": "percent", "optimal_outcome_value": "value",
+                 "outcome_given_up_for_equity": "value", "trainees_given_up_for_equity": "trainees",
+                 "trainees": "trainees", "allocated": "money", "budget": "money",
+                 "programs_funded": "count"}
+
+
 def write_comparison(tables: dict[str, pd.DataFrame], runs: list[VariantRun], path: str | Path) -> Path:
     """Write the comparison workbook atomically (the previous file survives a failure)."""
     from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
 
+    from allocator import excel
     from allocator.atomic import atomic_path
 
     base = runs[0].round
-    money = money_format(base)
+    formats = excel.Formats.of_round(base)
+    footer = f"{base.settings.round_id}: comparison"
     names = [r.name for r in runs]
     wb = Workbook()
     wb.remove(wb.active)
-    write_table(wb, "Summary", tables["Summary"], money_columns={"allocated", "budget"},
-                percent_columns={"change_from_base_pct"}, number_format=money)
+    write_table(wb, "Summary", tables["Summary"], kinds=SUMMARY_KINDS, formats=formats,
+                footer=footer, words=True)
     for sheet in TOTAL_SHEETS:
         df = tables[sheet]
         first = len(df.columns) - len(names)
-        ws = write_table(wb, sheet, df, money_from=first, number_format=money)
+        # A program counts toward each of its target groups: the Targets column is no total.
+        ws = write_table(wb, sheet, df, money_from=first, formats=formats,
+                         total=sheet != "Targets", footer=footer)
         if sheet in ("Jurisdictions", "Funds") and len(df):
             title = f"Money by {'jurisdiction' if sheet == 'Jurisdictions' else 'fund'}, per variant"
             _bar_chart(ws, title, 1, first + 1, len(names), len(df), base.settings.currency,
-                       f"{get_column_letter(len(df.columns) + 2)}2")
-    write_table(wb, "Programs", tables["Programs"], money_from=2, number_format=money)
+                       f"A{len(df) + 4}")
+            # The chart sits under the table; the sheet prints on one page, so no page
+            # break can cut it.
+            ws.page_setup.fitToHeight = 1
+    write_table(wb, "Programs", tables["Programs"], money_from=2, formats=formats, total=True,
+                footer=footer)
     path = Path(path)
     with atomic_path(path) as tmp:
         wb.save(tmp)

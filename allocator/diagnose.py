@@ -697,23 +697,21 @@ def write_diagnosis(diagnosis: Diagnosis, path) -> None:
 
     from openpyxl import Workbook
 
+    from allocator import excel
     from allocator.atomic import atomic_path
 
     wb = Workbook()
-    ws = wb.active
-    ws.title = "Summary"
-    ws.append(["line"])
-    for line in diagnosis.render().splitlines():
-        ws.append([line])
-    ws.column_dimensions["A"].width = 120
-    ch = wb.create_sheet("Changes")
+    wb.remove(wb.active)
+    footer = f"{diagnosis.round_id}: why the round is infeasible"
+    lines = [[line] for line in diagnosis.render().splitlines()]
+    excel.write_table(wb, "Summary", ["line"], lines, footer=footer)
     table = diagnosis.table()
-    ch.append(list(table.columns))
-    for row in table.itertuples(index=False):
-        ch.append([None if (isinstance(v, float) and math.isnan(v)) else
-                   (bool(v) if isinstance(v, np.bool_) else v) for v in row])
-    for s in (ws, ch):
-        s.freeze_panes = "A2"
+    rows = [[None if (isinstance(v, float) and math.isnan(v)) else
+             (bool(v) if isinstance(v, np.bool_) else v) for v in row]
+            for row in table.itertuples(index=False)]
+    excel.write_table(wb, "Changes", list(table.columns), rows,
+                      {"conflict": "count", "current": "number", "proposed": "number"},
+                      footer=footer)
     with atomic_path(Path(path)) as tmp:
         wb.save(tmp)
 

@@ -107,16 +107,16 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     blocked = cap_block_lines(cap_blocks(rnd, index))  # never fundable: said, not an error
     _raise_for_trivial_rows(form)
     tick = time.perf_counter()
-    phase("handing the model to HiGHS")
+    phase("handing the model to the solver (HiGHS)")
     program, cols, refs = compile_model(form)
     timings["handover"] = time.perf_counter() - tick
     settings = rnd.settings
     stages: list[StageResult] = []
     tick = time.perf_counter()
     relax = relaxation_first(program)
-    kind = "LP relaxation of the MILP" if relax else "MILP" if program.integer.any() else "LP"
-    phase(f"solving: best outcome ({kind}, {program.shape[1]:,} variables, "
-          f"{program.shape[0]:,} constraints)")
+    # In words: how many amounts are decided, and against how many limits.
+    phase(f"finding the best outcome ({program.shape[1]:,} amounts to decide, "
+          f"{program.shape[0]:,} limits)")
     first = solve_program(relaxed(program) if relax else program, "outcome",
                           time_limit=settings.time_limit_s, mip_gap=settings.mip_gap,
                           method=method, threads=threads)
@@ -127,7 +127,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         raise_for_status(first)  # an infeasible relaxation is an infeasible round
     prices, fixed = first, program
     if program.integer.any():
-        phase("solving: prices (LP with on/off decisions fixed)")
+        phase("pricing the budgets and rules")
         for switches in switch_candidates(program, first, stopped):
             fixed = fix_integers(program, switches)
             prices = solve_program(fixed, "outcome_lp",
@@ -147,7 +147,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     y_values = {key: round(float(prices.x[cols.y[j]])) for j, key in enumerate(form.binaries)}
     held, hold_value, equity = fixed, prices.objective, None
     if settings.equity_objective != EquityObjective.none:
-        phase(f"solving: equity ({settings.equity_objective.value})")
+        phase(f"sharing out more evenly ({settings.equity_objective.value.replace('_', ' ')})")
         equity = run_equity_stages(rnd, index, fixed, cols, prices.objective, method=method,
                                    threads=threads)
         stages.extend(equity.stages)
@@ -160,7 +160,7 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         solution_x = even_out_twins(prices.x, twin_pairs(rnd, index, cols, y_values))
         warnings.append(interior_warning(prices))
     else:
-        phase("solving: tie-break (a unique allocation)")
+        phase("making the allocation unique (equal programs get equal money)")
         tie = _tiebreak(rnd, index, cols, held, hold_value, y_values, prices, equity is None,
                         settings.time_limit_s, settings.mip_gap, method, threads)
         stages.append(tie)

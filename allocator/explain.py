@@ -20,8 +20,8 @@ from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundKind, Measure, Op, Round
 
 MONEY_STEP = 10_000.0  # amounts and budgets are priced per this many currency units
-MIP_NOTE = ("prices come from the LP with the all-or-nothing on/off decisions fixed at the "
-            "optimum: they hold for changes that do not switch a program on or off")
+MIP_NOTE = ("prices are worked out with every all-or-nothing program kept on or off as in the "
+            "allocation: they hold for changes that do not switch a program on or off")
 _TOL = 1e-9
 
 PRICE_COLUMNS = ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
@@ -236,7 +236,8 @@ def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataF
         if short > 0:
             text = (f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is missed by "
                     f"{cur} {short:,.0f} ({unit_short:.4g} in its own unit), at a penalty of "
-                    f"{float(r['penalty']):g} per {cur}")
+                    f"{float(r['penalty']) * MONEY_STEP:,.4g} outcome value per {cur} "
+                    f"{MONEY_STEP:,.0f}")
         else:
             text = f"{r['rule_id']}{' for ' + r['group'] if r['group'] else ''} is met"
         records.append({"rule_id": r["rule_id"], "group": r["group"],
@@ -370,8 +371,10 @@ def program_reasons(solution) -> pd.DataFrame:
                       "weights), so no money is spent on it")
         elif best_marg > 0 and best_gap < -1e-9 * best_marg:
             pct = 100.0 * (best_marg - best_value) / best_marg
-            reason = (f"its outcome value per {cur} ({best_value:.4g}) is {pct:.3g}% below what "
-                      f"the marginal money buys ({best_marg:.4g})")
+            # per 10,000 currency units, as the Prices sheet shows prices (never 1e-05)
+            reason = (f"its outcome value per {cur} {MONEY_STEP:,.0f} ({best_value * MONEY_STEP:,.3f})"
+                      f" is {pct:.3g}% below what the marginal money buys "
+                      f"({best_marg * MONEY_STEP:,.3f})")
             if held:
                 reason += ": " + "; ".join(held)
         elif rules:
@@ -382,7 +385,8 @@ def program_reasons(solution) -> pd.DataFrame:
             reason = "no money reaches it: the budgets it could use are bound by rules elsewhere"
         elif budgets:
             reason = (f"budget(s) {', '.join(budgets)} fully spent: it buys what the marginal "
-                      f"money buys ({best_value:.4g} per {cur}) and is next in line for more")
+                      f"money buys ({best_value * MONEY_STEP:,.3f} per {cur} {MONEY_STEP:,.0f}) and is "
+                      "next in line for more")
         else:
             reason = ("ties with the marginal money; the tie-break between equally good "
                       "allocations gave it nothing")

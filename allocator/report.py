@@ -23,7 +23,6 @@ import itertools
 import json
 import math
 import platform
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
@@ -36,12 +35,14 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Alignment, PatternFill
 from openpyxl.utils import get_column_letter
 
 import allocator
+from allocator import dashboard, excel
 from allocator.atomic import atomic_path
 from allocator.errors import Normalisation
+from allocator.excel import Formats, price_shown
 from allocator.explain import (
     MIP_NOTE,
     add_shortfalls,
@@ -52,6 +53,7 @@ from allocator.explain import (
 )
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
+from allocator.sensitivity import sensitivity
 from allocator.solve import RowRef, Status
 from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
@@ -59,8 +61,8 @@ if TYPE_CHECKING:
     from allocator.engine import Solution
 
 REPORT_FORMAT_VERSION = 1
-SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
-          "Prices", "Disbursements", "Audit", "Notes")
+SHEETS = ("Dashboard", "Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
+          "Prices", "Sensitivity", "Disbursements", "Cash flow", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
@@ -100,6 +102,7 @@ class Table:
         self._rows = rows
         self.formats = formats or {}
         self.total = total
+        self.extra_widths: dict[int, float] = {}  # widths of columns right of the table
 
     def __len__(self) -> int:
         return len(self._rows) if isinstance(self._rows, list) else self._rows.count
@@ -128,8 +131,8 @@ def report_tables(solution: Solution, *, run_id: str = "", input_digest: str = "
                   solver_options: Mapping[str, object] | None = None) -> dict[str, pd.DataFrame]:
     """The report's tables as DataFrames, keyed by sheet name, in sheet order.
 
-    Aggregate sheets (Programs, Regions, Jurisdictions, Funds) end with their total row,
-    exactly as in the workbook; its first cell is `Total`.
+    Every money table (Allocations, Programs, Regions, Jurisdictions, Funds, Disbursements,
+    Cash flow) ends with its total row, exactly as in the workbook; its first cell is `Total`.
     """
     tables = _build(solution, run_id=run_id, input_digest=input_digest,
                     output_digest=output_digest, notes=notes, record_dir=record_dir,
@@ -149,7 +152,10 @@ def write_report(solution: Solution, path: Path, *, run_id: str = "", input_dige
     styles = _StyleIds(_Formats(solution.round))
     wb = Workbook(write_only=True)
     try:
-        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles)) for t in tables}
+        footer = solution.round.settings.round_id
+        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles, footer))
+                  for t in tables}
+        _dashboard_charts(wb["Dashboard"], solution.round, {t.name: t for t in tables})
         with atomic_path(path) as tmp:
             wb.save(tmp)
             fill_sheets(tmp, bodies)
@@ -157,6 +163,25 @@ def write_report(solution: Solution, path: Path, *, run_id: str = "", input_dige
         _discard(wb)
         raise
     return path
+
+
+def _dashboard_charts(ws: Any, rnd: Round, tables: Mapping[str, Table]) -> None:
+    """The Dashboard's native charts over the report's sheets; the sheet prints on one page."""
+    dash = tables["Dashboard"]
+    share_rows = [i for i, r in enumerate(dash.iter_rows()) if r[2] is not None]
+    juris, regions, funds = tables["Jurisdictions"], tables["Regions"], tables["Funds"]
+    data = dashboard.ChartData(
+        jurisdictions=len(juris), contributions=bool(rnd.contributions),
+        inclusion_rows=(share_rows[0] + 2, share_rows[-1] + 2) if share_rows else None,
+        regions=len(regions), funds=len(rnd.funds), periods=len(rnd.periods),
+        juris_cols={c: i + 1 for i, c in enumerate(juris.columns)},
+        region_cols={c: i + 1 for i, c in enumerate(regions.columns)},
+        fund_cols={c: i + 1 for i, c in enumerate(funds.columns)},
+        currency=rnd.settings.currency)
+    made = dashboard.add_charts(ws, data, len(dash))
+    ws.print_area = dashboard.print_area(len(dash), len(made))
+    ws.page_setup.orientation = "portrait"
+    ws.page_setup.fitToHeight = 1
 
 
 def _discard(wb: Workbook) -> None:
@@ -293,7 +318,9 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
     # Prices and soft rules both need the rule groups; expanding them takes ~0.3 s at 10,000
     # programs, so once.
     groups = rule_groups(rnd, solution.index) if rnd.rules else []
+    split = _Split(rnd, ledger)
     return [
+        _dashboard(solution, ledger),
         _summary(solution, ledger, run_id, input_digest, output_digest, round_digest),
         _allocations(rnd, ledger),
         _programs(solution, ledger),
@@ -302,11 +329,66 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _funds(rnd, ledger),
         _rules(solution, groups),
         _prices(solution, groups),
-        _disbursements(rnd, ledger),
+        _sensitivity(solution),
+        _disbursements(rnd, ledger, split),
+        _cash_flow(rnd, ledger, split),
         _audit(solution, run_id, input_digest, output_digest, round_digest, record_dir, versions,
                solver_options),
         _notes(notes),
     ]
+
+
+DASHBOARD_COLUMNS = ["figure", "value", "target"]
+
+
+def _dashboard(solution: Solution, ledger: _Ledger) -> Table:
+    """The few figures a board asks for, then each share rule's result against its target
+    (the inclusion chart reads those rows)."""
+    rnd: Round = solution.round
+    budget = sum((b.amount for b in rnd.budgets), Decimal(0))
+    allocated = ledger.decimal(ledger.total())
+    funded = int(ledger.df["program_id"].nunique()) if len(ledger) else 0
+    rows: list[list[Any]] = [
+        ["status", status_words(solution), None, None],
+        ["budget", _money(budget), None, "money"],
+        ["allocated", _money(allocated), None, "money"],
+        ["unspent", _money(budget - allocated), None, "money"],
+        ["share of the budget allocated", float(allocated / budget) if budget else None, None,
+         "percent"],
+        ["trainees", ledger.trainees(ledger.total("centi")), None, "trainees"],
+        ["programs funded", funded, None, "count"],
+        ["programs in the round", len(rnd.programs), None, "count"],
+        ["outcome value", _clean_float(solution.objective), None, "value"],
+    ]
+    for rec in _share_rules(solution):
+        rows.append([*rec, "percent"])
+    kinds = [r[3] for r in rows]
+    table = Table("Dashboard", DASHBOARD_COLUMNS, [r[:3] for r in rows],
+                  {"value": _row_kinds(kinds), "target": _row_kinds(kinds)})
+    table.extra_widths = dict(dashboard.MIN_WIDTHS)
+    return table
+
+
+def _share_rules(solution: Solution) -> list[list[Any]]:
+    """[name, achieved, target] of each share rule (and each group of an `each` share rule)."""
+    df = solution.rules
+    out: list[list[Any]] = []
+    if not len(df) or "measure" not in df.columns:
+        return out
+    for rec in df.to_dict("records"):
+        if rec.get("measure") not in _SHARE_MEASURES or rec.get("op") != ">=":
+            continue  # floors only: a cap (e.g. a sector's share) is not an inclusion target
+        where = rec.get("group") or rec.get("jurisdiction") or ""
+        name = f"{rec['rule_id']} {where}".strip()
+        out.append([name, _clean_float(rec.get("achieved")), _clean_float(rec.get("target"))])
+    return out
+
+
+def status_words(solution: Solution) -> str:
+    """The status as a board reads it."""
+    if solution.status == Status.optimal:
+        return "optimal (best outcome the rules allow)"
+    return status_text(solution)
 
 
 def _fairness_rows(solution: Solution) -> list[list[Any]]:
@@ -344,9 +426,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
     ]
     if getattr(solution, "mip", False):
         rows.append(["prices (Prices sheet)", MIP_NOTE, None])
-    for stage in solution.stages:
-        rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
-        rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
+    # The solver's stages (and the tie-break) are explained once, in the Audit sheet.
     rows += [
         [f"outcome value, {_before(solution)} before rounding",
          _clean_float(solution.optimal_objective), "value"],
@@ -361,7 +441,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["allocation rows", len(ledger), "count"],
         *_fairness_rows(solution),
         *[["warning", w, None] for w in getattr(solution, "warnings", [])],
-        ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
+        ["limits missed after rounding", len(solution.rounded.row_misses), "count"],
         *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],
         ["run id", run_id, None],
         ["input digest", input_digest, None],
@@ -445,8 +525,10 @@ def _allocations(rnd: Round, ledger: _Ledger) -> Table:
 
     cols = ["program_id", "program", "region_id", "jurisdiction", "fund_id", "period", "amount",
             "trainees"]
+    total = [TOTAL_LABEL, None, None, None, None, None, ledger.money(ledger.total()),
+             ledger.trainees(ledger.total("centi"))]
     return Table("Allocations", cols, Rows(len(df), blocks),
-                 {"amount": "money", "trainees": "trainees"})
+                 {"amount": "money", "trainees": "trainees"}, total)
 
 
 def _programs(solution: Solution, ledger: _Ledger) -> Table:
@@ -664,12 +746,15 @@ def _rules(solution: Solution, groups: list[RuleGroup]) -> Table:
                 row.append(_yes(v) if v is not None else None)
             elif isinstance(v, str):
                 row.append(v)
+            elif c == "shadow_price":
+                row.append(price_shown(_clean_float(v)))
             elif v is None or isinstance(v, int | float) or hasattr(v, "dtype"):
                 row.append(_clean_float(v, 6 if c in currency_cols else None))
             else:
                 row.append(str(v))
         rows.append(row)
     m = cols.index("measure") if "measure" in cols else None
+    price = price_header(solution.round)
 
     def by_measure(_i: int, row: Sequence[Any]) -> str | None:
         measure = row[m] if m is not None else None
@@ -682,14 +767,18 @@ def _rules(solution: Solution, groups: list[RuleGroup]) -> Table:
         return "ratio"
 
     formats: dict[str, FormatSpec] = {"target": by_measure, "achieved": by_measure,
-                                      "slack": "money2", "shadow_price": "general",
-                                      "selected_amount": "money2", "reference_amount": "money2",
-                                      "penalty": "general", "shortfall": "money2"}
-    return Table("Rules", cols, rows, formats)
+                                      "slack": "money", price: "price",
+                                      "selected_amount": "money", "reference_amount": "money",
+                                      "penalty": "number", "shortfall": "money"}
+    return Table("Rules", [price if c == "shadow_price" else c for c in cols], rows, formats)
 
 
-_PRICE_KINDS = {"shadow_price": "general", "per_step": "general",
-                "trainees_per_step": "general"}
+def price_header(rnd: Round) -> str:
+    """The price column's header: outcome value per 10,000 currency units."""
+    return f"price per {excel.PRICE_STEP:,} {rnd.settings.currency}".strip()
+
+
+_PRICE_KINDS = {"per_step": "price", "trainees_per_step": "trainees"}
 
 
 def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
@@ -703,6 +792,11 @@ def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
             v = rec[c]
             if c == "binding":
                 row.append(_yes(bool(v)))
+            elif c == "shadow_price":
+                row.append(price_shown(_clean_float(v)))
+            elif c in _PRICE_KINDS and v is not None and not isinstance(v, str):
+                # per_step is a price too: noise below the shown precision is 0
+                row.append(_clean_float(v, 6))
             elif isinstance(v, str) or v is None:
                 row.append(v)
             else:
@@ -716,10 +810,43 @@ def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
             return "money"
         m = measure.get(row[1])
         return {"amount": "money", "share": "percent", "share_within": "percent",
-                "per_capita": "money2"}.get(m or "", "general")
+                "per_capita": "money2"}.get(m or "", "ratio")
 
-    formats: dict[str, FormatSpec] = {"value": value_kind, **_PRICE_KINDS}
-    return Table("Prices", cols, rows, formats)
+    price = price_header(solution.round)
+    formats: dict[str, FormatSpec] = {"value": value_kind, price: "price", **_PRICE_KINDS}
+    return Table("Prices", [price if c == "shadow_price" else c for c in cols], rows, formats)
+
+
+def _sensitivity(solution: Solution) -> Table:
+    """Solver-style sensitivity: each budget's and hard rule's price with the range of its
+    limit over which the price holds; each funded program's value range (allocator.sensitivity)."""
+    rnd = solution.round
+    price = price_header(rnd)
+    cols = ["kind", "id", "name", "period", "current", price, "holds from", "holds to",
+            "allowable increase", "allowable decrease", "meaning"]
+    result = sensitivity(solution)
+    if not result.available:
+        return Table("Sensitivity", cols, [["note", "", "", "", None, None, None, None, None, None,
+                                            result.why_not]])
+    rows: list[list[Any]] = []
+    for r in result.rows.to_dict("records"):
+        rows.append([r["kind"], r["id"], r["group"], r["period"], *(_clean_float(r[c], 2) for c in (
+            "limit",)), r["price"], *(_clean_float(r[c], 2) for c in (
+                "lowest", "highest", "allowable_increase", "allowable_decrease")), r["meaning"]])
+    for r in result.programs.to_dict("records"):
+        rows.append(["program", r["program_id"], r["program"], "",
+                     *(_clean_float(r[c], 4) for c in ("value_per_trainee",)), None,
+                     *(_clean_float(r[c], 4) for c in ("lowest", "highest", "allowable_increase",
+                                                       "allowable_decrease")), r["meaning"]])
+
+    def kind(_i: int, row: Sequence[Any]) -> str:
+        return "value" if row[0] == "program" else "money"
+
+    formats: dict[str, FormatSpec] = {c: kind for c in ("current", "holds from", "holds to",
+                                                         "allowable increase",
+                                                         "allowable decrease")}
+    formats[price] = "price"
+    return Table("Sensitivity", cols, rows, formats)
 
 
 def _tranches_of(rnd: Round, fund: FundRow) -> list[TrancheRow]:
@@ -799,17 +926,55 @@ def _disbursement_keys(rnd: Round, ledger: _Ledger) -> pd.DataFrame:
     return agg.iloc[rank].reset_index(drop=True)
 
 
-def _disbursements(rnd: Round, ledger: _Ledger) -> Table:
-    keys = _disbursement_keys(rnd, ledger)
+class _Split:
+    """Units per (program, fund, period) split into the fund's tranches, once per report."""
+
+    def __init__(self, rnd: Round, ledger: _Ledger):
+        self.keys = _disbursement_keys(rnd, ledger)
+        self.tranches = {f.fund_id: _tranches_of(rnd, f) for f in rnd.funds}
+        self.fund_of = self.keys["fund_id"].to_numpy()
+        # Per fund: the positions of its keys and their units per tranche (integer).
+        self.by_fund: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for f, trs in self.tranches.items():
+            at = np.flatnonzero(self.fund_of == f)
+            self.by_fund[f] = (at, split_units_many(self.keys["units"].to_numpy()[at],
+                                                    [tr.share for tr in trs]))
+
+
+def _cash_flow(rnd: Round, ledger: _Ledger, split: _Split) -> Table:
+    """Money due per period, by fund: the Disbursements' tranches summed by due period."""
+    periods = split.keys["period"].to_numpy()
+    due: dict[tuple[str, str], int] = {}
+    for f, (at, parts) in split.by_fund.items():
+        for k, tr in enumerate(split.tranches[f]):
+            col = parts[:, k] if len(at) else np.zeros(0, np.int64)
+            for t, u in zip(periods[at].tolist(), col.tolist(), strict=True):
+                key = (due_label(rnd.periods, t, tr.due), f)
+                due[key] = due.get(key, 0) + int(u)
+    order = list(rnd.periods) + sorted({d for d, _ in due} - set(rnd.periods),
+                                       key=lambda d: (len(d), d))
+    funds = [f.fund_id for f in rnd.funds]
+    rows = []
+    for d in order:
+        units = [due.get((d, f), 0) for f in funds]
+        rows.append([d, *(ledger.money(u) for u in units), ledger.money(sum(units))])
+    fund_totals = [sum(due.get((d, f), 0) for d in order) for f in funds]
+    total = [TOTAL_LABEL, *(ledger.money(u) for u in fund_totals), ledger.money(sum(fund_totals))]
+    cols = ["due_period", *funds, "total"]
+    return Table("Cash flow", cols, rows, dict.fromkeys(cols[1:], "money"), total)
+
+
+def _disbursements(rnd: Round, ledger: _Ledger, split: _Split | None = None) -> Table:
+    split = split or _Split(rnd, ledger)
+    keys = split.keys
     names = {p.program_id: p.name for p in rnd.programs}
-    tranches = {f.fund_id: _tranches_of(rnd, f) for f in rnd.funds}
-    fund_of = keys["fund_id"].to_numpy()
+    tranches = split.tranches
+    fund_of = split.fund_of
     # Every key's tranche amounts (written numbers), split at once for all keys of a fund.
     amounts: list[list[int | float]] = [[] for _ in range(len(keys))]
     for f, trs in tranches.items():
-        at = np.flatnonzero(fund_of == f)
-        split = split_units_many(keys["units"].to_numpy()[at], [tr.share for tr in trs])
-        flat, k = ledger.money_list(split.ravel()), len(trs)
+        at, split_units_of_f = split.by_fund[f]
+        flat, k = ledger.money_list(split_units_of_f.ravel()), len(trs)
         for n, i in enumerate(at.tolist()):
             amounts[i] = flat[n * k:(n + 1) * k]
     due = {(t, tr.due): due_label(rnd.periods, t, tr.due)
@@ -830,7 +995,10 @@ def _disbursements(rnd: Round, ledger: _Ledger) -> Table:
 
     cols = ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
             "due_period", "condition"]
-    return Table("Disbursements", cols, Rows(count, blocks), {"share": "percent", "amount": "money"})
+    # The tranches of a key add up to its units (largest remainder), so this is the total.
+    total = [TOTAL_LABEL, None, None, None, None, None, ledger.money(ledger.total()), None, None]
+    return Table("Disbursements", cols, Rows(count, blocks), {"share": "percent", "amount": "money"},
+                 total)
 
 
 def _version(dist: str) -> str:
@@ -855,9 +1023,9 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
     for k, v in options.items():
         rows.append([f"solver option: {k}", *_audit_value(v)])
     rows.append(["mixed-integer model", _yes(getattr(solution, "mip", False)), None])
+    rows += _stage_rows(solution)
     rows.append(["rounding method", str(getattr(solution.rounded, "method", "")), None])
     for stage in solution.stages:
-        rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
         rows.append([f"stage {stage.name}: seconds", _clean_float(stage.seconds), "seconds"])
         bound = stage.solver_log.get("lp_bound") if isinstance(stage.solver_log, dict) else None
         if getattr(stage, "mip_gap", None) is not None:
@@ -877,6 +1045,30 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
     ]
     return Table("Audit", ["item", "value"], [r[:2] for r in rows],
                  {"value": _row_kinds([r[2] for r in rows])})
+
+
+# What each solver stage does, in words (Audit sheet): the one place the tie-break is explained.
+STAGE_WORDS = {
+    "outcome": "finds the largest outcome value the budgets and rules allow",
+    "outcome_lp": "the same with every program's on/off decision fixed: the prices come from it",
+    "tiebreak": ("tie-break: among allocations with that outcome value, picks the one that gives "
+                 "equal programs equal money, so a re-run on any machine returns the same "
+                 "allocation; its own objective number has no meaning for a reader"),
+}
+
+
+def _stage_rows(solution: Solution) -> list[list[Any]]:
+    """Per solver stage: what it does, its status and its objective (Audit sheet only)."""
+    rows: list[list[Any]] = []
+    for stage in solution.stages:
+        words = STAGE_WORDS.get(stage.name) or (
+            "equity: keeps the outcome value near its best and raises the worst-off group"
+            if stage.name.startswith("equity") else "")
+        if words:
+            rows.append([f"stage {stage.name}: what it does", words, None])
+        rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
+        rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
+    return rows
 
 
 def _audit_value(v: object) -> tuple[Any, str | None]:
@@ -902,36 +1094,14 @@ def _notes(notes: Sequence[object]) -> Table:
 # --- writing -------------------------------------------------------------------------------
 
 
-class _Formats:
+def _Formats(rnd: Round) -> Formats:
     """Number format codes of one workbook (currency code and decimals of the round)."""
-
-    def __init__(self, rnd: Round):
-        s = rnd.settings
-        code = re.sub(r'["\\\[\];]', "", s.currency).strip()  # nothing that breaks a format code
-        decimals = min(6, max([_decimals(s.rounding_unit)]
-                              + [_decimals(b.amount) for b in rnd.budgets]
-                              + [_decimals(c.amount) for c in rnd.contributions]))
-        frac = "." + "0" * decimals if decimals else ""
-        suffix = f' "{code}"' if code else ""
-        self.codes = {
-            "money": f"#,##0{frac}{suffix}",
-            "money2": f"#,##0.{'0' * max(2, decimals)}{suffix}",
-            "percent": "0.0%",
-            "trainees": "#,##0.00",
-            "ratio": "0.000",
-            "count": "#,##0",
-            "value": "#,##0.0000",
-            "seconds": "0.000",
-            "general": "General",
-        }
-
-    def code(self, kind: str | None) -> str | None:
-        return self.codes.get(kind) if kind else None
+    return Formats.of_round(rnd)
 
 
-_HEADER_FONT = Font(bold=True)
+_HEADER_FONT = excel.HEADER_FONT
 _HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-_TOTAL_FONT = Font(bold=True)
+_TOTAL_FONT = excel.TOTAL_FONT
 
 
 def _text(value: str) -> str:
@@ -957,64 +1127,80 @@ class _StyleIds:
 
     def __init__(self, formats: _Formats):
         self.formats = formats
-        self._ids: dict[tuple[str | None, bool], int] = {}
+        self._ids: dict[tuple[str | None, bool, bool], int] = {}
 
-    def of(self, ws: Any, kind: str | None, bold: bool = False) -> int:
+    def of(self, ws: Any, kind: str | None, bold: bool = False, wrap: bool = False) -> int:
         code = self.formats.code(kind)
-        key = (code, bold)
+        key = (code, bold, wrap)
         if key not in self._ids:
             cell = WriteOnlyCell(ws)
             if code:
                 cell.number_format = code
             if bold:
                 cell.font = _TOTAL_FONT
+            # Top-aligned, so a row whose text wraps reads as one line across.
+            cell.alignment = excel.WRAP_ALIGNMENT if wrap else excel.TOP_ALIGNMENT
             self._ids[key] = cell.style_id
         return self._ids[key]
 
 
-def _widths(table: Table) -> list[float]:
-    """Column widths from the header and the first few hundred rows (and the total row)."""
+def _widths(table: Table, formats: Formats) -> list[float]:
+    """Column widths from the header and the first few hundred rows (and the total row):
+    every number as its format shows it, so no cell shows `###`."""
     sample = list(itertools.islice(itertools.chain.from_iterable(table.blocks(500)), 500))
     sample += [table.total] if table.total else []
-    return [float(min(60, max(9, max([len(name)] + [len(_shown(r[i])) for r in sample]) + 3)))
-            for i, name in enumerate(table.columns)]
+    codes = []
+    for c in table.columns:
+        spec = table.formats.get(c)
+        if callable(spec):
+            codes.append(lambda n, row, spec=spec: formats.code(spec(n, row)))
+        else:
+            codes.append(formats.code(spec))
+    return excel.column_widths(table.columns, sample, codes)
 
 
-def _shown(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:,.2f}"
-    if isinstance(v, int):
-        return f"{v:,}" + "    "  # room for the currency code
-    return str(v)
-
-
-def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds) -> Iterator[RowBlock]:
-    """Header, view, widths and filter of a table's sheet; the rest as blocks to write later.
+def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = "") -> Iterator[RowBlock]:
+    """Header, view, widths, filter and print set-up of a table's sheet; the rest as blocks to
+    write later.
 
     The data and total rows are written by allocator.xlsxrows once the workbook is saved;
     the blocks come with the style ids, which are registered here, before the save.
     """
     ws = wb.create_sheet(table.name)
-    # A write-only sheet takes its view and column widths before the first row.
+    # A write-only sheet takes its view, column widths and page set-up before the first row.
     ws.freeze_panes = "A2"
-    for i, width in enumerate(_widths(table)):
+    widths = _widths(table, styles.formats)
+    for i, width in enumerate(widths):
         ws.column_dimensions[get_column_letter(i + 1)].width = width
+    for col, width in table.extra_widths.items():  # at least: the Dashboard's chart grid
+        widths[col - 1] = max(widths[col - 1], width)
+        ws.column_dimensions[get_column_letter(col)].width = widths[col - 1]
+    wraps = excel.wrap_columns(widths)
+    lines = len(table) + 2.0
+    if any(wraps):  # wrapped text: rows as tall as their lines (a large ledger: as its first)
+        sample = list(itertools.islice(table.iter_rows(), 1000))
+        per_row = sum(excel.rows_of(excel.row_lines(r, widths, wraps)) for r in sample) / \
+            max(1, len(sample))
+        lines = len(table) * per_row + 2
+    excel.print_setup(ws, widths, lines, footer=footer)
     ws.append([_header_cell(ws, name) for name in table.columns])
     # The filter covers header and data rows only, so sorting never moves the total row.
     ws.auto_filter.ref = f"A1:{get_column_letter(len(table.columns))}{len(table) + 1}"
-    return _row_blocks(ws, table, styles)
+    return _row_blocks(ws, table, styles, wraps)
 
 
-def _row_blocks(ws: Any, table: Table, styles: _StyleIds) -> Iterator[RowBlock]:
+def _row_blocks(ws: Any, table: Table, styles: _StyleIds,
+                wraps: Sequence[bool] = ()) -> Iterator[RowBlock]:
     specs = [table.formats.get(c) for c in table.columns]
+    text_ids = [styles.of(ws, None, wrap=w) for w in wraps] or _PLAIN_TEXT * len(specs)
     blocks: Iterable[RowBlock]
     if any(callable(s) for s in specs):
-        blocks = _styled_per_row(ws, table, specs, styles)
+        blocks = _styled_per_row(ws, table, specs, styles, text_ids)
     else:
         ids = [styles.of(ws, s if isinstance(s, str) else None) for s in specs]
-        blocks = ((block, ids, _PLAIN_TEXT * len(specs)) for block in table.blocks())
+        blocks = ((block, ids, text_ids) for block in table.blocks())
+    if any(wraps):
+        blocks = _with_heights(blocks, _widths_of(ws, len(specs)), wraps)
     if table.total is None:
         return iter(blocks)
     bold = styles.of(ws, None, bold=True)
@@ -1025,11 +1211,26 @@ def _row_blocks(ws: Any, table: Table, styles: _StyleIds) -> Iterator[RowBlock]:
 _PLAIN_TEXT = [0]  # text of a data row has no style of its own
 
 
+def _widths_of(ws: Any, ncols: int) -> list[float]:
+    return [float(ws.column_dimensions[get_column_letter(i + 1)].width or 8) for i in range(ncols)]
+
+
+def _with_heights(blocks: Iterable[RowBlock], widths: list[float],
+                  wraps: Sequence[bool]) -> Iterator[RowBlock]:
+    """Each row's height from the lines its wrapped text takes (None: one line)."""
+    for rows, nums, texts, *_ in blocks:
+        heights = []
+        for row in rows:
+            n = excel.row_lines(row, widths, wraps)
+            heights.append(excel.line_height(n) if n > 1 else None)
+        yield rows, nums, texts, heights
+
+
 def _styled_per_row(ws: Any, table: Table, specs: list[FormatSpec],
-                    styles: _StyleIds) -> list[RowBlock]:
+                    styles: _StyleIds, text_ids: list[int]) -> list[RowBlock]:
     """Blocks of consecutive rows that share their formats (the small key/value tables)."""
     rows = list(table.iter_rows())
     ids = [tuple(styles.of(ws, s(n, row) if callable(s) else s) for s in specs)
            for n, row in enumerate(rows)]
-    return [([row for _, row in group], list(key), _PLAIN_TEXT * len(specs))
+    return [([row for _, row in group], list(key), text_ids)
             for key, group in itertools.groupby(zip(ids, rows, strict=True), key=lambda x: x[0])]

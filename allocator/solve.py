@@ -137,6 +137,9 @@ class StageResult:
     mip_gap: float | None
     seconds: float
     solver_log: dict[str, object] = field(default_factory=dict)
+    # The optimal simplex basis of an LP outcome stage (column and row status codes), kept for
+    # the report's sensitivity ranges; None for a MILP or an interior point without crossover.
+    basis: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -308,10 +311,14 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     return result
 
 
+# Stages whose simplex basis is kept (the prices LP is one of them; see engine.py).
+BASIS_STAGES = ("outcome", "outcome_lp")
+
+
 def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
     report = detail_reporter()
     if report is not None:
-        _follow_solver(h, report, bool(program.integer.any()))
+        _follow_solver(h, report, bool(program.integer.any()), name)
     start = time.perf_counter()
     run_status = h.run()
     seconds = time.perf_counter() - start
@@ -335,6 +342,10 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
+        elif name in BASIS_STAGES and status == Status.optimal and info.basis_validity:
+            basis = h.getBasis()
+            result.basis = (np.array([int(v) for v in basis.col_status], dtype=np.int8),
+                            np.array([int(v) for v in basis.row_status], dtype=np.int8))
     if program.integer.any():
         result.solver_log["mip_dual_bound"] = float(info.mip_dual_bound)
     return result
@@ -374,9 +385,11 @@ def relative_gap(bound: float, value: float) -> float:
 SOLVER_PROGRESS_EVERY_S = 1.0
 
 
-def _follow_solver(h: highspy.Highs, report: Callable[[str], None], mip: bool) -> None:
-    """Send the solver's progress (MIP gap and nodes, or iterations) to `report`, at most once
-    a second, so a person watching a long solve sees it move."""
+def _follow_solver(h: highspy.Highs, report: Callable[[str], None], mip: bool,
+                   name: str = "") -> None:
+    """Send the solver's progress to `report` in words, at most once a second, so a person
+    watching a long solve sees it move. Only the best outcome's search says how far it may be
+    from the best possible; the inner searches (rounding, equity, tie-break) show steps only."""
     last = [0.0]
 
     def show(event: Any) -> None:
@@ -385,15 +398,18 @@ def _follow_solver(h: highspy.Highs, report: Callable[[str], None], mip: bool) -
             return
         last[0] = now
         out = event.data_out
-        if mip:
-            found = (f"best {out.mip_primal_bound:,.2f}, gap {out.mip_gap:.2%}"
-                     if np.isfinite(out.mip_primal_bound) else "no allocation yet")
-            bound = f", bound {out.mip_dual_bound:,.2f}" if np.isfinite(out.mip_dual_bound) else ""
-            report(f"{found}{bound}, {out.mip_node_count:,} nodes")
-        elif out.ipm_iteration_count > 0:
-            report(f"{out.ipm_iteration_count:,} interior point iterations")
+        if mip and name == "outcome":
+            if np.isfinite(out.mip_primal_bound) and np.isfinite(out.mip_gap):
+                report(f"an allocation found, at most {out.mip_gap:.1%} below the best possible; "
+                       f"{out.mip_node_count:,} options tried")
+            else:
+                report(f"no allocation yet; {out.mip_node_count:,} options tried")
+        elif mip:
+            report(f"{out.mip_node_count:,} options tried")
         else:
-            report(f"{out.simplex_iteration_count:,} simplex iterations")
+            steps = out.ipm_iteration_count if out.ipm_iteration_count > 0 \
+                else out.simplex_iteration_count
+            report(f"{steps:,} steps")
 
     if mip:
         h.cbMipInterrupt.subscribe(show)

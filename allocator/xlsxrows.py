@@ -28,8 +28,10 @@ import numpy as np
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import get_column_letter
 
-# Rows of one block, the style id of each column's numbers, and of each column's texts.
-RowBlock = tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int]]
+# Rows of one block, the style id of each column's numbers, and of each column's texts;
+# optionally each row's height in points (None: the default), see `rows_xml`.
+RowBlock = (tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int]]
+            | tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int], Sequence[float | None]])
 
 _MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -124,19 +126,36 @@ def row_template(ncols: int) -> str:
 
 
 def rows_xml(first_row: int, ncols: int, blocks: Iterable[RowBlock]) -> Iterator[str]:
-    """The XML of the rows, one string per block, numbered from `first_row`."""
+    """The XML of the rows, one string per block, numbered from `first_row`.
+
+    A block may carry a fourth element: each row's height in points (None: the default),
+    for rows whose wrapped text takes several lines (readers do not size them on opening).
+    """
     template = row_template(ncols).format
     r = first_row
-    for rows, number_styles, text_styles in blocks:
+    for rows, number_styles, text_styles, *rest in blocks:
         if not rows:
             continue
+        heights = rest[0] if rest else None
         columns = list(zip(*rows, strict=True))
         if len(columns) != ncols:
             raise ValueError(f"rows of {len(columns)} cells in a sheet of {ncols} columns")
         tails = [cell_tails(col, n, t)
                  for col, n, t in zip(columns, number_styles, text_styles, strict=True)]
-        yield "".join([template(r + i, *cells) for i, cells in enumerate(zip(*tails, strict=True))])
+        if heights is None:
+            yield "".join([template(r + i, *cells)
+                           for i, cells in enumerate(zip(*tails, strict=True))])
+        else:
+            yield "".join([_with_height(template(r + i, *cells), h) for i, (cells, h) in
+                           enumerate(zip(zip(*tails, strict=True), heights, strict=True))])
         r += len(rows)
+
+
+def _with_height(row: str, height: float | None) -> str:
+    """A row's XML with a fixed height (points), when it has one."""
+    if height is None:
+        return row
+    return row.replace(">", f' ht="{height:.1f}" customHeight="1">', 1)
 
 
 def sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:

@@ -28,7 +28,7 @@ def test_run_writes_report_and_record_and_prints_summary(tmp_path):
     assert lines[2].startswith("allocated EUR 130,000 of EUR 180,000 budget; 2 of 3 programs funded")
     assert f"report: {report}" in lines
     # phases with elapsed time go to standard error, so standard output stays the summary
-    assert "solving: best outcome (MILP" in result.stderr
+    assert "finding the best outcome (" in result.stderr
     assert "rounding to whole units" in result.stderr
     assert report.is_file()
     folders = list((records / "T1").iterdir())

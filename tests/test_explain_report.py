@@ -26,7 +26,7 @@ from allocator.solve import Status
 from tests.test_explain import R_B, E, variant
 
 PRICE_HEADER = ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
-                "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"]
+                "price per 10,000 EUR", "step", "per_step", "trainees_per_step", "sentence", "note"]
 
 
 def _table(ws) -> list[dict]:
@@ -74,7 +74,8 @@ def test_prices_sheet_has_every_binding_rule_and_budget_with_its_sentence(bindin
     assert rule["binding"] == "yes" and rule["op"] == ">=" and rule["value"] == 0.8
     assert rule["step"] == "1 percentage point"
     assert rule["per_step"] == pytest.approx(-0.63, rel=1e-6)
-    assert rule["shadow_price"] == pytest.approx(-0.0003, rel=1e-6)
+    # the price is shown per 10,000 EUR: -0.0003 per EUR (the hand price in test_explain)
+    assert rule["price per 10,000 EUR"] == pytest.approx(-3.0, rel=1e-6)
     assert rule["sentence"] == ("Raising the floor R-B from 80% to 81% costs 0.63 outcome "
                                 "points (about 0.95 trainee placements)")
     for r in rows[1:]:
@@ -101,8 +102,9 @@ def test_programs_sheet_gives_a_reason_for_every_program(binding):
                                         "(JIF 2027 fully spent); held back by rule(s) R-B")
     assert programs["P2"]["status"] == "funded partly"
     assert programs["P3"]["status"] == "not funded" and programs["P3"]["amount"] == 0
-    assert programs["P3"]["reason"] == ("its outcome value per EUR (0.0003) is 50% below what "
-                                        "the marginal money buys (0.0006): budget(s) JIF 2026, "
+    # 0.0003 and 0.0006 per EUR, shown per EUR 10,000 as prices are
+    assert programs["P3"]["reason"] == ("its outcome value per EUR 10,000 (3.000) is 50% below "
+                                        "what the marginal money buys (6.000): budget(s) JIF 2026, "
                                         "JIF 2027 fully spent on programs that buy more")
     # One source of truth: the sheet is allocator.explain's table, row for row.
     explained = program_reasons(solution)
@@ -174,7 +176,8 @@ def test_soft_rule_is_marked_with_its_shortfall(make_round, tmp_path):
     # (abs 2: the tie-break may give up a hair of outcome, which rounding turns into one unit)
     assert rules["R-B"]["shortfall"] == pytest.approx(38000, abs=2)
     assert rules["R-B"]["note"].startswith("soft rule: R-B is missed by EUR 3")
-    assert "(0.181 in its own unit), at a penalty of 1e-05 per EUR" in rules["R-B"]["note"]
+    assert "(0.181 in its own unit), at a penalty of 0.1 outcome value per EUR 10,000" in \
+        rules["R-B"]["note"]  # 1e-05 per EUR, in the unit prices are shown in
     assert rules["R-H"]["soft"] == "no" and rules["R-H"]["shortfall"] == 0
     assert rules["R-H"]["note"] is None
 
@@ -189,7 +192,7 @@ def test_rounding_miss_is_flagged_in_summary_and_rules(make_round, tmp_path):
     solution = solve_round(make_round(data))
     wb = _report(solution, tmp_path)
     summary = _kv(wb["Summary"])
-    assert summary["constraints missed after rounding"] == 1
+    assert summary["limits missed after rounding"] == 1
     assert summary["rounding miss: rule R-EQ"] == "rounding misses rule R-EQ by EUR 500"
     rule = _table(wb["Rules"])[0]
     assert rule["shortfall"] == 500 and rule["note"] == "rounding misses it by EUR 500"
@@ -198,7 +201,7 @@ def test_rounding_miss_is_flagged_in_summary_and_rules(make_round, tmp_path):
 def test_kept_rules_are_not_flagged(binding):
     _, wb = binding
     summary = _kv(wb["Summary"])
-    assert summary["constraints missed after rounding"] == 0
+    assert summary["limits missed after rounding"] == 0
     assert not [k for k in summary if str(k).startswith("rounding miss")]
     assert summary["status"] == "optimal"
 

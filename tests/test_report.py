@@ -38,6 +38,7 @@ HYPERLINK = '=HYPERLINK("http://x","y")'
 DDE = "=cmd|' /C calc'!A0"
 
 HEADERS = {
+    "Dashboard": ["figure", "value", "target"],
     "Summary": ["item", "value"],
     "Allocations": ["program_id", "program", "region_id", "jurisdiction", "fund_id", "period",
                     "amount", "trainees"],
@@ -51,12 +52,15 @@ HEADERS = {
     "Funds": ["fund_id", "fund", "kind", "owner", "carry_over", "period", "budget", "carried_in",
               "allocated", "carried_out", "unspent"],
     "Rules": ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
-              "achieved", "slack", "binding", "shadow_price", "selected_amount",
+              "achieved", "slack", "binding", "price per 10,000 EUR", "selected_amount",
               "reference_amount", "penalty", "shortfall", "soft", "note"],
     "Prices": ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
-               "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"],
+               "price per 10,000 EUR", "step", "per_step", "trainees_per_step", "sentence", "note"],
+    "Sensitivity": ["kind", "id", "name", "period", "current", "price per 10,000 EUR",
+                    "holds from", "holds to", "allowable increase", "allowable decrease", "meaning"],
     "Disbursements": ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
                       "due_period", "condition"],
+    "Cash flow": ["due_period", "EMP", "JIF", "PUB", "total"],
     "Audit": ["item", "value"],
     "Notes": ["cell", "header", "found", "used", "why"],
 }
@@ -176,12 +180,13 @@ def test_sheets_in_order_each_one_header_row_frozen_filtered(r1):
     for name, header in HEADERS.items():
         ws = wb[name]
         if name == "Rules":  # the engine's rule table as is: known columns first, then any new
-            header = header + [c for c in solution.rules.columns if c not in header]
+            header = header + [c for c in solution.rules.columns
+                               if c not in header and c != "shadow_price"]
         assert [c.value for c in ws[1]] == header, name
         assert all(c.font.bold for c in ws[1]), name
         assert ws.freeze_panes == "A2", name
         assert ws.auto_filter.ref.startswith("A1:"), name
-        assert ws.column_dimensions["A"].width >= 9, name
+        assert ws.column_dimensions["A"].width >= 8, name
 
 
 def test_filter_covers_data_rows_but_not_the_total_row(r1):
@@ -198,7 +203,8 @@ def test_filter_covers_data_rows_but_not_the_total_row(r1):
 def test_allocations_are_the_hand_solution_in_whole_units(r1):
     _, _, wb = r1
     ws = wb["Allocations"]
-    rows = _table(ws)
+    rows, total = _data_and_total(ws)
+    assert total["amount"] == sum(R1_ALLOCATION.values())
     got = {(r["program_id"], r["region_id"], r["fund_id"], r["period"]): r["amount"] for r in rows}
     assert got == R1_ALLOCATION
     for r in rows:
@@ -206,7 +212,7 @@ def test_allocations_are_the_hand_solution_in_whole_units(r1):
         assert r["jurisdiction"] == {"A1": "A", "B1": "B"}[r["region_id"]]
     trainees = {(r["program_id"], r["fund_id"], r["period"]): r["trainees"] for r in rows}
     assert trainees[("P2", "EMP", "2026")] == 2.5  # 5000 / 2000
-    for row in ws.iter_rows(min_row=2):
+    for row in ws.iter_rows(min_row=2, max_row=ws.max_row - 1):
         period, amount = row[5], row[6]
         assert period.data_type == "s" and isinstance(period.value, str)  # "2026", not 2026
         assert amount.data_type == "n" and amount.number_format == '#,##0 "EUR"'
@@ -215,8 +221,9 @@ def test_allocations_are_the_hand_solution_in_whole_units(r1):
 def test_every_money_total_agrees_and_is_the_exact_sum_of_its_rows(r1):
     _, _, wb = r1
     total = 165000
-    assert sum(r["amount"] for r in _table(wb["Allocations"])) == total
-    assert sum(r["amount"] for r in _table(wb["Disbursements"])) == total
+    for sheet in ("Allocations", "Disbursements"):  # each ledger ends with its total row
+        rows, tot = _data_and_total(wb[sheet])
+        assert sum(r["amount"] for r in rows) == tot["amount"] == total, sheet
     summary = _kv(wb["Summary"])
     assert summary["total allocated"] == total
     assert summary["total budget"] == 165000 and summary["total unspent"] == 0
@@ -278,7 +285,7 @@ def test_rules_sheet_lists_each_rule_with_its_values(r1):
 
 def test_disbursements_are_the_hand_split_and_add_up_per_allocation(r1):
     _, _, wb = r1
-    rows = _table(wb["Disbursements"])
+    rows, _ = _data_and_total(wb["Disbursements"])
     got = [(r["program_id"], r["fund_id"], r["period"], r["tranche"], r["amount"],
             r["due_period"], r["condition"]) for r in rows]
     assert got == R1_DISBURSEMENTS
@@ -290,6 +297,22 @@ def test_disbursements_are_the_hand_split_and_add_up_per_allocation(r1):
     for (p, _r, f, t), amount in R1_ALLOCATION.items():
         expected[(p, f, t)] = expected.get((p, f, t), 0) + amount
     assert per_key == expected
+
+
+def test_cash_flow_is_the_hand_disbursements_by_due_period_and_fund(r1):
+    _, _, wb = r1
+    rows, total = _data_and_total(wb["Cash flow"])
+    due: dict[tuple[str, str], int] = {}
+    for _p, fund, _t, _tr, amount, due_period, _c in R1_DISBURSEMENTS:
+        due[(due_period, fund)] = due.get((due_period, fund), 0) + amount
+    periods = ["2026", "2027", "2027+1", "2027+2"]  # the round's periods, then past its end
+    assert [r["due_period"] for r in rows] == periods
+    for r in rows:
+        for fund in ("JIF", "PUB", "EMP"):
+            assert r[fund] == due.get((r["due_period"], fund), 0), (r["due_period"], fund)
+        assert r["total"] == sum(r[f] for f in ("JIF", "PUB", "EMP"))
+    assert total["total"] == 165000 == sum(due.values())
+    assert total["JIF"] == sum(v for (_d, f), v in due.items() if f == "JIF")
 
 
 # --- safety ---------------------------------------------------------------------------------
@@ -307,7 +330,7 @@ def test_input_text_that_looks_like_a_formula_stays_literal_text(r1):
                     assert cell.data_type == "s", (ws.title, cell.coordinate)
                     seen.add(cell.value)
     assert seen == literal
-    names = {r["program_id"]: r["program"] for r in _table(wb["Allocations"])}
+    names = {r["program_id"]: r["program"] for r in _data_and_total(wb["Allocations"])[0]}
     assert names == {"P1": HYPERLINK, "P2": "+1+1"}
     with zipfile.ZipFile(path) as z:  # no formula element anywhere in the workbook
         for name in z.namelist():
@@ -402,7 +425,8 @@ def test_cent_unit_carry_over_and_currency_format(tmp_path):
     path = write_report(solution, tmp_path / "R2.xlsx")
     wb = openpyxl.load_workbook(path)
     cents = Decimal("0.01")
-    alloc = _table(wb["Allocations"])
+    alloc, alloc_total = _data_and_total(wb["Allocations"])
+    assert Decimal(repr(alloc_total["amount"])) == Decimal("101.56")
     amounts = [Decimal(repr(r["amount"])) for r in alloc]
     assert all(a % cents == 0 for a in amounts)
     assert sum(amounts) == Decimal("101.56")
@@ -430,7 +454,10 @@ def test_a_round_with_no_money_still_gives_a_complete_report(tmp_path):
     solution = _solve(tmp_path, sheets)
     wb = openpyxl.load_workbook(write_report(solution, tmp_path / "R0.xlsx"))
     assert wb.sheetnames == list(SHEETS)
-    assert wb["Allocations"].max_row == 1 and wb["Disbursements"].max_row == 1
+    # header and a total row of zero: nothing allocated, nothing to disburse
+    for sheet in ("Allocations", "Disbursements"):
+        rows, total = _data_and_total(wb[sheet])
+        assert rows == [] and total["amount"] == 0, sheet
     assert _kv(wb["Summary"])["total allocated"] == 0
     programs, total = _data_and_total(wb["Programs"])
     assert total["amount"] == 0
@@ -631,7 +658,8 @@ def test_cent_totals_add_up_to_the_cent_in_every_sheet(tmp_path, monkeypatch):
     allocated = dec(_kv(wb["Summary"])["total allocated"])
     assert allocated > 0
     for sheet in ("Allocations", "Disbursements"):
-        rows = _table(wb[sheet])
+        rows, total = _data_and_total(wb[sheet])
+        assert dec(total["amount"]) == allocated, sheet
         assert len(rows) > 4, sheet
         assert all(dec(r["amount"]) % cents == 0 for r in rows), sheet
         assert sum(dec(r["amount"]) for r in rows) == allocated, sheet
@@ -641,7 +669,7 @@ def test_cent_totals_add_up_to_the_cent_in_every_sheet(tmp_path, monkeypatch):
     rows, total = _data_and_total(wb["Funds"])
     assert sum(dec(r["allocated"]) for r in rows) == dec(total["allocated"]) == allocated
     assert wb["Disbursements"]["G2"].number_format == '#,##0.00 "USD"'
-    n = len(_table(wb["Allocations"]))
+    n = len(_data_and_total(wb["Allocations"])[0])
     assert wb["Allocations"].auto_filter.ref == f"A1:H{n + 1}"
 
 

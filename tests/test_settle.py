@@ -112,7 +112,8 @@ def test_scheduled_amounts_are_the_reports_disbursements(decided: Path, tmp_path
                      report=tmp_path / "reports" / "settle.xlsx")
     disb = pd.read_excel(tmp_path / "reports" / "s1.xlsx", sheet_name="Disbursements", engine="openpyxl",
                          dtype={"period": str})
-    report = {(r.program_id, r.fund_id, r.period, r.tranche): r.amount for r in disb.itertuples()}
+    report = {(r.program_id, r.fund_id, r.period, r.tranche): r.amount
+              for r in disb.itertuples() if r.program_id != "Total"}
     table = run.tables["Settlement"].iloc[:-1]
     assert {(r.program_id, r.fund_id, r.period, r.tranche): r.scheduled
             for r in table.itertuples()} == report

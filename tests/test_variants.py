@@ -182,9 +182,19 @@ def test_overrides_apply_in_order(tmp_path: Path) -> None:
 
 # --- compare: the workbook against separate runs ----------------------------------------------------
 def _sheet(path: Path, name: str) -> pd.DataFrame:
+    """A comparison sheet's data rows; its total row (if any) must be the sum of the rows."""
     ws = openpyxl.load_workbook(path, read_only=True)[name]
     rows = list(ws.iter_rows(values_only=True))
-    return pd.DataFrame(rows[1:], columns=rows[0])
+    # the Summary's headers are in words ("outcome value"): the table's names have "_"
+    heads = [str(c).replace(" ", "_") for c in rows[0]] if name == "Summary" else rows[0]
+    df = pd.DataFrame(rows[1:], columns=heads)
+    if len(df) and df.iloc[-1, 0] == "Total":
+        data, total = df.iloc[:-1], df.iloc[-1]
+        for c in df.columns[1:]:
+            if total[c] is not None and not pd.isna(total[c]):
+                assert total[c] == pytest.approx(pd.to_numeric(data[c]).sum(), abs=1e-6), (name, c)
+        return data
+    return df
 
 
 def _independent_totals(rnd, sol) -> dict[str, dict[str, float]]:

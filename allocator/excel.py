@@ -1,0 +1,401 @@
+"""How a printed table looks: the one place every workbook takes its number formats, widths and
+print set-up from (result report, compare, diagnosis, settlement).
+
+A table is a sheet with one header row and typed columns. Each column has a *kind* (money,
+percent, price, trainees, count, value, ratio, text, ...) and the kind decides its number
+format. Widths are computed from the values as they will be shown, so no cell shows `###` and
+no number is shown in scientific notation. The print set-up fits the table to one page wide
+(landscape when it is wide), repeats the header row on every page and puts the sheet name and
+"Page n of m" in the footer.
+
+Two ways in:
+- `Formats`, `column_widths`, `print_setup`: for a sheet written row by row (the report streams
+  its large ledgers; nothing here reads the rows back);
+- `write_table` and `print_ready`: for an ordinary openpyxl workbook (compare, diagnosis, a
+  settlement workbook): write a table, or make an already written sheet print-ready.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.properties import PageSetupProperties
+
+# Prices are shown as outcome value per this many currency units (a per-unit price is ~1e-5).
+PRICE_STEP = 10_000
+# Below this (outcome value per PRICE_STEP currency units) a price is solver noise: shown as 0.
+PRICE_ZERO = 5e-4
+TOTAL_LABEL = "Total"
+
+# The default font named: a font without a name prints in the reader's default (often serif).
+HEADER_FONT = Font(name="Calibri", size=11, bold=True)
+HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+TOTAL_FONT = Font(name="Calibri", size=11, bold=True)
+HEADER_ALIGNMENT = Alignment(horizontal="center", vertical="center", wrap_text=True)
+WRAP_ALIGNMENT = Alignment(vertical="top", wrap_text=True)
+TOP_ALIGNMENT = Alignment(vertical="top")
+
+# Text columns wider than this wrap instead of growing (descriptions, reasons, sentences).
+MAX_WIDTH = 45
+MIN_WIDTH = 8
+# A4 (openpyxl paperSize 9) with narrow margins, in character widths of the default font
+# (Calibri 11: 7 px a character, 96 px an inch) and in points.
+PAPER_A4 = 9
+_MARGIN_IN = {"left": 0.4, "right": 0.4, "top": 0.5, "bottom": 0.6, "header": 0.25, "footer": 0.3}
+_PORTRAIT_IN = (8.27 - 0.8, 11.69 - 1.1)
+_ROW_PT = 12.8  # a row of 11 pt text as LibreOffice and Excel print it
+# Tall tables shrink to at most this scale before they take another page (6 pt text).
+MIN_SCALE = 0.55
+
+
+def price_shown(per_unit: float | None) -> float | None:
+    """A shadow price per currency unit as outcome value per PRICE_STEP units; noise -> 0."""
+    if per_unit is None or not math.isfinite(float(per_unit)):
+        return None
+    p = float(per_unit) * PRICE_STEP
+    return 0.0 if abs(p) < PRICE_ZERO else p
+
+
+class Formats:
+    """Number format code per kind, for one round's currency and decimals."""
+
+    def __init__(self, currency: str = "", decimals: int = 0):
+        code = re.sub(r'["\\\[\];]', "", currency or "").strip()  # nothing that breaks a format
+        decimals = min(6, max(0, decimals))
+        frac = "." + "0" * decimals if decimals else ""
+        suffix = f' "{code}"' if code else ""
+        self.currency = code
+        self.codes = {
+            "money": f"#,##0{frac}{suffix}",
+            "money2": f"#,##0.{'0' * max(2, decimals)}{suffix}",
+            "percent": "0.0%",
+            "trainees": "#,##0.00",
+            "ratio": "0.00",
+            "count": "#,##0",
+            "value": "#,##0.00",
+            "price": "#,##0.000",
+            "seconds": "0.00",
+            "number": "#,##0.######",
+            "general": "#,##0.####",
+            "text": "@",
+        }
+
+    def code(self, kind: str | None) -> str | None:
+        if not kind or kind == "text":
+            return None
+        return self.codes.get(kind, kind if any(c in kind for c in "0#%") else None)
+
+    @classmethod
+    def of_round(cls, rnd: Any) -> Formats:
+        """The round's currency; decimals from its rounding unit, budgets and contributions."""
+        s = rnd.settings
+        dec = max([_decimals(s.rounding_unit)] + [_decimals(b.amount) for b in rnd.budgets]
+                  + [_decimals(c.amount) for c in rnd.contributions])
+        return cls(s.currency, dec)
+
+
+def _decimals(d: Decimal) -> int:
+    return max(0, -d.normalize().as_tuple().exponent)  # type: ignore[operator]
+
+
+# --- what a cell shows ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(code: str) -> tuple[str, bool, int, bool, str]:
+    """A number format as (kind, percent, places, optional digits, suffix text)."""
+    suffix = " ".join(re.findall(r'"([^"]*)"', code))
+    body = re.sub(r'"[^"]*"', "", code)
+    frac = body.split(".")[1] if "." in body else ""
+    if "%" in body:
+        return "fixed", True, frac.count("0"), False, ""
+    if "0" in body:
+        return "fixed", False, frac.count("0") + frac.count("#"), "#" in frac, suffix
+    return "general", False, 0, False, ""
+
+
+def shown(value: Any, code: str | None) -> str:
+    """The text a number format shows for a value (close enough to size a column)."""
+    if value is None:
+        return ""
+    cls = value.__class__
+    if cls is str:
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Decimal):
+        value = float(value)
+    if not isinstance(value, int | float):
+        return str(value)
+    if not math.isfinite(value):
+        return ""
+    kind, percent, places, optional, suffix = _parsed(code or "General")
+    if kind == "general":
+        return f"{value:,.10g}"
+    if percent:
+        return f"{value * 100:,.{places}f}%"
+    text = f"{value:,.{places}f}"
+    if optional and "." in text:  # optional digits: trailing zeros are not shown
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {suffix}" if suffix else text
+
+
+def cell_width(value: Any, code: str | None) -> float:
+    """Characters a value needs when shown with `code` (numbers: room for bold and rounding)."""
+    text = shown(value, code)
+    longest = max((len(line) for line in text.split("\n")), default=0)
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return longest * 1.1 + 2.5
+    return longest + 1.0
+
+
+def column_widths(columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                  codes: Sequence[str | Callable[[int, Sequence[Any]], str | None] | None]
+                  ) -> list[float]:
+    """Widths (characters) that show every sampled value whole: numbers never as `###`.
+
+    `codes`: a column's number format, or a function of (row position, row) giving it. Text
+    longer than MAX_WIDTH wraps (see `wrap_columns`).
+    """
+    widest = [_header_width(str(c)) for c in columns]
+    for n, row in enumerate(rows):
+        for i, v in enumerate(row[:len(widest)]):
+            code = codes[i]
+            if callable(code):
+                code = code(n, row)
+            widest[i] = max(widest[i], cell_width(v, code))
+    return [float(min(MAX_WIDTH, max(MIN_WIDTH, math.ceil(w)))) for w in widest]
+
+
+def _header_width(header: str) -> float:
+    """Room for a header: whole, or (words of a long one wrap) its longest word; plus the
+    filter button."""
+    words = header.split()
+    if len(header) <= 14 or len(words) == 1:
+        return len(header) + 3.0
+    return max(max(len(w) for w in words), 11) + 3.0
+
+
+def header_lines(columns: Sequence[str], widths: Sequence[float]) -> int:
+    """Lines the header row takes when long headers wrap at their spaces."""
+    return max([row_lines([str(c)], [w - 2], [True]) for c, w in zip(columns, widths,
+                                                                     strict=False)] or [1])
+
+
+def wrap_columns(widths: Sequence[float]) -> list[bool]:
+    """Columns at the cap: their text wraps within the column."""
+    return [w >= MAX_WIDTH for w in widths]
+
+
+# --- print set-up -----------------------------------------------------------------------------
+
+
+def _printable_chars(landscape: bool) -> float:
+    w = _PORTRAIT_IN[1] if landscape else _PORTRAIT_IN[0]
+    return w * 96 / 7 - 2  # character widths of the default font
+
+
+def _printable_pt(landscape: bool) -> float:
+    h = _PORTRAIT_IN[0] if landscape else _PORTRAIT_IN[1]
+    return h * 72 - 30  # the footer's line
+
+
+def is_landscape(widths: Sequence[float], rows: int = 0) -> bool:
+    """Landscape when the table is wider than a portrait page, unless portrait takes fewer
+    pages (a tall table only a little too wide for portrait)."""
+    return sum(widths) + 1 > _printable_chars(False)
+
+
+def pages_tall(widths: Sequence[float], rows: float, *, landscape: bool | None = None,
+               row_pt: float = _ROW_PT) -> int:
+    """Pages tall so the table prints at no less than MIN_SCALE (and one page wide)."""
+    if landscape is None:
+        landscape = is_landscape(widths, rows)
+    fit_wide = min(1.0, _printable_chars(landscape) / max(1.0, sum(widths) + 1))
+    scale = min(fit_wide, MIN_SCALE)  # a very wide table: its width sets the scale
+    return max(1, math.ceil(rows * row_pt * scale / _printable_pt(landscape)))
+
+
+def print_setup(ws: Any, widths: Sequence[float], rows: float, *, title_rows: int | None = 1,
+                landscape: bool | None = None, pages: int | None = None,
+                footer: str = "") -> None:
+    """Fit to one page wide and `pages` tall (computed if None), header row on every page,
+    footer with the sheet's name and 'Page n of m'. Works on a write-only sheet (before its
+    first row) as on an ordinary one."""
+    if landscape is None:
+        landscape = is_landscape(widths, rows)
+    ws.page_setup.orientation = "landscape" if landscape else "portrait"
+    ws.page_setup.paperSize = PAPER_A4
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = pages if pages is not None else pages_tall(widths, rows,
+                                                                           landscape=landscape)
+    props = ws.sheet_properties
+    if props.pageSetUpPr is None:
+        props.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    else:
+        props.pageSetUpPr.fitToPage = True
+    for side, inches in _MARGIN_IN.items():
+        setattr(ws.page_margins, side, inches)
+    if title_rows:
+        ws.print_title_rows = f"1:{title_rows}"
+    ws.oddFooter.left.text = "&A"
+    ws.oddFooter.center.text = "Page &P of &N"
+    if footer:
+        ws.oddFooter.right.text = footer.replace("&", "&&")[:100]
+    ws.print_options.gridLines = False
+
+
+# --- ordinary (not streamed) workbooks -------------------------------------------------------
+
+
+def _cell_value(value: Any) -> Any:
+    """A Python/numpy/Decimal value as a cell value: blank for None/NaN, text never a formula."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+def write_table(wb: Any, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                kinds: Mapping[str, str | None] | None = None, *, formats: Formats | None = None,
+                total: bool | Sequence[str] = False, footer: str = "",
+                pages: int | None = None) -> Any:
+    """A sheet with one table: header row (bold, frozen, filtered), typed values with the
+    format of each column's kind, a total row under the money columns when `total` (True: every
+    money column; or the columns named), widths from the values, print set-up."""
+    from openpyxl.cell.cell import TYPE_STRING
+
+    formats = formats or Formats()
+    kinds = dict(kinds or {})
+    ws = wb.create_sheet(title)
+    ws.append(list(columns))
+    data = [[_cell_value(v) for v in row] for row in rows]
+    for row in data:
+        ws.append(row)
+        for cell in ws[ws.max_row]:
+            if isinstance(cell.value, str) and cell.value[:1] in "=+-@":
+                cell.data_type = TYPE_STRING  # a name like "=HYPERLINK(...)" stays text
+    summed = [c for c in columns if kinds.get(c) in ("money", "money2")] if total is True \
+        else list(total or [])
+    if summed:
+        sums: list[Any] = [None] * len(columns)
+        sums[0] = TOTAL_LABEL
+        for j, c in enumerate(columns):
+            if c in summed:
+                vals = [r[j] for r in data if isinstance(r[j], int | float)]
+                sums[j] = _exact_sum(vals)
+        ws.append(sums)
+        for cell in ws[ws.max_row]:
+            cell.font = TOTAL_FONT
+    for j, c in enumerate(columns, start=1):
+        code = formats.code(kinds.get(c))
+        if code:
+            for (cell,) in ws.iter_rows(min_row=2, min_col=j, max_col=j):
+                cell.number_format = code
+    print_ready(ws, data_rows=len(data), footer=footer, pages=pages)
+    return ws
+
+
+def _exact_sum(values: Sequence[int | float]) -> int | float:
+    """Sum as the decimals written (no float drift); int when whole."""
+    s = sum((Decimal(repr(v)) if isinstance(v, float) else Decimal(v) for v in values), Decimal(0))
+    return int(s) if s == s.to_integral_value() else float(s)
+
+
+def print_ready(target: Any, *, data_rows: int | None = None, footer: str = "",
+                pages: int | None = None, header: bool = True) -> None:
+    """Make an ordinary openpyxl sheet (or every sheet of a workbook) print-ready in place:
+    bold frozen filtered header row, widths from the shown values, wrapping long text, fit to
+    one page wide, header repeated on every page, page numbers in the footer.
+
+    `data_rows`: rows under the header the filter covers (default: all; pass it when a total
+    row follows, so sorting never moves the total). Reads every cell: meant for sheets of up
+    to some thousands of rows (the report's streamed ledgers use `print_setup` instead).
+    """
+    if hasattr(target, "worksheets"):
+        for ws in target.worksheets:
+            print_ready(ws, footer=footer, header=header)
+        return
+    ws = target
+    if ws.max_row < 1 or ws.max_column < 1:
+        return
+    ncols = ws.max_column
+    columns = [c.value if c.value is not None else "" for c in ws[1]] if header else [""] * ncols
+    codes: list[str | None] = [None] * ncols
+    body = list(ws.iter_rows(min_row=2 if header else 1))
+    for row in body[:50]:
+        for j, cell in enumerate(row):
+            if codes[j] is None and isinstance(cell.value, int | float) and \
+                    cell.number_format != "General":
+                codes[j] = cell.number_format
+    values = ([c.value for c in row] for row in body)
+    widths = column_widths([str(c) for c in columns], values, codes)
+    wraps = wrap_columns(widths)
+    for j, w in enumerate(widths, start=1):
+        ws.column_dimensions[get_column_letter(j)].width = w
+    for row in body:
+        for j, cell in enumerate(row):
+            if isinstance(cell.value, float) and cell.number_format == "General":
+                cell.number_format = "#,##0.####"  # never scientific notation
+            if wraps[j] and isinstance(cell.value, str):
+                cell.alignment = WRAP_ALIGNMENT
+            elif any(wraps):  # top-aligned with the wrapped text, so a row reads across
+                cell.alignment = TOP_ALIGNMENT
+        n = _lines(row, widths, wraps)
+        if n > 1:
+            ws.row_dimensions[row[0].row].height = line_height(n)
+    if header:
+        for cell in ws[1]:
+            cell.font = HEADER_FONT
+            cell.fill = HEADER_FILL
+            cell.alignment = HEADER_ALIGNMENT
+        lines = header_lines([str(c) for c in columns], widths)
+        if lines > 1:
+            ws.row_dimensions[1].height = line_height(lines)
+        ws.freeze_panes = "A2"
+        last = 1 + (data_rows if data_rows is not None else len(body))
+        ws.auto_filter.ref = f"A1:{get_column_letter(ncols)}{max(1, last)}"
+    lines = sum(rows_of(_lines(r, widths, wraps)) for r in body) + 1
+    print_setup(ws, widths, lines, title_rows=1 if header else None, pages=pages, footer=footer)
+
+
+def _lines(row: Sequence[Any], widths: Sequence[float], wraps: Sequence[bool]) -> int:
+    return row_lines([c.value for c in row], widths, wraps)
+
+
+def line_height(lines: int) -> float:
+    """Points a row of `lines` wrapped lines of 11 pt text needs."""
+    return round(lines * 13.0 + 2.0, 1)
+
+
+def rows_of(lines: int) -> float:
+    """A row of `lines` wrapped lines, in default rows (what `pages_tall` counts)."""
+    return 1.0 if lines <= 1 else line_height(lines) / _ROW_PT
+
+
+def row_lines(values: Sequence[Any], widths: Sequence[float], wraps: Sequence[bool]) -> int:
+    """Lines a row takes when its long text wraps."""
+    n = 1
+    for v, w, wrap in zip(values, widths, wraps, strict=False):
+        if wrap and isinstance(v, str):
+            # proportional text: a character is about 0.8 of a digit's width
+            n = max(n, math.ceil(len(v) * 0.82 / max(1.0, w - 1.5)))
+    return n
+
+
+__all__ = ["PRICE_STEP", "TOTAL_LABEL", "Formats", "column_widths", "is_landscape", "pages_tall",
+           "price_shown", "print_ready", "print_setup", "shown", "wrap_columns", "write_table"]
