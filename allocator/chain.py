@@ -12,6 +12,8 @@ it settles in `settles`.
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from allocator.atomic import is_leftover
@@ -37,3 +39,133 @@ def previous_digest(round_dir: Path) -> str | None:
     """The digest a new record of this round chains to: that of its latest record, if any."""
     records = round_records(round_dir)
     return record_digest(records[-1]) if records else None
+
+
+# --- walking a chain ---------------------------------------------------------------------------
+@dataclass
+class ChainReport:
+    """What `walk_chain` found: the chain holds when `problems` is empty."""
+
+    folder: Path
+    lines: list[str] = field(default_factory=list)  # one line per record, in order
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems
+
+
+def chain_folders(folder: Path) -> list[Path]:
+    """The round folders under `folder`: itself if it holds records, else its sub-folders that do.
+
+    `verify --chain` takes a round's folder (`<records>/<round_id>`) or a records folder holding
+    several rounds; each round is its own chain.
+    """
+    folder = Path(folder)
+    if round_records(folder):
+        return [folder]
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and not is_leftover(p)
+            and round_records(p)] if folder.is_dir() else []
+
+
+def _manifest(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
+    """Walk one round's records in order; name a removed, inserted, reordered or rewritten one.
+
+    Each manifest's `previous` must be the digest of the record before it. An older-format
+    record (no `previous` key) is accepted as the start of the chain. `check_record(folder)`
+    returns a record's own findings (its files against its manifest, or a full re-solve) as
+    (problems, warnings, notes).
+    """
+    round_dir = Path(round_dir)
+    out = ChainReport(round_dir)
+    records = round_records(round_dir)
+    digests = [record_digest(r) for r in records]
+    by_digest = {d: i for i, d in enumerate(digests)}
+    names = [r.name for r in records]
+    chained_seen = False
+    for i, rec in enumerate(records):
+        label = f"{round_dir.name}/{rec.name}"
+        manifest = _manifest(rec)
+        kind = (manifest or {}).get("kind", "decision (older format)")
+        head = f"{label} [{kind}] digest {digests[i][:16]}"
+        if manifest is None:
+            out.problems.append(f"{label}: manifest.json is not readable JSON")
+            out.lines.append(f"{head}: unreadable manifest")
+            continue
+        if check_record is not None:
+            problems, warnings, notes = check_record(rec)
+            out.problems += [f"{label}: {p}" for p in problems]
+            out.warnings += [f"{label}: {w}" for w in warnings]
+            head += "".join(f"; {n}" for n in notes)
+        if "settles" in manifest:
+            settles = manifest.get("settles")
+            if settles not in by_digest:
+                out.problems.append(f"{label}: settles record {str(settles)[:16]}..., which is not in "
+                                    "this round (removed, or rewritten after it was settled)")
+            else:
+                head += f"; settles {names[by_digest[settles]]}"
+        if "previous" not in manifest:
+            if chained_seen:
+                out.problems.append(f"{label}: an older-format record (no previous) after chained "
+                                    "records: it cannot be placed in the chain (inserted?)")
+            else:
+                out.lines.append(f"{head}: older-format record without previous, accepted as the "
+                                 "chain's start")
+            continue
+        chained_seen = True
+        prev = manifest.get("previous")
+        problem = _link_problem(i, prev, manifest, records, digests, by_digest)
+        if problem:
+            out.problems.append(f"{label}: {problem}")
+            out.lines.append(f"{head}: BROKEN LINK")
+        else:
+            out.lines.append(f"{head}: " + ("first record of the round" if prev is None
+                                            else f"follows {names[i - 1]}"))
+    if not records:
+        out.problems.append(f"{round_dir}: no records (no folder with a manifest.json)")
+    return out
+
+
+def _link_problem(i: int, prev: object, manifest: dict, records: list[Path], digests: list[str],
+                  by_digest: dict[str, int]) -> str | None:
+    """Why record i does not follow record i-1, or None when it does."""
+    names = [r.name for r in records]
+    if i == 0:
+        if prev is None:
+            return None
+        named = manifest.get("previous_run")
+        return (f"its previous record (digest {str(prev)[:16]}..."
+                + (f", run {named}" if named else "") + ") is missing: the round's earlier "
+                "record(s) were removed")
+    if prev == digests[i - 1]:
+        return None
+    if prev is None:
+        return (f"claims to be the round's first record (previous is null), but "
+                f"{', '.join(names[:i])} come(s) before it: it, or they, were inserted")
+    if prev in by_digest:
+        j = by_digest[prev]
+        if j < i - 1:
+            skipped = ", ".join(names[j + 1:i])
+            return f"chains to {names[j]}, skipping {skipped}: inserted into the chain"
+        return (f"chains to {names[j]}, which comes after it: the records are out of order "
+                "(a folder was renamed or moved)")
+    named = manifest.get("previous_run")
+    if isinstance(named, str) and named in names:
+        now = digests[names.index(named)]
+        return (f"chains to {named} with digest {str(prev)[:16]}..., but that record's manifest "
+                f"now has digest {now[:16]}...: {named} was rewritten")
+    if isinstance(named, str):
+        return (f"chains to record {named} (digest {str(prev)[:16]}...), which is not here: it "
+                "was removed")
+    return (f"chains to a record with digest {str(prev)[:16]}... that is not here: the record "
+            f"before it was removed, or {names[i - 1]} was rewritten (its digest is now "
+            f"{digests[i - 1][:16]}...)")

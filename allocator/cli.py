@@ -72,14 +72,20 @@ def run(
     report: Annotated[Path | None, typer.Option(help="Report [default: reports/<round_id>.xlsx]")] = None,
     records: Annotated[Path | None, typer.Option(help="Folder of decision records [default: models]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    sign_key: Annotated[Path | None, typer.Option(
+        help="Private key to sign the record with [default: $ALLOCATOR_SIGNING_KEY, else unsigned]")] = None,
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
     from allocator.progress import rich_phases
+    from allocator.signing import SigningKeyError
 
     try:
         with rich_phases(enabled=not quiet):
-            result = api.run(workbook, report=report, records=records)
+            result = api.run(workbook, report=report, records=records, sign_key=sign_key)
+    except SigningKeyError as exc:
+        _err(f"{exc}; nothing was written.")
+        raise typer.Exit(2) from None
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise
@@ -186,17 +192,41 @@ def template(path: Annotated[Path, typer.Argument(help="Where to write the blank
     typer.echo(f"wrote {path}")
 
 
+PublicKeys = Annotated[list[Path] | None, typer.Option(
+    "--public-key", help="A trusted public key (.pub) or a folder of them; repeatable. Signatures "
+                         "are checked only against keys given here.")]
+
+
 @app.command()
 @_guard
-def verify(record: Annotated[Path, typer.Argument(help="A decision record folder.")]) -> None:
+def verify(
+    record: Annotated[Path, typer.Argument(help="A decision record folder (with --chain: a round's "
+                                                "folder, or a records folder holding rounds).")],
+    public_key: PublicKeys = None,
+    chain: Annotated[bool, typer.Option("--chain", help="Walk the chain of records: name a removed, "
+                                                        "inserted, reordered or rewritten record.")] = False,
+    resolve: Annotated[bool, typer.Option("--resolve", help="With --chain: also re-solve every "
+                                                            "decision record (slow).")] = False,
+) -> None:
     """Re-run a decision record: VERIFIED, or every difference and violated rule."""
     from allocator.atomic import is_leftover
     from allocator.record import verify_record
+    from allocator.signing import SigningKeyError, load_trusted
 
+    try:
+        trusted = load_trusted(public_key) if public_key else None
+    except SigningKeyError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    if chain:
+        _verify_chain(record, trusted, resolve)
+        return
     if is_leftover(record):
         _err(f"{record} is the leftover of an interrupted run, not a decision record")
         raise typer.Exit(EXIT_INVALID)
-    result = verify_record(record)
+    result = verify_record(record, trusted_keys=trusted)
+    for n in result.notes:
+        typer.echo(f"note: {n}")
     for w in result.warnings:
         typer.echo(f"warning: {w}")
     if result.verified:
@@ -206,6 +236,65 @@ def verify(record: Annotated[Path, typer.Argument(help="A decision record folder
     for p in result.problems:
         typer.echo(f"  {p}")
     raise typer.Exit(EXIT_UNVERIFIED)
+
+
+def _verify_chain(folder: Path, trusted, resolve: bool) -> None:
+    """`verify --chain`: every round under `folder`, each record's files and its link."""
+    from allocator.chain import chain_folders, walk_chain
+    from allocator.record import Verification, check_files, verify_record
+
+    rounds = chain_folders(folder)
+    if not rounds:
+        _err(f"{folder} holds no records: give a round's folder (<records>/<round_id>) or a "
+             "records folder")
+        raise typer.Exit(EXIT_INVALID)
+
+    def check(rec: Path) -> tuple[list[str], list[str], list[str]]:
+        out: Verification = verify_record(rec, trusted_keys=trusted) if resolve else \
+            check_files(rec, trusted_keys=trusted)
+        return out.problems, out.warnings, out.notes
+
+    broken = False
+    for round_dir in rounds:
+        report = walk_chain(round_dir, check)
+        for line in report.lines:
+            typer.echo(line)
+        for w in report.warnings:
+            typer.echo(f"warning: {w}")
+        if report.verified:
+            typer.echo(f"CHAIN VERIFIED {round_dir}")
+            continue
+        broken = True
+        typer.echo(f"CHAIN NOT VERIFIED {round_dir}")
+        for p in report.problems:
+            typer.echo(f"  {p}")
+    if broken:
+        raise typer.Exit(EXIT_UNVERIFIED)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for decision records.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+@_guard
+def keys_init(
+    name: Annotated[str, typer.Option(help="Who signs, e.g. the fund: \"Upper Rhine JIF\".")],
+    out: Annotated[Path, typer.Option(help="Folder for the key pair (keep the .key file private).")],
+) -> None:
+    """Make an ed25519 key pair: <name>.key (private, mode 0600) and <name>.pub (give to auditors)."""
+    from allocator.signing import SigningKeyError, fingerprint, init_keys, load_private
+
+    try:
+        private, public = init_keys(name, out)
+    except SigningKeyError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    key = load_private(private)
+    typer.echo(f"private key: {private} (keep it secret; sign runs with --sign-key {private} or "
+               f"ALLOCATOR_SIGNING_KEY={private})")
+    typer.echo(f"public key:  {public} (give it to auditors: verify --public-key {public})")
+    typer.echo(f"fingerprint: {fingerprint(key.private.public_key())}")
 
 
 @app.command()
