@@ -321,15 +321,17 @@ def write_table(wb, title: str, df: pd.DataFrame, *, money_columns: Iterable[str
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
 
+    from allocator.safetext import append_text_row
+
     ws = wb.create_sheet(title)
     columns = list(df.columns)
-    ws.append(columns)
+    append_text_row(ws, columns)  # variant names become headers: text, never a formula
     for cell in ws[1]:
         cell.font = Font(bold=True)
     money = set(money_columns)
     percent = set(percent_columns)
     for values in df.itertuples(index=False):
-        ws.append([cell_value(v) for v in values])
+        append_text_row(ws, [cell_value(v) for v in values])
     for j, name in enumerate(columns, start=1):
         fmt = None
         if name in money or (money_from is not None and j > money_from):

@@ -696,19 +696,20 @@ def write_diagnosis(diagnosis: Diagnosis, path) -> None:
     from openpyxl import Workbook
 
     from allocator.atomic import atomic_path
+    from allocator.safetext import append_text_row
 
     wb = Workbook()
     ws = wb.active
     ws.title = "Summary"
     ws.append(["line"])
     for line in diagnosis.render().splitlines():
-        ws.append([line])
+        append_text_row(ws, [line])
     ws.column_dimensions["A"].width = 120
     ch = wb.create_sheet("Changes")
     table = diagnosis.table()
     ch.append(list(table.columns))
     for row in table.itertuples(index=False):
-        ch.append([None if (isinstance(v, float) and math.isnan(v)) else
+        append_text_row(ch, [None if (isinstance(v, float) and math.isnan(v)) else
                    (bool(v) if isinstance(v, np.bool_) else v) for v in row])
     for s in (ws, ch):
         s.freeze_panes = "A2"

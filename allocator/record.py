@@ -27,6 +27,7 @@ import allocator
 from allocator.atomic import atomic_dir
 from allocator.engine import Solution
 from allocator.round import Round
+from allocator.safetext import csv_text, csv_value
 from allocator.signing import SIGNATURE_FILE, SigningKey, key_from_env, load_private, sign_record
 from allocator.solve import SOLVER_OPTIONS, Status, new_highs
 
@@ -62,8 +63,9 @@ def allocation_csv(solution: Solution) -> str:
     writer.writerow(ALLOCATION_COLUMNS)
     for row in solution.allocation.itertuples(index=False):
         amount = Decimal(int(row.units)) * unit
-        writer.writerow([row.program_id, row.region_id, row.fund_id, row.period,
-                         format(amount.normalize(), "f")])
+        # ids starting like a formula are refused at input; a round built in code gets the quote
+        writer.writerow([csv_text(row.program_id), csv_text(row.region_id), csv_text(row.fund_id),
+                         csv_text(row.period), format(amount.normalize(), "f")])
     return buf.getvalue()
 
 
@@ -376,6 +378,9 @@ def _load_allocation(folder: Path, out: Verification) -> pd.DataFrame | None:
     except Exception as exc:
         out.problems.append(f"allocation.csv is not readable ({type(exc).__name__}: {exc})")
         return None
+    for column in ALLOCATION_COLUMNS[:-1]:
+        if column in df.columns:
+            df[column] = [csv_value(v) for v in df[column]]
     if list(df.columns) != ALLOCATION_COLUMNS:
         out.problems.append(f"allocation.csv: expected columns {ALLOCATION_COLUMNS}, got {list(df.columns)}")
         return None
