@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
+from allocator.errors import InfeasibleRoundError, InputError, Notice, SolverStoppedError
 
 EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
 
@@ -152,6 +152,8 @@ def summary_text(result) -> str:
         lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "
                      "see the Rules sheet")
     lines.extend(f"warning: {w}" for w in sol.warnings)
+    # what Excel hides but the engine read (hidden sheets, rows, columns): what was used
+    lines.extend(f"note: {n}" for n in result.loaded.notes if isinstance(n, Notice))
     t = result.timings
     order = [("read", "read"), ("build", "build"), ("handover", "hand-over"), ("solve", "solve"),
              ("rounding", "rounding"), ("record", "record"), ("report", "report")]
@@ -173,7 +175,7 @@ def check(workbook: Annotated[Path, typer.Argument(help="The round workbook (.xl
                f"{len(rnd.funds)} funds, {len(rnd.programs)} programs, {len(rnd.rules)} rules, "
                f"{len(rnd.periods)} periods")
     for note in loaded.notes:
-        typer.echo(f"normalised: {note}")
+        typer.echo(f"{'note' if isinstance(note, Notice) else 'normalised'}: {note}")
     from allocator.diagnose import cheap_checks
 
     problems = cheap_checks(rnd)

@@ -54,6 +54,20 @@ class Normalisation:
         return f"{head}: read {self.found!r} as {self.used!r} ({self.why})"
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about what was read (e.g. a hidden row that was used)."""
+
+    where: CellRef
+    message: str
+
+    def __str__(self) -> str:
+        head = str(self.where)
+        if self.where.header:
+            head += f" {self.where.header}"
+        return f"{head}: {self.message}"
+
+
 class InputError(Exception):
     """The workbook cannot be used; carries every problem found, in sheet/row/column order."""
 
