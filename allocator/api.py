@@ -58,7 +58,9 @@ class RunResult:
 
 
 def default_report_path(rnd: Round) -> Path:
-    return Path("reports") / f"{rnd.settings.round_id}.xlsx"
+    from allocator.paths import inside
+
+    return inside(Path("reports"), f"{rnd.settings.round_id}.xlsx")  # never outside reports/
 
 
 def run(workbook: str | Path, *, report: str | Path | None = None,

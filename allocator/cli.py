@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from allocator.errors import InfeasibleRoundError, InputError, Notice, SolverStoppedError
+from allocator.paths import UnsafePathError
 
 EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
 
@@ -46,6 +47,9 @@ def _guard(func):
             raise typer.Exit(EXIT_STOPPED) from None
         except typer.Exit:
             raise
+        except UnsafePathError as exc:  # input validation refuses these first; defence in depth
+            _err(f"{exc}; nothing was written.")
+            raise typer.Exit(EXIT_INVALID) from None
         except KeyboardInterrupt:
             _err("interrupted; nothing was written.")
             raise typer.Exit(130) from None
