@@ -130,25 +130,53 @@ def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
         else:
             out.lines.append(f"{head}: " + ("first record of the round" if prev is None
                                             else f"follows {names[i - 1]}"))
+    out.problems += _forks(records, digests)
     if not records:
         out.problems.append(f"{round_dir}: no records (no folder with a manifest.json)")
     return out
+
+
+def _forks(records: list[Path], digests: list[str]) -> list[str]:
+    """Records that copy another, or claim the same previous record as another: inserted ones.
+
+    Of the records that follow the same one, the genuine one is the one a later record chains
+    to (or the latest); the others were inserted.
+    """
+    names = [r.name for r in records]
+    problems = []
+    first_of: dict[str, int] = {}
+    for i, d in enumerate(digests):
+        if d in first_of:
+            problems.append(f"{records[0].parent.name}/{names[i]}: an exact copy of {names[first_of[d]]} "
+                            "(the same manifest): inserted")
+        first_of.setdefault(d, i)
+    prevs = [(_manifest(r) or {}).get("previous") for r in records]
+    pointed = {p for p in prevs if p is not None}
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prevs):
+        if isinstance(p, str) and digests[i] not in [digests[k] for k in groups.get(p, [])]:
+            groups.setdefault(p, []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        genuine = [i for i in members if digests[i] in pointed or i == len(records) - 1]
+        keep = genuine[0] if genuine else members[0]
+        for i in members:
+            if i != keep:
+                problems.append(f"{records[0].parent.name}/{names[i]}: claims the same previous "
+                                f"record as {names[keep]}, and no later record chains to it: inserted")
+    return problems
 
 
 def _link_problem(i: int, prev: object, manifest: dict, records: list[Path], digests: list[str],
                   by_digest: dict[str, int]) -> str | None:
     """Why record i does not follow record i-1, or None when it does."""
     names = [r.name for r in records]
-    if i == 0:
-        if prev is None:
-            return None
-        named = manifest.get("previous_run")
-        return (f"its previous record (digest {str(prev)[:16]}..."
-                + (f", run {named}" if named else "") + ") is missing: the round's earlier "
-                "record(s) were removed")
-    if prev == digests[i - 1]:
+    if i > 0 and prev == digests[i - 1]:
         return None
     if prev is None:
+        if i == 0:
+            return None
         return (f"claims to be the round's first record (previous is null), but "
                 f"{', '.join(names[:i])} come(s) before it: it, or they, were inserted")
     if prev in by_digest:
@@ -158,6 +186,11 @@ def _link_problem(i: int, prev: object, manifest: dict, records: list[Path], dig
             return f"chains to {names[j]}, skipping {skipped}: inserted into the chain"
         return (f"chains to {names[j]}, which comes after it: the records are out of order "
                 "(a folder was renamed or moved)")
+    if i == 0:
+        named = manifest.get("previous_run")
+        return (f"its previous record (digest {str(prev)[:16]}..."
+                + (f", run {named}" if named else "") + ") is missing: the round's earlier "
+                "record(s) were removed")
     named = manifest.get("previous_run")
     if isinstance(named, str) and named in names:
         now = digests[names.index(named)]
