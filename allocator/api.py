@@ -83,7 +83,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
 
     staged: list[Path] = []
     locks = contextlib.ExitStack()  # each staged report is locked until renamed (see atomic.py)
-    clean_leftovers(report_path.parent)  # what killed runs left beside the report
+    clean_leftovers(report_path.parent, target_name=report_path.name)  # a killed run's report
 
     def write_report_inside(folder: Path, run_id: str, input_digest: str, output_digest: str) -> None:
         """Write the report beside its target; it is renamed only once the record is in place."""

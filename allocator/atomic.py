@@ -115,11 +115,14 @@ def held(path: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def clean_leftovers(folder: Path, min_age_s: float | None = None) -> list[Path]:
+def clean_leftovers(folder: Path, min_age_s: float | None = None, *,
+                    target_name: str | None = None) -> list[Path]:
     """Remove the abandoned staging files and folders in `folder`; returns what was removed.
 
-    Only names `is_leftover` recognises, only when no process holds their lock, and only when
-    older than `min_age_s` (default LEFTOVER_MIN_AGE_S). A symbolic link is never followed.
+    Only names `is_leftover` recognises (with `target_name`: only the staging names of that
+    target, `.<target_name>.*.tmp`, for a folder the engine does not own, such as the report's),
+    only when no process holds their lock, and only when older than `min_age_s` (default
+    LEFTOVER_MIN_AGE_S). A symbolic link is never followed.
     """
     folder = Path(folder)
     age = LEFTOVER_MIN_AGE_S if min_age_s is None else min_age_s
@@ -129,6 +132,8 @@ def clean_leftovers(folder: Path, min_age_s: float | None = None) -> list[Path]:
     now = time.time()
     for path in sorted(folder.iterdir()):
         if not is_leftover(path) or path.is_symlink():
+            continue
+        if target_name is not None and not path.name.startswith(f".{target_name}."):
             continue
         try:
             if now - path.lstat().st_mtime < age:

@@ -11,14 +11,19 @@ it settles in `settles`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from allocator.atomic import is_leftover
 
 MANIFEST = "manifest.json"
+LOCK_FILE = ".chain.lock"
 
 
 def record_digest(folder: Path) -> str:
@@ -33,6 +38,24 @@ def round_records(round_dir: Path) -> list[Path]:
         return []
     return sorted(p for p in round_dir.iterdir()
                   if p.is_dir() and not is_leftover(p) and (p / MANIFEST).is_file())
+
+
+@contextlib.contextmanager
+def writing(round_dir: Path) -> Iterator[None]:
+    """Hold the round's chain lock while a record is chained and renamed into place.
+
+    Two runs of one round at the same moment would otherwise both chain to the same latest
+    record (a fork `verify --chain` reports as an inserted record). The lock is an `flock` on
+    `<round_dir>/.chain.lock`, released when the writer finishes or dies.
+    """
+    round_dir = Path(round_dir)
+    round_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(round_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def previous_digest(round_dir: Path) -> str | None:

@@ -120,12 +120,19 @@ def _align(rec: list[str], new: list[str], kind: str, out: _Findings) -> tuple[n
             np.array([new_pos[n] for n in shared], dtype=np.int64))
 
 
+def _differ(rec: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Positions where two vectors differ beyond printing precision (same infinities equal)."""
+    rec, new = np.asarray(rec, dtype=float), np.asarray(new, dtype=float)
+    with np.errstate(invalid="ignore"):
+        far = np.abs(rec - new) > RTOL * np.maximum(np.abs(rec), np.abs(new))
+    return np.flatnonzero((rec != new) & (far | ~np.isfinite(rec) | ~np.isfinite(new)))
+
+
 def _compare_vectors(what: str, kind: str, names: list[str], rec: np.ndarray, new: np.ndarray,
                      out: _Findings) -> None:
-    for i in range(len(new)):
-        if not close(float(rec[i]), float(new[i])):
-            out.add(f"{kind} {names[i]}: {what} recorded {_num(float(rec[i]))}, "
-                    f"re-built {_num(float(new[i]))}")
+    for i in _differ(rec, new):
+        out.add(f"{kind} {names[i]}: {what} recorded {_num(float(rec[i]))}, "
+                f"re-built {_num(float(new[i]))}")
 
 
 def compare_stage(path: Path, program: MatrixProgram) -> list[str]:
@@ -183,13 +190,20 @@ def compare_stage(path: Path, program: MatrixProgram) -> list[str]:
 
 def _compare_entries(what: str, rows: list[str], cols: list[str], a: sp.coo_matrix, b: sp.coo_matrix,
                      out: _Findings, rows_are: str = "row") -> None:
-    ra = {(int(i), int(j)): float(v) for i, j, v in zip(a.row, a.col, a.data, strict=True)}
-    rb = {(int(i), int(j)): float(v) for i, j, v in zip(b.row, b.col, b.data, strict=True)}
-    for key in sorted(set(ra) | set(rb)):
-        va, vb = ra.get(key, 0.0), rb.get(key, 0.0)
-        if not close(va, vb):
-            out.add(f"{rows_are} {rows[key[0]]} column {cols[key[1]]}: {what} recorded {_num(va)}, "
-                    f"re-built {_num(vb)}")
+    """Matrix entries that differ (an entry missing on one side counts as 0 there)."""
+    a, b = a.tocsr(), b.tocsr()
+    a.sum_duplicates()
+    b.sum_duplicates()
+    diff = (a - b).tocoo()
+    if diff.nnz == 0:
+        return
+    i, j = diff.row, diff.col
+    va = np.asarray(a[i, j], dtype=float).ravel()
+    vb = np.asarray(b[i, j], dtype=float).ravel()
+    order = np.lexsort((j, i))
+    for k in order[np.isin(order, _differ(va, vb))]:
+        out.add(f"{rows_are} {rows[i[k]]} column {cols[j[k]]}: {what} recorded {_num(va[k])}, "
+                f"re-built {_num(vb[k])}")
 
 
 def _integrality(lp: highspy.HighsLp) -> np.ndarray:

@@ -102,7 +102,7 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
     (`previous`); it is signed with `sign_key`, or else with the key ALLOCATOR_SIGNING_KEY names.
     """
     from allocator.atomic import clean_leftovers
-    from allocator.chain import previous_digest, round_records
+    from allocator.chain import previous_digest, round_records, writing
     from allocator.paths import inside
 
     rnd = solution.round
@@ -113,8 +113,8 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
     round_dir = inside(Path(records_dir), rnd.settings.round_id)
     target = inside(round_dir, run_id)
     clean_leftovers(round_dir)
-    earlier = round_records(round_dir)
-    with atomic_dir(target) as tmp:
+    with writing(round_dir), atomic_dir(target) as tmp:
+        earlier = round_records(round_dir)
         (tmp / "round.json").write_text(rnd.canonical_json(), encoding="utf-8")
         if workbook is not None:
             shutil.copyfile(workbook, tmp / "workbook.xlsx")
@@ -218,8 +218,28 @@ def verify_record(folder: Path, *, threads: int | None = None,
             "re-run the round with a larger time_limit_s")
     _check_stages(folder, solution, out)
     if recorded is not None:
+        before = len(out.problems)
         _compare_allocations(recorded, solution, out, exact=same_versions)
+        if same_versions and len(out.problems) == before:
+            _compare_allocation_text(folder, solution, out)
     return out
+
+
+def _compare_allocation_text(folder: Path, solution: Solution, out: Verification) -> None:
+    """On the recording's versions, allocation.csv is exactly the text the engine writes."""
+    try:
+        recorded = (folder / "allocation.csv").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    expected = allocation_csv(solution).splitlines()
+    if recorded == expected:
+        return
+    n = next((i for i, (a, b) in enumerate(zip(recorded, expected, strict=False)) if a != b),
+             min(len(recorded), len(expected)))
+    got = recorded[n] if n < len(recorded) else "(end of file)"
+    want = expected[n] if n < len(expected) else "(end of file)"
+    out.problems.append(f"allocation.csv line {n + 1}: recorded {got!r}, the re-solved allocation "
+                        f"writes {want!r}")
 
 
 def check_files(folder: Path, *, trusted_keys: list | None = None) -> Verification:

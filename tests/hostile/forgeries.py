@@ -139,6 +139,18 @@ def allocation_big(folder: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def allocation_zero_row(folder: Path) -> None:
+    with (folder / "allocation.csv").open("a") as fh:
+        fh.write("P3,B1,JIF,2027,0\n")
+
+
+def allocation_rows_swapped(folder: Path) -> None:
+    path = folder / "allocation.csv"
+    lines = path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def allocation_formula_row(folder: Path) -> None:
     with (folder / "allocation.csv").open("a") as fh:
         fh.write('=HYPERLINK("http://x"),A1,JIF,2026,1\n')
@@ -226,6 +238,11 @@ def forgeries() -> list[Forgery]:
             'allocation =HYPERLINK("http://x")/A1/JIF/2026: recorded 1.00',
             output=True,
         ),
+        Forgery("allocation_zero_row_added", allocation_zero_row,
+                "allocation.csv line 6: recorded 'P3,B1,JIF,2027,0', the re-solved allocation writes "
+                "'(end of file)'", output=True),
+        Forgery("allocation_rows_swapped", allocation_rows_swapped, "allocation.csv line 2: recorded",
+                output=True),
         Forgery(
             "allocation_changed_output_digest_kept",
             allocation_big,
