@@ -133,7 +133,8 @@ def clean_leftovers(folder: Path, min_age_s: float | None = None, *,
     for path in sorted(folder.iterdir()):
         if not is_leftover(path) or path.is_symlink():
             continue
-        if target_name is not None and not path.name.startswith(f".{target_name}."):
+        # a staged file's own staging file is `..<target>.<run>.tmp.<random>.tmp`
+        if target_name is not None and not path.name.lstrip(".").startswith(f"{target_name}."):
             continue
         try:
             if now - path.lstat().st_mtime < age:

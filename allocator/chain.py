@@ -23,7 +23,6 @@ from pathlib import Path
 from allocator.atomic import is_leftover
 
 MANIFEST = "manifest.json"
-LOCK_FILE = ".chain.lock"
 
 
 def record_digest(folder: Path) -> str:
@@ -46,11 +45,11 @@ def writing(round_dir: Path) -> Iterator[None]:
 
     Two runs of one round at the same moment would otherwise both chain to the same latest
     record (a fork `verify --chain` reports as an inserted record). The lock is an `flock` on
-    `<round_dir>/.chain.lock`, released when the writer finishes or dies.
+    the round's folder itself (no file is added), released when the writer finishes or dies.
     """
     round_dir = Path(round_dir)
     round_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(round_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(round_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

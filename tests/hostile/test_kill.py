@@ -265,3 +265,28 @@ def test_a_running_write_holds_its_lock(tmp_path: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
     assert (tmp_path / "f.txt").read_text() == "x" and (tmp_path / "rec").is_dir()
+
+
+def test_records_of_a_round_are_chained_one_at_a_time(previous: tuple[Path, Path, bytes],
+                                                      tmp_path: Path) -> None:
+    """While another run holds the round's chain lock, a run waits, then chains after it."""
+    import threading
+
+    workbook, report, records = _workspace(previous, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(records / "T1")], stdout=subprocess.PIPE,
+                              text=True)
+    done: list[int] = []
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        runner = threading.Thread(target=lambda: done.append(CliRunner().invoke(
+            app, ["run", str(workbook), "--report", str(report), "--records", str(records), "-q"]).exit_code))
+        runner.start()
+        runner.join(timeout=8)
+        assert runner.is_alive() and not done  # waiting for the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    runner.join(timeout=120)
+    assert done == [0]
+    chain = CliRunner().invoke(app, ["verify", "--chain", str(records / "T1")])
+    assert chain.exit_code == 0, chain.output

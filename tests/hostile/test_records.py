@@ -40,8 +40,12 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "records"
 
 
+def dirs(round_dir: Path) -> list[Path]:
+    return sorted(p for p in round_dir.iterdir() if p.is_dir())
+
+
 def records_of(records: Path) -> list[Path]:
-    return sorted(p for p in (records / "T1").iterdir() if p.is_dir())
+    return dirs(records / "T1")
 
 
 def test_genuine_records_verify_and_chain(genuine: Path) -> None:
@@ -102,7 +106,7 @@ def chain_of_three(genuine: Path, tmp_path: Path) -> Path:
 
 def test_chain_names_a_removed_record(genuine: Path, tmp_path: Path) -> None:
     round_dir = chain_of_three(genuine, tmp_path)
-    _a, b, c = sorted(round_dir.iterdir())
+    _a, b, c = dirs(round_dir)
     shutil.rmtree(b)
     result = cli("verify", "--chain", round_dir)
     assert result.exit_code == 5, result.output
@@ -112,7 +116,7 @@ def test_chain_names_a_removed_record(genuine: Path, tmp_path: Path) -> None:
 
 def test_chain_names_a_removed_first_record(genuine: Path, tmp_path: Path) -> None:
     round_dir = chain_of_three(genuine, tmp_path)
-    shutil.rmtree(sorted(round_dir.iterdir())[0])
+    shutil.rmtree(dirs(round_dir)[0])
     result = cli("verify", "--chain", round_dir)
     assert result.exit_code == 5
     assert "the round's earlier record(s) were removed" in result.output
@@ -121,7 +125,7 @@ def test_chain_names_a_removed_first_record(genuine: Path, tmp_path: Path) -> No
 def test_chain_names_an_inserted_record(genuine: Path, tmp_path: Path) -> None:
     """A forger makes a record that follows b, under a name that sorts between b and c."""
     round_dir = chain_of_three(genuine, tmp_path)
-    _a, b, c = sorted(round_dir.iterdir())
+    _a, b, c = dirs(round_dir)
     inserted = round_dir / (b.name + "-x")  # sorts right after b
     assert b.name < inserted.name < c.name
     shutil.copytree(c, inserted)  # c follows b: so does the copy
@@ -137,7 +141,7 @@ def test_chain_names_an_inserted_record(genuine: Path, tmp_path: Path) -> None:
 
 def test_chain_names_an_exact_copy(genuine: Path, tmp_path: Path) -> None:
     round_dir = chain_of_three(genuine, tmp_path)
-    _a, b, _c = sorted(round_dir.iterdir())
+    _a, b, _c = dirs(round_dir)
     shutil.copytree(b, round_dir / (b.name + "-copy"))
     result = cli("verify", "--chain", round_dir)
     assert result.exit_code == 5, result.output
@@ -146,7 +150,7 @@ def test_chain_names_an_exact_copy(genuine: Path, tmp_path: Path) -> None:
 
 def test_chain_names_a_reordered_record(genuine: Path, tmp_path: Path) -> None:
     round_dir = chain_of_three(genuine, tmp_path)
-    _a, b, _c = sorted(round_dir.iterdir())
+    _a, b, _c = dirs(round_dir)
     b.rename(round_dir / ("0" + b.name))  # now sorts first
     result = cli("verify", "--chain", round_dir)
     assert result.exit_code == 5, result.output
@@ -156,7 +160,7 @@ def test_chain_names_a_reordered_record(genuine: Path, tmp_path: Path) -> None:
 def test_chain_names_a_rewritten_record(genuine: Path, tmp_path: Path) -> None:
     """The middle record rewritten consistently (its files match its manifest again)."""
     round_dir = chain_of_three(genuine, tmp_path)
-    _a, b, c = sorted(round_dir.iterdir())
+    _a, b, c = dirs(round_dir)
     forge_in_place = next(f for f in FORGERIES if f.name == "allocation_amount_raised")
     forge_in_place.edit(b)
     rehash(b, output=True)
@@ -171,7 +175,7 @@ def test_chain_names_a_rewritten_record(genuine: Path, tmp_path: Path) -> None:
 
 def test_chain_names_a_changed_file_inside_a_record(genuine: Path, tmp_path: Path) -> None:
     round_dir = chain_of_three(genuine, tmp_path)
-    a = sorted(round_dir.iterdir())[0]
+    a = dirs(round_dir)[0]
     (a / "allocation.csv").write_text("program_id,region_id,fund_id,period,amount\n")
     result = cli("verify", "--chain", round_dir)
     assert result.exit_code == 5
