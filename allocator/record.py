@@ -32,6 +32,7 @@ from allocator.signing import SIGNATURE_FILE, SigningKey, key_from_env, load_pri
 from allocator.solve import SOLVER_OPTIONS, Status, new_highs
 
 RECORD_FORMAT = 1
+RECORD_KINDS = ("decision", "settlement")  # what a manifest's `kind` may say
 ALLOCATION_COLUMNS = ["program_id", "region_id", "fund_id", "period", "amount"]
 
 
@@ -268,8 +269,17 @@ def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification,
         out.notes.append("older-format record (no kind, previous or signature in its manifest): "
                          "checked as a decision record")
     elif kind != "decision":
-        out.notes.append(f"a {kind} record: its files match its manifest; it is not a decision "
-                         "record, so nothing is re-solved")
+        # a decision record relabelled to escape the re-solve is still a decision record
+        decision_files = sorted(n for n in ("round.json", "objectives.json", "allocation.csv")
+                                if (folder / n).exists()) + sorted(p.name for p in folder.glob("*.mps"))
+        if decision_files:
+            out.problems.append(f"manifest.json: kind {kind!r}, but the folder holds a decision "
+                                f"record's files ({', '.join(decision_files[:4])})")
+        elif kind not in RECORD_KINDS:
+            out.problems.append(f"manifest.json: unknown record kind {kind!r}")
+        else:
+            out.notes.append(f"a {kind} record: only its files and signature were checked (it is "
+                             "not a decision record, so nothing is re-solved)")
     return out, manifest
 
 
@@ -306,6 +316,17 @@ def _close(a: object, b: object) -> bool:
         return close(float(a), float(b))
     except (TypeError, ValueError):
         return False
+
+
+def _close_gap(a: object, b: object) -> bool:
+    """Gaps agree: both absent, or within 1e-9 (absolute: an optimal stage's gap is about 0)."""
+    if a is None or b is None:
+        return a is b
+    try:
+        fa, fb = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return fa == fb or abs(fa - fb) <= 1e-9
 
 
 def _check_stages(folder: Path, solution: Solution, out: Verification) -> None:
@@ -353,6 +374,9 @@ def _check_stages(folder: Path, solution: Solution, out: Verification) -> None:
         if not _close(rec.get("objective"), stage.objective):
             out.problems.append(f"{where} objective: recorded {rec.get('objective')!r}, "
                                 f"re-run {stage.objective!r}")
+        if "mip_gap" in rec and not _close_gap(rec.get("mip_gap"), stage.mip_gap):
+            out.problems.append(f"{where} mip_gap: recorded {rec.get('mip_gap')!r}, "
+                                f"re-run {stage.mip_gap!r}")
         if "options" in rec:  # older records did not keep each stage's options
             new_options = json.loads(_json(stage.solver_log.get("options")))
             if rec["options"] != new_options:
@@ -388,6 +412,9 @@ def _load_canonical(folder: Path, manifest: dict, out: Verification) -> Round | 
     if rnd.digest() != manifest.get("input_digest"):
         out.problems.append("round.json: its canonical digest differs from the manifest's input_digest "
                             "(the round was changed)")
+    elif (folder / "round.json").read_bytes() != rnd.canonical_json().encode("utf-8"):
+        out.problems.append("round.json: not the canonical JSON of the round it holds (the file was "
+                            "edited by hand)")
     return rnd
 
 
@@ -417,6 +444,9 @@ def _check_workbook_copy(folder: Path, rnd: Round | None, out: Verification) -> 
     from allocator.validate import load_round
 
     path = folder / "workbook.xlsx"
+    if not path.is_file() and rnd is not None:
+        out.warnings.append("the record holds no copy of the original workbook (workbook.xlsx): "
+                            "round.json alone is the evidence of the input")
     if not path.is_file() or rnd is None:
         return
     try:
