@@ -328,7 +328,7 @@ class _SheetScan:
             if self.row in self._rows_seen:
                 raise _twice(self.sheet, self.row)
             self._rows_seen.add(self.row)
-            if attrs.get("hidden") in _TRUE_XML:
+            if _row_hidden(attrs):
                 self.hidden_rows.add(self.row)
         elif local == "col":
             _add_hidden_cols(self.hidden_cols, attrs)
@@ -412,9 +412,21 @@ def _twice(sheet: str, row: int, column: str | None = None) -> InputError:
                  "again from Excel", sheet, row, column)
 
 
+def _zero(value: str | None) -> bool:
+    try:
+        return value is not None and float(value) < 0.5
+    except ValueError:
+        return False
+
+
+def _row_hidden(attrs: dict[str, str]) -> bool:
+    """Hidden, or given no height: Excel shows nothing of it either way."""
+    return attrs.get("hidden") in _TRUE_XML or _zero(attrs.get("ht"))
+
+
 def _add_hidden_cols(out: list[tuple[int, int]], attrs: dict[str, str]) -> None:
     lo, hi = attrs.get("min", ""), attrs.get("max", "")
-    if attrs.get("hidden") in _TRUE_XML and lo.isdigit():
+    if (attrs.get("hidden") in _TRUE_XML or _zero(attrs.get("width"))) and lo.isdigit():
         out.append((int(lo), int(hi) if hi.isdigit() else int(lo)))
 
 
@@ -477,7 +489,7 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         return
     rows = _row_numbers(data)
     _refuse_twice(scan.sheet, rows, data)
-    if b'hidden="' in data:
+    if b'hidden="' in data or b'ht="0' in data or b'width="0' in data:
         _hidden_parts(data, scan)
     cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
     max_row = max([*rows, *cell_rows], default=0)
@@ -496,7 +508,7 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
 
 _WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
 _CELL_REFS = re.compile(rb'<c r="([A-Z]{1,3}\d+)"')
-_HIDDEN_ROW = re.compile(rb'<(?:\w+:)?row\s[^>]*?\bhidden="(?:1|true)"[^>]*>')
+_HIDDEN_ROW = re.compile(rb'<(?:\w+:)?row\s[^>]*?\b(?:hidden="(?:1|true)"|ht="0)[^>]*>')
 _COL_TAG = re.compile(rb'<(?:\w+:)?col\s[^>]*>')
 _ATTR = re.compile(rb'\b(\w+)="([^"]*)"')
 
@@ -519,7 +531,7 @@ def _hidden_parts(data: bytes, scan: _SheetScan) -> None:
     """Hidden rows and columns of a sheet read by the fast path."""
     for tag in _HIDDEN_ROW.findall(data):
         attrs = {k.decode(): v.decode() for k, v in _ATTR.findall(tag)}
-        if attrs.get("r", "").isdigit():
+        if attrs.get("r", "").isdigit() and _row_hidden(attrs):
             scan.hidden_rows.add(int(attrs["r"]))
     for tag in _COL_TAG.findall(data):
         _add_hidden_cols(scan.hidden_cols, {k.decode(): v.decode() for k, v in _ATTR.findall(tag)})

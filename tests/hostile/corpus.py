@@ -664,6 +664,17 @@ def _hide_column(wb: openpyxl.Workbook) -> None:
     wb["Programs"].column_dimensions["F"].hidden = True  # cost_per_trainee
 
 
+def _zero_height_row(xml: str) -> str:
+    """Row 4 given no height (hidden without the hidden flag; openpyxl cannot write it)."""
+    return xml.replace('<row r="4"', '<row r="4" ht="0" customHeight="1"', 1)
+
+
+def _zero_width_column(xml: str) -> str:
+    """Column C (amount) given no width."""
+    return re.sub(r'<col width="[\d.]+" customWidth="1" min="3" max="3" />',
+                  '<col width="0" customWidth="1" min="3" max="3" />', xml, count=1)
+
+
 def _hide_sheet(state: str, sheet: str) -> Callable[[openpyxl.Workbook], None]:
     def fn(wb: openpyxl.Workbook) -> None:
         wb[sheet].sheet_state = state
@@ -740,6 +751,11 @@ def _path_and_formula_cases() -> list[Case]:
         Case("hidden_row_read", edited(base(), _hide_row), ("Programs", 3, None), "the row is hidden",
              accepted=True),
         Case("hidden_column_read", edited(base(), _hide_column), ("Programs", None, "F"),
+             "the column is hidden", accepted=True),
+        Case("zero_height_row_read", patched(in_sheet("Budgets", _zero_height_row)), ("Budgets", 4, None),
+             "the row is hidden", accepted=True),
+        Case("zero_width_column_read", patched(in_sheet("Budgets", _zero_width_column)),
+             ("Budgets", None, "C"),
              "the column is hidden", accepted=True),
         Case("hidden_sheet_read", edited(base(), _hide_sheet("hidden", "Objective")),
              ("Objective", None, None), "the sheet is hidden", accepted=True),
