@@ -395,7 +395,9 @@ def _check_digests(folder: Path, files: dict[str, str], out: Verification) -> No
             out.problems.append(f"manifest.json lists {name!r}, which is not a file name inside the record")
             continue
         path = folder / name
-        if not path.is_file():
+        if path.is_symlink():  # a record holds its own files; a link can point anywhere
+            out.problems.append(f"{name}: a symbolic link, not a file of the record")
+        elif not path.is_file():
             out.problems.append(f"{name}: listed in the manifest but missing")
         elif sha256_file(path) != expected:
             out.problems.append(f"{name}: its SHA-256 differs from the manifest (the file was changed)")

@@ -151,6 +151,16 @@ def allocation_rows_swapped(folder: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def stage_file_linked(folder: Path) -> None:
+    """A stage file replaced by a link to a file outside the record (same bytes)."""
+    import os
+
+    outside = folder.parent / "elsewhere.mps"
+    outside.write_bytes((folder / "stage1_outcome.mps").read_bytes())
+    (folder / "stage1_outcome.mps").unlink()
+    os.symlink(outside, folder / "stage1_outcome.mps")
+
+
 def allocation_formula_row(folder: Path) -> None:
     with (folder / "allocation.csv").open("a") as fh:
         fh.write('=HYPERLINK("http://x"),A1,JIF,2026,1\n')
@@ -337,6 +347,8 @@ def forgeries() -> list[Forgery]:
         Forgery("unknown_kind", lambda f: (edit_json("manifest.json", lambda d: d.update(kind="memo"))(f),
                                            [p.unlink() for p in f.iterdir() if p.name != "manifest.json"]),
                 "manifest.json: unknown record kind 'memo'", rehash=True),
+        Forgery("stage_file_is_a_link", stage_file_linked,
+                "stage1_outcome.mps: a symbolic link, not a file of the record", rehash=False),
         Forgery("mip_gap_changed", edit_json("objectives.json", _stage(0, "mip_gap", 0.05)),
                 "objectives.json stage 1 (outcome) mip_gap: recorded 0.05, re-run 0.0"),
         Forgery("round_json_not_canonical", edit_text("round.json", lambda t: t + " "),
