@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from allocator.errors import InfeasibleRoundError, InputError, Notice, SolverStoppedError
+from allocator.errors import InfeasibleRoundError, InputError, Notice, SigningKeyError, SolverStoppedError
 from allocator.paths import UnsafePathError
 
 EXIT_INVALID, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 3, 4, 5, 70
@@ -47,6 +47,9 @@ def _guard(func):
             raise typer.Exit(EXIT_STOPPED) from None
         except typer.Exit:
             raise
+        except SigningKeyError as exc:  # e.g. ALLOCATOR_SIGNING_KEY names no usable key
+            _err(f"{exc}; nothing was written.")
+            raise typer.Exit(2) from None
         except UnsafePathError as exc:  # input validation refuses these first; defence in depth
             _err(f"{exc}; nothing was written.")
             raise typer.Exit(EXIT_INVALID) from None
@@ -82,14 +85,10 @@ def run(
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
     from allocator.progress import rich_phases
-    from allocator.signing import SigningKeyError
 
     try:
         with rich_phases(enabled=not quiet):
             result = api.run(workbook, report=report, records=records, sign_key=sign_key)
-    except SigningKeyError as exc:
-        _err(f"{exc}; nothing was written.")
-        raise typer.Exit(2) from None
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise

@@ -95,3 +95,7 @@ class InfeasibleRoundError(Exception):
 
 class SolverStoppedError(Exception):
     """The solver stopped (time limit, numerical trouble) without a usable solution."""
+
+
+class SigningKeyError(Exception):
+    """A signing or trusted key cannot be made, read or used (a usage error, exit code 2)."""

@@ -30,16 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from allocator.atomic import atomic_path
+from allocator.errors import SigningKeyError
 
 SIGNATURE_FILE = "signature.json"
 MANIFEST = "manifest.json"
 ENV_KEY = "ALLOCATOR_SIGNING_KEY"
 ALGORITHM = "ed25519"
 MAX_SIGNER_CHARS = 100
-
-
-class SigningKeyError(Exception):
-    """A key file cannot be made, read or used (a usage error, not an input or record problem)."""
 
 
 @dataclass(frozen=True)

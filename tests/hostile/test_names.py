@@ -156,3 +156,27 @@ def test_allocation_csv_quotes_formula_like_ids_of_a_round_built_in_code(tmp_pat
 
 def test_base_round_is_untouched() -> None:
     assert BASE["Round"]["round_id"] == "T1"
+
+
+def test_hidden_parts_read_are_said_by_check_and_run(corpus: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", str(corpus["hidden_row_read"])])
+    assert result.exit_code == 0, result.output
+    assert "note: Programs!row 3: the row is hidden in Excel; the engine read its values" in result.output
+    result = runner.invoke(app, ["run", str(corpus["very_hidden_sheet_read"]), "--report",
+                                 str(tmp_path / "r.xlsx"), "--records", str(tmp_path / "rec")])
+    assert result.exit_code == 0, result.output
+    assert "note: Rules: the sheet is very hidden" in result.output
+    wb = openpyxl.load_workbook(tmp_path / "r.xlsx", read_only=True)
+    text = " ".join(str(v) for row in wb["Notes"].iter_rows(values_only=True) for v in row if v)
+    assert "Rules: the sheet is very hidden" in text
+
+
+def test_signing_key_from_a_bad_environment_variable_writes_nothing(tmp_path: Path) -> None:
+    base()(tmp_path / "round.xlsx")
+    result = runner.invoke(app, ["compare", str(tmp_path / "round.xlsx"), "--report",
+                                 str(tmp_path / "c.xlsx"), "--records", str(tmp_path / "rec"),
+                                 "--workers", "1", "-q"],
+                           env={"ALLOCATOR_SIGNING_KEY": str(tmp_path / "missing.key")})
+    assert result.exit_code == 2, result.output
+    assert "signing key" in result.stderr and "cannot read it" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round.xlsx"]
