@@ -382,3 +382,21 @@ def test_keys_init_name_is_checked(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["etc-x.key", "etc-x.pub"]
     assert os.listdir(tmp_path.parent).count("etc") == 0
+
+
+def test_a_new_record_chains_after_the_committed_older_format_one(tmp_path: Path) -> None:
+    """models/ holds a record written before chaining; the next run of that round chains to it."""
+    models = Path(__file__).resolve().parents[2] / "models"
+    example = Path(__file__).resolve().parents[2] / "inputs" / "example_round.xlsx"
+    records = tmp_path / "models"
+    shutil.copytree(models, records)
+    (old,) = dirs(records / "upper-rhine-2026")
+    result = cli("run", example, "--report", tmp_path / "r.xlsx", "--records", records, "-q")
+    assert result.exit_code == 0, result.output
+    new = dirs(records / "upper-rhine-2026")[-1]
+    manifest = json.loads((new / "manifest.json").read_text())
+    assert manifest["previous"] == sha(old / "manifest.json") and manifest["previous_run"] == old.name
+    result = cli("verify", "--chain", records / "upper-rhine-2026")
+    assert result.exit_code == 0, result.output
+    assert "older-format record without previous, accepted as the chain's start" in result.output
+    assert f"follows {old.name}" in result.output
