@@ -487,8 +487,13 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         # or prefixed tags (the substring test first: the regex has no literal prefix)
         _parse_chunks([data], info, scan)
         return
+    refs = _CELL_REFS.findall(data)
+    # "$A$3", "A03", row "03": the per-element scan reads them as the numbers they are
+    if len(refs) != n_refs or b'<row r="0' in data or _PADDED_REF.search(data):
+        _parse_chunks([data], info, scan)
+        return
     rows = _row_numbers(data)
-    _refuse_twice(scan.sheet, rows, data)
+    _refuse_twice(scan.sheet, rows, refs)
     if b'hidden="' in data or b'ht="0' in data or b'width="0' in data:
         _hidden_parts(data, scan)
     cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
@@ -508,17 +513,17 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
 
 _WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
 _CELL_REFS = re.compile(rb'<c r="([A-Z]{1,3}\d+)"')
+_PADDED_REF = re.compile(rb'<c r="[A-Z]{1,3}0')
 _HIDDEN_ROW = re.compile(rb'<(?:\w+:)?row\s[^>]*?\b(?:hidden="(?:1|true)"|ht="0)[^>]*>')
 _COL_TAG = re.compile(rb'<(?:\w+:)?col\s[^>]*>')
 _ATTR = re.compile(rb'\b(\w+)="([^"]*)"')
 
 
-def _refuse_twice(sheet: str, rows: list[int], data: bytes) -> None:
+def _refuse_twice(sheet: str, rows: list[int], refs: list[bytes]) -> None:
     """A row number or cell reference given twice is refused (fast path of _SheetScan)."""
     if len(set(rows)) != len(rows):
         seen: set[int] = set()
         raise _twice(sheet, next(r for r in rows if r in seen or seen.add(r)))  # type: ignore[func-returns-value]
-    refs = _CELL_REFS.findall(data)
     if len(set(refs)) != len(refs):
         seen_refs: set[bytes] = set()
         ref = next(r for r in refs if r in seen_refs or seen_refs.add(r))  # type: ignore[func-returns-value]

@@ -647,6 +647,16 @@ def _double_cell(row: int, column: str) -> Callable[[str], str]:
     return fn
 
 
+def _double_cell_written(row: int, column: str, other: str) -> Callable[[str], str]:
+    """Row `row` holds the cell `column``row` again, its reference written `other` (A03, $A$3)."""
+    def fn(xml: str) -> str:
+        m = re.search(rf'<c r="{column}{row}"[^>]*?(?:/>|>.*?</c>)', xml, re.S)
+        assert m, f"{column}{row} not found"
+        twin = m.group(0).replace(f'r="{column}{row}"', f'r="{other}"', 1)
+        return xml.replace(m.group(0), m.group(0) + twin, 1)
+    return fn
+
+
 def _with_formula(fn: Callable[[str], str]) -> Callable[[str], str]:
     """The edit, in a sheet that also holds a formula cell with its saved value (the slow scan)."""
     def out(xml: str) -> str:
@@ -741,6 +751,14 @@ def _path_and_formula_cases() -> list[Case]:
              "row 3 appears twice in the sheet's XML"),
         Case("xml_cell_twice", patched(in_sheet("Programs", _double_cell(3, "A"))), ("Programs", 3, "A"),
              "the cell A3 appears twice"),
+        Case("xml_cell_twice_padded_ref", patched(in_sheet("Programs", _double_cell_written(3, "A", "A03"))),
+             ("Programs", 3, "A"), "the cell A3 appears twice"),
+        Case("xml_cell_twice_absolute_ref",
+             patched(in_sheet("Programs", _double_cell_written(3, "B", "$B$3"))),
+             ("Programs", 3, "B"), "the cell B3 appears twice"),
+        Case("xml_row_twice_padded", patched(in_sheet("Programs", lambda x: append_row(
+            x, _row_xml(x, 4).replace('<row r="4"', '<row r="04"', 1)))), ("Programs", 4, None),
+             "row 4 appears twice"),
         Case("xml_round_row_twice", patched(in_sheet("Round", _double_row(2))), ("Round", 2, None),
              "appears twice in the sheet's XML"),
         Case("xml_row_twice_slow_scan", patched(in_sheet("Budgets", _with_formula(_double_row(3)))),
