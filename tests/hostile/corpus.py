@@ -746,6 +746,9 @@ def _path_and_formula_cases() -> list[Case]:
              FORMULA_MESSAGE),
         Case("contribution_jurisdiction_plus", setcell("Contributions", 0, "jurisdiction", "+A"),
              ("Contributions", 2, "jurisdiction"), FORMULA_MESSAGE),
+        Case("tranche_name_equals", base(lambda s: s.update(Tranches=[
+            {"fund_id": "JIF", "tranche": "=T1", "share": 1, "due": 0}])), ("Tranches", 2, "tranche"),
+             FORMULA_MESSAGE),
         # a row or cell the XML holds twice: Excel shows one, a reader may take the other
         Case("xml_row_twice", patched(in_sheet("Programs", _double_row(3))), ("Programs", 3, None),
              "row 3 appears twice in the sheet's XML"),
