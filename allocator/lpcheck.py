@@ -79,8 +79,11 @@ def _hessian(hess: highspy.HighsHessian, n: int) -> sp.csc_matrix:
 
 
 def _names(names: list[str], n: int, kind: str) -> list[str]:
+    """The names to match by; positions ("row 3") when names are absent or not unique."""
     names = list(names)
-    return names if len(names) == n and all(names) else [f"{kind} {i + 1}" for i in range(n)]
+    if len(names) == n and all(names) and len(set(names)) == n:
+        return names
+    return [f"{kind} {i + 1}" for i in range(n)]
 
 
 class _Findings:
