@@ -78,12 +78,18 @@ def _hessian(hess: highspy.HighsHessian, n: int) -> sp.csc_matrix:
                           start), shape=(hess.dim_, hess.dim_))
 
 
-def _names(names: list[str], n: int, kind: str) -> list[str]:
-    """The names to match by; positions ("row 3") when names are absent or not unique."""
-    names = list(names)
-    if len(names) == n and all(names) and len(set(names)) == n:
-        return names
-    return [f"{kind} {i + 1}" for i in range(n)]
+def _paired_names(rec: list[str], n_rec: int, new: list[str], n_new: int,
+                  kind: str) -> tuple[list[str], list[str]]:
+    """The names both sides are matched by: their own, or positions ("row 3") for both when
+    either side's names are absent or not unique."""
+    rec, new = list(rec), list(new)
+
+    def usable(names: list[str], n: int) -> bool:
+        return len(names) == n and all(names) and len(set(names)) == n
+
+    if usable(rec, n_rec) and usable(new, n_new):
+        return rec, new
+    return [f"{kind} {i + 1}" for i in range(n_rec)], [f"{kind} {i + 1}" for i in range(n_new)]
 
 
 class _Findings:
@@ -155,10 +161,9 @@ def compare_stage(path: Path, program: MatrixProgram) -> list[str]:
     if (rec.num_row_, rec.num_col_) != (new.num_row_, new.num_col_):
         out.add(f"dimensions recorded {rec.num_row_} rows x {rec.num_col_} columns, re-built "
                 f"{new.num_row_} rows x {new.num_col_} columns")
-    rec_rows = _names(rec.row_names_, rec.num_row_, "row")
-    new_rows = _names(new.row_names_, new.num_row_, "row")
-    rec_cols = _names(rec.col_names_, rec.num_col_, "column")
-    new_cols = _names(new.col_names_, new.num_col_, "column")
+    rec_rows, new_rows = _paired_names(rec.row_names_, rec.num_row_, new.row_names_, new.num_row_, "row")
+    rec_cols, new_cols = _paired_names(rec.col_names_, rec.num_col_, new.col_names_, new.num_col_,
+                                       "column")
     ri, ni = _align(rec_rows, new_rows, "row", out)
     rj, nj = _align(rec_cols, new_cols, "column", out)
     cols = [new_cols[j] for j in nj]
