@@ -9,6 +9,7 @@ integrality, objective sense, offset and coefficients, and the quadratic objecti
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import highspy
@@ -161,6 +162,11 @@ def compare_stage(path: Path, program: MatrixProgram) -> list[str]:
     if (rec.num_row_, rec.num_col_) != (new.num_row_, new.num_col_):
         out.add(f"dimensions recorded {rec.num_row_} rows x {rec.num_col_} columns, re-built "
                 f"{new.num_row_} rows x {new.num_col_} columns")
+    for kind, names in (("row", list(rec.row_names_)), ("column", list(rec.col_names_))):
+        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+        if repeated:
+            out.add(f"{kind} names repeat in the recorded file ({', '.join(repeated[:3])}); "
+                    "compared by position")
     rec_rows, new_rows = _paired_names(rec.row_names_, rec.num_row_, new.row_names_, new.num_row_, "row")
     rec_cols, new_cols = _paired_names(rec.col_names_, rec.num_col_, new.col_names_, new.num_col_,
                                        "column")
