@@ -218,6 +218,9 @@ def verify(
     from allocator.record import verify_record
     from allocator.signing import SigningKeyError, load_trusted
 
+    if resolve and not chain:
+        _err("--resolve applies to --chain; `verify RECORD` always re-solves")
+        raise typer.Exit(2)
     try:
         trusted = load_trusted(public_key) if public_key else None
     except SigningKeyError as exc:

@@ -117,8 +117,13 @@ def _signer_line(data: bytes, path: Path) -> str:
 
 
 def load_private(path: Path) -> SigningKey:
+    """A private key file; refused when others may read it (as ssh refuses such a key)."""
     path = Path(path)
     try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise SigningKeyError(f"signing key {path}: others may read it (mode {mode & 0o777:o}); "
+                                  f"a private key must be yours alone: chmod 600 {path}")
         data = path.read_bytes()
         key = serialization.load_pem_private_key(data, password=None)
     except OSError as exc:

@@ -361,10 +361,23 @@ def test_sign_record_signs_any_kind_of_record(keys: Path, tmp_path: Path) -> Non
 def test_bad_signing_key_writes_nothing(tmp_path: Path) -> None:
     base()(tmp_path / "round.xlsx")
     (tmp_path / "not-a-key.key").write_text("hello")
+    (tmp_path / "not-a-key.key").chmod(0o600)
     result = cli("run", tmp_path / "round.xlsx", "--report", tmp_path / "r.xlsx", "--records",
                  tmp_path / "records", "--sign-key", tmp_path / "not-a-key.key")
     assert result.exit_code == 2
     assert "not an unencrypted PEM private key" in result.stderr
+    assert not (tmp_path / "records").exists() and not (tmp_path / "r.xlsx").exists()
+
+
+def test_a_private_key_others_may_read_is_refused(keys: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared.key"
+    shutil.copyfile(keys / "Upper-Rhine-JIF.key", shared)
+    shared.chmod(0o644)
+    base()(tmp_path / "round.xlsx")
+    result = cli("run", tmp_path / "round.xlsx", "--report", tmp_path / "r.xlsx", "--records",
+                 tmp_path / "records", "--sign-key", shared)
+    assert result.exit_code == 2
+    assert "others may read it (mode 644)" in result.stderr
     assert not (tmp_path / "records").exists() and not (tmp_path / "r.xlsx").exists()
 
 
