@@ -270,8 +270,9 @@ def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification,
                          "checked as a decision record")
     elif kind != "decision":
         # a decision record relabelled to escape the re-solve is still a decision record
-        decision_files = sorted(n for n in ("round.json", "objectives.json", "allocation.csv")
-                                if (folder / n).exists()) + sorted(p.name for p in folder.glob("*.mps"))
+        # (the solver's own files: a settlement may well hold round.json or an allocation)
+        decision_files = sorted(n for n in ("objectives.json",) if (folder / n).exists()) \
+            + sorted(p.name for p in folder.glob("stage*.mps"))
         if decision_files:
             out.problems.append(f"manifest.json: kind {kind!r}, but the folder holds a decision "
                                 f"record's files ({', '.join(decision_files[:4])})")
