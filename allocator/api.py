@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from allocator.atomic import commit
+from allocator.atomic import clean_leftovers, commit, held
 from allocator.engine import Solution, solve_round
 from allocator.progress import phase
 from allocator.record import RecordPaths, solver_settings, versions, write_record
@@ -59,12 +60,19 @@ class RunResult:
 
 
 def default_report_path(rnd: Round) -> Path:
-    return Path("reports") / f"{rnd.settings.round_id}.xlsx"
+    from allocator.paths import inside
+
+    return inside(Path("reports"), f"{rnd.settings.round_id}.xlsx")  # never outside reports/
 
 
 def run(workbook: str | Path, *, report: str | Path | None = None,
-        records: str | Path | None = None, threads: int | None = None) -> RunResult:
+        records: str | Path | None = None, threads: int | None = None,
+        sign_key: str | Path | None = None) -> RunResult:
     """Validate, solve, and write the decision record and the report as one all-or-nothing step."""
+    from allocator.signing import key_from_env, load_private
+
+    key_path = Path(sign_key) if sign_key is not None else key_from_env()
+    key = load_private(key_path) if key_path is not None else None  # a bad key fails before the solve
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     phase("reading and validating the workbook")
@@ -76,6 +84,8 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     records_dir = Path(records) if records is not None else Path("models")
 
     staged: list[Path] = []
+    locks = contextlib.ExitStack()  # each staged report is locked until renamed (see atomic.py)
+    clean_leftovers(report_path.parent, target_name=report_path.name)  # a killed run's report
 
     def write_report_inside(folder: Path, run_id: str, input_digest: str, output_digest: str) -> None:
         """Write the report beside its target; it is renamed only once the record is in place."""
@@ -84,6 +94,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
         tick = time.perf_counter()
         tmp = report_path.parent / f".{report_path.name}.{run_id}.tmp"
         staged.append(tmp)
+        locks.enter_context(held(tmp))
         write_report(solution, tmp, run_id=run_id, input_digest=input_digest,
                      output_digest=output_digest, notes=loaded.notes, record_dir=str(folder),
                      versions=versions(), solver_options=solver_settings(loaded.round))
@@ -92,23 +103,25 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     tick = time.perf_counter()
     phase("writing the decision record and the report")
     try:
-        record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside)
+        record = write_record(solution, records_dir, Path(workbook), after_write=write_report_inside,
+                              sign_key=key)
         commit(staged[0], report_path)  # record first: a report never points at no record
     finally:
         for tmp in staged:
             tmp.unlink(missing_ok=True)
+        locks.close()
     timings["record"] = time.perf_counter() - tick - timings.get("report", 0.0)
     return RunResult(loaded, solution, report_path, record, timings)
 
 
 def settle(record: str | Path, results: str | Path, *, report: str | Path | None = None,
-           records: str | Path | None = None):
+           records: str | Path | None = None, sign_key: str | Path | None = None):
     """Settle a decision record against a results workbook; write the settlement record (beside
     the decision record) and the settlement workbook. Returns a `SettleRun` whose `tables` are
     the workbook's sheets as DataFrames (`tables["Settlement"]`: one row per tranche)."""
     from allocator.settle import settle_record
 
-    return settle_record(record, results, report=report, records=records)
+    return settle_record(record, results, report=report, records=records, sign_key=sign_key)
 
 
 def next_round(record: str | Path, results: list[str | Path] | tuple[str | Path, ...] = (), *,

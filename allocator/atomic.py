@@ -6,18 +6,27 @@ can leave such a leftover behind; it is hidden, harmless, never renamed into pla
 `is_leftover` tells it apart from a finished file or folder, so nothing reads it as a report or
 a decision record. Finished files get the permissions the user's umask implies (as `open` would
 give them), not the 0600/0700 of `tempfile`.
+
+While a run writes, it holds an exclusive `flock` on its staging file or folder (the lock
+goes with the open descriptor, so the kernel releases it when the process dies, SIGKILL
+included). `clean_leftovers(folder)` removes the leftovers in a folder whose lock it can take,
+and only those older than LEFTOVER_MIN_AGE_S -- a second guard for file systems where locks
+are not shared between machines (some network file systems).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 LEFTOVER_SUFFIX = ".tmp"
+LEFTOVER_MIN_AGE_S = 300.0  # a leftover younger than this is never removed, lock or not
 
 
 def current_umask() -> int:
@@ -50,7 +59,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=_staging_prefix(target), suffix=LEFTOVER_SUFFIX,
                                     dir=target.parent)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until the file is in place (or the process dies)
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -63,6 +72,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -72,6 +82,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=LEFTOVER_SUFFIX,
                                 dir=target.parent))
+    fd = _lock(tmp)
     try:
         yield tmp
         if target.exists():
@@ -81,6 +92,69 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def _lock(path: Path) -> int:
+    """Open `path` (file or folder) and hold an exclusive lock on it; returns the descriptor."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[Path]:
+    """Create `path` (a staging file named by `is_leftover`'s rule) and hold its lock meanwhile."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    fd = _lock(path)
+    try:
+        yield path
+    finally:
+        os.close(fd)
+
+
+def clean_leftovers(folder: Path, min_age_s: float | None = None, *,
+                    target_name: str | None = None) -> list[Path]:
+    """Remove the abandoned staging files and folders in `folder`; returns what was removed.
+
+    Only names `is_leftover` recognises (with `target_name`: only the staging names of that
+    target, `.<target_name>.*.tmp`, for a folder the engine does not own, such as the report's),
+    only when no process holds their lock, and only when older than `min_age_s` (default
+    LEFTOVER_MIN_AGE_S). A symbolic link is never followed.
+    """
+    folder = Path(folder)
+    age = LEFTOVER_MIN_AGE_S if min_age_s is None else min_age_s
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for path in sorted(folder.iterdir()):
+        if not is_leftover(path) or path.is_symlink():
+            continue
+        # a staged file's own staging file is `..<target>.<run>.tmp.<random>.tmp`
+        if target_name is not None and not path.name.lstrip(".").startswith(f"{target_name}."):
+            continue
+        try:
+            if now - path.lstat().st_mtime < age:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live run holds it
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def commit(staged: Path, target: Path) -> None:
@@ -88,5 +162,5 @@ def commit(staged: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
-__all__ = ["LEFTOVER_SUFFIX", "atomic_dir", "atomic_path", "commit", "current_umask",
-           "is_leftover"]
+__all__ = ["LEFTOVER_MIN_AGE_S", "LEFTOVER_SUFFIX", "atomic_dir", "atomic_path", "clean_leftovers",
+           "commit", "current_umask", "held", "is_leftover"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
+from allocator.safetext import starts_like_formula
+
 
 @dataclass(frozen=True)
 class ErrorCell:
@@ -170,13 +172,22 @@ def parse_id(value: object, notes: list[str]) -> str | None:
         if not math.isfinite(value):
             raise CellValueError(f"expected an id (text), got {value}")
         if value.is_integer():
-            return str(int(value))
-        return _excel_number_text(value)
+            return not_formula(str(int(value)))
+        return not_formula(_excel_number_text(value))
     if isinstance(value, int):
-        return str(value)
+        return not_formula(str(value))
     text = clean_text(str(value), notes)
     if "," in text or ";" in text or "|" in text:
         raise CellValueError(f"expected a single id, got {text!r} (ids cannot hold , ; or |)")
+    return not_formula(text)
+
+
+def not_formula(text: str) -> str:
+    """An id, refused when a spreadsheet could run it as a formula (see allocator.safetext)."""
+    if starts_like_formula(text):
+        raise CellValueError(
+            f"an id cannot begin with {text[0]!r} ({text!r}): a spreadsheet opening the report or "
+            "the decision record could run it as a formula; start the id with a letter or digit")
     return text
 
 
@@ -191,7 +202,7 @@ def parse_id_list(value: object, notes: list[str]) -> list[str]:
         advice = f"; {_DATE_ADVICE}" if isinstance(value, _DATE_LIKE) else ""
         raise CellValueError(f"expected a comma-separated list, got {describe(value)}{advice}")
     parts = [clean_text(p) for p in clean_text(value, notes).split(",")]
-    items = [p for p in parts if p]
+    items = [not_formula(p) for p in parts if p]
     if len(items) != len(set(items)):
         seen: set[str] = set()
         dupes = sorted({p for p in items if p in seen or seen.add(p)})  # type: ignore[func-returns-value]

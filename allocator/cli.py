@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from allocator.errors import InfeasibleRoundError, InputError, SolverStoppedError
+from allocator.errors import InfeasibleRoundError, InputError, Notice, SigningKeyError, SolverStoppedError
+from allocator.paths import UnsafePathError
 
 EXIT_INVALID, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_STOPPED, EXIT_UNVERIFIED, EXIT_BUG = 1, 2, 3, 4, 5, 70
 EXIT_ROUNDING = 6  # solved, but no rounding to whole units keeps every hard rule
@@ -92,6 +93,12 @@ def _guard(func):
             raise typer.Exit(EXIT_STOPPED) from None
         except typer.Exit:
             raise
+        except SigningKeyError as exc:  # e.g. ALLOCATOR_SIGNING_KEY names no usable key
+            _err(f"{exc}; nothing was written.")
+            raise typer.Exit(2) from None
+        except UnsafePathError as exc:  # input validation refuses these first; defence in depth
+            _err(f"{exc}; nothing was written.")
+            raise typer.Exit(EXIT_INVALID) from None
         except KeyboardInterrupt:
             _err("interrupted; nothing was written.")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -133,6 +140,9 @@ def run(
     records: Records = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
     summary: SummaryPath = None,
+    sign_key: Annotated[Path | None, typer.Option(
+        metavar="KEY", help="Private key to sign the record with.  "
+                            "[default: $ALLOCATOR_SIGNING_KEY, else unsigned]")] = None,
 ) -> None:
     """Validate, solve and report a round; write its decision record."""
     from allocator import api
@@ -141,7 +151,7 @@ def run(
     _check_summary_path(summary)
     try:
         with rich_phases(enabled=not quiet):
-            result = api.run(workbook, report=report, records=records)
+            result = api.run(workbook, report=report, records=records, sign_key=sign_key)
     except InfeasibleRoundError as exc:
         _write_diagnosis(exc, report)
         raise
@@ -245,6 +255,8 @@ def summary_text(result) -> str:
         lines.append(f"warning: rounding misses {misses} row(s) by up to one unit each; "
                      "see the Rules sheet")
     lines.extend(f"warning: {w}" for w in sol.warnings)
+    # what Excel hides but the engine read (hidden sheets, rows, columns): what was used
+    lines.extend(f"note: {n}" for n in result.loaded.notes if isinstance(n, Notice))
     t = result.timings
     order = [("read", "read"), ("build", "build"), ("handover", "hand-over"), ("solve", "solve"),
              ("rounding", "rounding"), ("record", "record"), ("report", "report")]
@@ -268,7 +280,7 @@ def check(workbook: Workbook) -> None:
                f"{len(rnd.funds)} funds, {len(rnd.programs)} programs, {len(rnd.rules)} rules, "
                f"{len(rnd.periods)} periods")
     for note in loaded.notes:
-        typer.echo(f"normalised: {note}")
+        typer.echo(f"{'note' if isinstance(note, Notice) else 'normalised'}: {note}")
     from allocator.diagnose import cheap_checks
     from allocator.eligibility import allocation_index, cap_block_lines, cap_blocks
 
@@ -302,20 +314,48 @@ def template(
     typer.echo(f"wrote {path}")
 
 
+PublicKeys = Annotated[list[Path] | None, typer.Option(
+    "--public-key", metavar="KEY", help="A trusted public key (.pub) or a folder of them; "
+                                        "repeatable. Signatures are checked only against keys "
+                                        "given here.")]
+
+
 @app.command(short_help="Re-run a decision record: VERIFIED or each difference.",
              epilog=exit_codes({0: "VERIFIED", EXIT_INVALID: "RECORD is not a decision record",
                                 EXIT_USAGE: None, EXIT_UNVERIFIED: None, EXIT_BUG: None}))
 @_guard
-def verify(record: Annotated[Path, typer.Argument(
-        metavar="RECORD", help="A decision record folder (or a settlement record folder).")]) -> None:
+def verify(
+    record: Annotated[Path, typer.Argument(
+        metavar="RECORD", help="A decision or settlement record folder (with --chain: a round's "
+                               "folder, or a records folder holding rounds).")],
+    public_key: PublicKeys = None,
+    chain: Annotated[bool, typer.Option("--chain", help="Walk the chain of records: name a removed, "
+                                                        "inserted, reordered or rewritten record.")] = False,
+    resolve: Annotated[bool, typer.Option("--resolve", help="With --chain: also re-solve every "
+                                                            "decision record (slow).")] = False,
+) -> None:
     """Re-run a decision record: VERIFIED, or every difference and violated rule."""
     from allocator.atomic import is_leftover
     from allocator.record import verify_record
+    from allocator.signing import SigningKeyError, load_trusted
 
+    if resolve and not chain:
+        _err("--resolve applies to --chain; `verify RECORD` always re-solves")
+        raise typer.Exit(2)
+    try:
+        trusted = load_trusted(public_key) if public_key else None
+    except SigningKeyError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    if chain:
+        _verify_chain(record, trusted, resolve)
+        return
     if is_leftover(record):
         _err(f"{record} is the leftover of an interrupted run, not a decision record")
         raise typer.Exit(EXIT_INVALID)
-    result = verify_record(record)
+    result = verify_record(record, trusted_keys=trusted)
+    for n in result.notes:
+        typer.echo(f"note: {n}")
     for w in result.warnings:
         typer.echo(f"warning: {w}")
     if result.verified:
@@ -325,6 +365,70 @@ def verify(record: Annotated[Path, typer.Argument(
     for p in result.problems:
         typer.echo(f"  {p}")
     raise typer.Exit(EXIT_UNVERIFIED)
+
+
+def _verify_chain(folder: Path, trusted, resolve: bool) -> None:
+    """`verify --chain`: every round under `folder`, each record's files and its link."""
+    from allocator.chain import chain_folders, walk_chain
+    from allocator.record import Verification, check_files, verify_record
+
+    rounds = chain_folders(folder)
+    if not rounds:
+        _err(f"{folder} holds no records: give a round's folder (<records>/<round_id>) or a "
+             "records folder")
+        raise typer.Exit(EXIT_INVALID)
+
+    def check(rec: Path) -> tuple[list[str], list[str], list[str]]:
+        out: Verification = verify_record(rec, trusted_keys=trusted) if resolve else \
+            check_files(rec, trusted_keys=trusted)
+        return out.problems, out.warnings, out.notes
+
+    broken = False
+    for round_dir in rounds:
+        report = walk_chain(round_dir, check)
+        for line in report.lines:
+            typer.echo(line)
+        for w in report.warnings:
+            typer.echo(f"warning: {w}")
+        if report.verified:
+            typer.echo(f"CHAIN VERIFIED {round_dir}")
+            continue
+        broken = True
+        typer.echo(f"CHAIN NOT VERIFIED {round_dir}")
+        for p in report.problems:
+            typer.echo(f"  {p}")
+    if broken:
+        raise typer.Exit(EXIT_UNVERIFIED)
+
+
+keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       context_settings={"help_option_names": ["-h", "--help"]},
+                       help="Signing keys for decision records.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init", epilog=exit_codes({0: "key pair written", EXIT_USAGE: "usage error, or "
+                                            "the key files exist already", EXIT_BUG: None}))
+@_guard
+def keys_init(
+    name: Annotated[str, typer.Option(metavar="NAME",
+                                      help="Who signs, e.g. the fund: \"Upper Rhine JIF\".")],
+    out: Annotated[Path, typer.Option(metavar="DIR",
+                                      help="Folder for the key pair (keep the .key file private).")],
+) -> None:
+    """Make an ed25519 key pair: <name>.key (private, mode 0600) and <name>.pub (give to auditors)."""
+    from allocator.signing import SigningKeyError, fingerprint, init_keys, load_private
+
+    try:
+        private, public = init_keys(name, out)
+    except SigningKeyError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    key = load_private(private)
+    typer.echo(f"private key: {private} (keep it secret; sign runs with --sign-key {private} or "
+               f"ALLOCATOR_SIGNING_KEY={private})")
+    typer.echo(f"public key:  {public} (give it to auditors: verify --public-key {public})")
+    typer.echo(f"fingerprint: {fingerprint(key.private.public_key())}")
 
 
 @app.command(short_help="What changed between two decisions.",
@@ -363,13 +467,16 @@ def settle(
         metavar="PATH",
         help="Settlement workbook.  [default: reports/<round_id>.settlement-<settlement_id>.xlsx]")
     ] = None,
+    sign_key: Annotated[Path | None, typer.Option(
+        metavar="KEY", help="Private key to sign the settlement record with.  "
+                            "[default: $ALLOCATOR_SIGNING_KEY, else unsigned]")] = None,
 ) -> None:
     """Settle a decision's tranches on measured results: payable, withheld, returned, carried."""
     from allocator import api
     from allocator.settle import RecordError, fund_totals
 
     try:
-        run_ = api.settle(record, results, report=report)
+        run_ = api.settle(record, results, report=report, sign_key=sign_key)
     except RecordError as exc:
         _err(str(exc))
         _err("Nothing was written.")

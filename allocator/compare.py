@@ -138,7 +138,8 @@ def default_compare_path(rnd: Round) -> Path:
 
 def slug(name: str) -> str:
     """A variant name as a file-name-safe run id suffix."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "variant"
+    # at most 40 characters, no leading/trailing dot: a run id is a folder name (allocator.paths)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:40].strip("-.") or "variant"
 
 
 # --- tables ----------------------------------------------------------------------------------------

@@ -54,6 +54,20 @@ class Normalisation:
         return f"{head}: read {self.found!r} as {self.used!r} ({self.why})"
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about what was read (e.g. a hidden row that was used)."""
+
+    where: CellRef
+    message: str
+
+    def __str__(self) -> str:
+        head = str(self.where)
+        if self.where.header:
+            head += f" {self.where.header}"
+        return f"{head}: {self.message}"
+
+
 class InputError(Exception):
     """The workbook cannot be used; carries every problem found, in sheet/row/column order."""
 
@@ -81,3 +95,7 @@ class InfeasibleRoundError(Exception):
 
 class SolverStoppedError(Exception):
     """The solver stopped (time limit, numerical trouble) without a usable solution."""
+
+
+class SigningKeyError(Exception):
+    """A signing or trusted key cannot be made, read or used (a usage error, exit code 2)."""

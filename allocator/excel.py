@@ -277,18 +277,15 @@ def write_table(wb: Any, title: str, columns: Sequence[str], rows: Iterable[Sequ
     """A sheet with one table: header row (bold, frozen, filtered), typed values with the
     format of each column's kind, a total row under the money columns when `total` (True: every
     money column; or the columns named), widths from the values, print set-up."""
-    from openpyxl.cell.cell import TYPE_STRING
+    from allocator.safetext import append_text_row
 
     formats = formats or Formats()
     kinds = dict(kinds or {})
     ws = wb.create_sheet(title)
-    ws.append(list(columns))
+    append_text_row(ws, list(columns))  # headers may be variant names: text, never a formula
     data = [[_cell_value(v) for v in row] for row in rows]
     for row in data:
-        ws.append(row)
-        for cell in ws[ws.max_row]:
-            if isinstance(cell.value, str) and cell.value[:1] in "=+-@":
-                cell.data_type = TYPE_STRING  # a name like "=HYPERLINK(...)" stays text
+        append_text_row(ws, row)  # a name like "=HYPERLINK(...)" stays text
     summed = [c for c in columns if kinds.get(c) in ("money", "money2")] if total is True \
         else list(total or [])
     if summed:

@@ -27,9 +27,12 @@ import allocator
 from allocator.atomic import atomic_dir
 from allocator.engine import Solution
 from allocator.round import Round
+from allocator.safetext import csv_text, csv_value
+from allocator.signing import SIGNATURE_FILE, SigningKey, key_from_env, load_private, sign_record
 from allocator.solve import SOLVER_OPTIONS, Status, new_highs
 
 RECORD_FORMAT = 1
+RECORD_KINDS = ("decision", "settlement")  # what a manifest's `kind` may say
 ALLOCATION_COLUMNS = ["program_id", "region_id", "fund_id", "period", "amount"]
 
 
@@ -61,8 +64,9 @@ def allocation_csv(solution: Solution) -> str:
     writer.writerow(ALLOCATION_COLUMNS)
     for row in solution.allocation.itertuples(index=False):
         amount = Decimal(int(row.units)) * unit
-        writer.writerow([row.program_id, row.region_id, row.fund_id, row.period,
-                         format(amount.normalize(), "f")])
+        # ids starting like a formula are refused at input; a round built in code gets the quote
+        writer.writerow([csv_text(row.program_id), csv_text(row.region_id), csv_text(row.fund_id),
+                         csv_text(row.period), format(amount.normalize(), "f")])
     return buf.getvalue()
 
 
@@ -90,17 +94,28 @@ def solver_settings(rnd: Round, method: str = "choose") -> dict[str, object]:
 
 
 def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *,
-                 run_id: str | None = None, after_write=None) -> RecordPaths:
+                 run_id: str | None = None, after_write=None,
+                 sign_key: Path | SigningKey | None = None) -> RecordPaths:
     """Write the record folder atomically; `after_write(folder)` runs inside the transaction.
 
     `after_write` lets the caller write the report as part of the same all-or-nothing step: if
-    it raises, no record is left behind.
+    it raises, no record is left behind. The manifest chains to the round's latest record
+    (`previous`); it is signed with `sign_key`, or else with the key ALLOCATOR_SIGNING_KEY names.
     """
+    from allocator.atomic import clean_leftovers
+    from allocator.chain import previous_digest, round_records, writing
+    from allocator.paths import inside
+
     rnd = solution.round
     digest = rnd.digest()
     run_id = run_id or new_run_id(digest)
-    target = Path(records_dir) / rnd.settings.round_id / run_id
-    with atomic_dir(target) as tmp:
+    key_path = sign_key if sign_key is not None else key_from_env()
+    key = key_path if isinstance(key_path, SigningKey) or key_path is None else load_private(key_path)
+    round_dir = inside(Path(records_dir), rnd.settings.round_id)
+    target = inside(round_dir, run_id)
+    clean_leftovers(round_dir)
+    with writing(round_dir), atomic_dir(target) as tmp:
+        earlier = round_records(round_dir)
         (tmp / "round.json").write_text(rnd.canonical_json(), encoding="utf-8")
         if workbook is not None:
             shutil.copyfile(workbook, tmp / "workbook.xlsx")
@@ -125,10 +140,14 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
             "rounded_objective": solution.objective, "rounding": solution.rounded.method,
         }), encoding="utf-8")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {"format": RECORD_FORMAT, "round_id": rnd.settings.round_id, "run_id": run_id,
-                    "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "input_digest": digest, "output_digest": output_digest, "files": files}
+        manifest = {"format": RECORD_FORMAT, "kind": "decision", "round_id": rnd.settings.round_id,
+                    "run_id": run_id, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "input_digest": digest, "output_digest": output_digest, "files": files,
+                    "previous": previous_digest(round_dir),
+                    "previous_run": earlier[-1].name if earlier else None}
         (tmp / "manifest.json").write_text(_json(manifest), encoding="utf-8")
+        if key is not None:
+            sign_record(tmp, key)
         if after_write is not None:
             after_write(target, run_id, digest, output_digest)
     return RecordPaths(target, run_id, digest, output_digest)
@@ -146,42 +165,50 @@ class Verification:
     record: Path
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was checked and found in order
 
     @property
     def verified(self) -> bool:
         return not self.problems
 
 
-def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
-    """Check digests, re-solve the canonical round, compare, and re-check every rule."""
+def verify_record(folder: Path, *, threads: int | None = None,
+                  trusted_keys: list[Path] | None = None) -> Verification:
+    """Check digests and signature, re-solve the canonical round, and compare its meaning.
+
+    Beyond the bytes: every stage's recorded MPS file must be the LP re-built from round.json,
+    every stage's recorded status and objective those of the re-run, the recorded settings
+    those the engine chooses, output_digest the digest of allocation.csv, and the allocation
+    the re-solved one; every rule is re-checked on the recorded allocation without the solver.
+    """
     from allocator.checker import check_allocation
     from allocator.engine import solve_round
 
-    folder = Path(folder)
-    if _kind(folder) == "settlement":
-        from allocator.settle import verify_settlement
-
-        return verify_settlement(folder)
-    out = Verification(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        out.problems.append(f"{manifest_path} is missing: not a decision record")
+    out, manifest = _check_files(Path(folder), trusted_keys)
+    folder = out.record
+    if manifest is not None and manifest.get("kind") == "settlement":
+        return _verify_settlement(out)
+    if manifest is None or manifest.get("kind", "decision") != "decision":
         return out
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = dict(manifest["files"])
-    except (ValueError, KeyError, TypeError) as exc:
-        out.problems.append(f"manifest.json is not readable ({exc})")
-        return out
-    _check_digests(folder, files, out)
     rnd = _load_canonical(folder, manifest, out)
     recorded = _load_allocation(folder, out)
+    _check_output_digest(folder, manifest, out)
     _check_workbook_copy(folder, rnd, out)
-    _check_versions(folder, out)
-    if rnd is None or recorded is None:
+    # Exact comparison needs the recording's versions; older-format records (before `kind`)
+    # keep the contract's one-unit tolerance, whatever their versions.json says.
+    same_versions = _check_versions(folder, out) and manifest.get("kind") is not None
+    if rnd is None:
         return out
-    for v in check_allocation(rnd, recorded):
-        out.problems.append(f"rule check: {v.kind} {v.where}: {v.message}")
+    if manifest.get("round_id") != rnd.settings.round_id:
+        out.problems.append(f"manifest.json: round_id {manifest.get('round_id')!r} differs from "
+                            f"round.json's {rnd.settings.round_id!r}")
+    if manifest.get("run_id") != folder.name:
+        out.warnings.append(f"the record's folder is named {folder.name!r}, its manifest says run "
+                            f"{manifest.get('run_id')!r} (was the folder renamed?)")
+    _check_settings(folder, rnd, out)
+    if recorded is not None:
+        for v in check_allocation(rnd, recorded):
+            out.problems.append(f"rule check: {v.kind} {v.where}: {v.message}")
     try:
         solution = solve_round(rnd, threads=threads)
     except Exception as exc:  # the re-solve itself failing is a finding, not a crash
@@ -197,23 +224,199 @@ def verify_record(folder: Path, *, threads: int | None = None) -> Verification:
     if solution.status == Status.rounding_infeasible:  # VERIFIED means "re-run alike", not "kept"
         out.warnings.extend(f"the decision is marked rounding_infeasible: {w}"
                             for w in solution.warnings if w.startswith("rounding breaks"))
-    _compare_allocations(recorded, solution, out)
+    _check_stages(folder, solution, out)
+    if recorded is not None:
+        before = len(out.problems)
+        _compare_allocations(recorded, solution, out, exact=same_versions)
+        if same_versions and len(out.problems) == before:
+            _compare_allocation_text(folder, solution, out)
     return out
 
 
-def _kind(folder: Path) -> str | None:
-    """The manifest's `kind` (None when unreadable: the caller reports that)."""
+def _compare_allocation_text(folder: Path, solution: Solution, out: Verification) -> None:
+    """On the recording's versions, allocation.csv is exactly the text the engine writes."""
     try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("kind")
-    except Exception:
-        return None
+        recorded = (folder / "allocation.csv").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    expected = allocation_csv(solution).splitlines()
+    if recorded == expected:
+        return
+    n = next((i for i, (a, b) in enumerate(zip(recorded, expected, strict=False)) if a != b),
+             min(len(recorded), len(expected)))
+    got = recorded[n] if n < len(recorded) else "(end of file)"
+    want = expected[n] if n < len(expected) else "(end of file)"
+    out.problems.append(f"allocation.csv line {n + 1}: recorded {got!r}, the re-solved allocation "
+                        f"writes {want!r}")
+
+
+def check_files(folder: Path, *, trusted_keys: list | None = None) -> Verification:
+    """A record's files against its manifest, and its signature: no re-solve (any record kind)."""
+    return _check_files(Path(folder), trusted_keys)[0]
+
+
+def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification, dict | None]:
+    from allocator.signing import check_signature
+
+    out = Verification(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        out.problems.append(f"{manifest_path} is missing: not a decision record")
+        return out, None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        out.problems.append(f"manifest.json is not readable ({exc})")
+        return out, None
+    _check_digests(folder, files, out)
+    check_signature(folder, trusted_keys, out)
+    kind = manifest.get("kind")
+    if kind is None:
+        out.notes.append("older-format record (no kind, previous or signature in its manifest): "
+                         "checked as a decision record")
+    elif kind != "decision":
+        # a decision record relabelled to escape the re-solve is still a decision record
+        # (the solver's own files: a settlement may well hold round.json or an allocation)
+        decision_files = sorted(n for n in ("objectives.json",) if (folder / n).exists()) \
+            + sorted(p.name for p in folder.glob("stage*.mps"))
+        if decision_files:
+            out.problems.append(f"manifest.json: kind {kind!r}, but the folder holds a decision "
+                                f"record's files ({', '.join(decision_files[:4])})")
+        elif kind not in RECORD_KINDS:
+            out.problems.append(f"manifest.json: unknown record kind {kind!r}")
+        else:
+            out.notes.append(f"a {kind} record: only its files and signature were checked (it is "
+                             "not a decision record, so nothing is re-solved)")
+    return out, manifest
+
+
+def _check_output_digest(folder: Path, manifest: dict, out: Verification) -> None:
+    path = folder / "allocation.csv"
+    if path.is_file() and sha256_file(path) != manifest.get("output_digest"):
+        out.problems.append("allocation.csv: its SHA-256 differs from the manifest's output_digest "
+                            "(the allocation was changed)")
+
+
+def _check_settings(folder: Path, rnd: Round, out: Verification) -> None:
+    """settings.json must hold what the engine chooses for this round."""
+    try:
+        recorded = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        out.problems.append("settings.json is missing or not readable")
+        return
+    expected = json.loads(_json(solver_settings(rnd)))
+    if not isinstance(recorded, dict):
+        out.problems.append("settings.json: not an object of solver settings")
+        return
+    for key in sorted(set(recorded) | set(expected)):
+        if recorded.get(key) != expected.get(key):
+            out.problems.append(f"settings.json {key}: recorded {recorded.get(key)!r}, the engine "
+                                f"uses {expected.get(key)!r}")
+
+
+def _close(a: object, b: object) -> bool:
+    from allocator.lpcheck import close
+
+    if a is None or b is None:
+        return a is b
+    try:
+        return close(float(a), float(b))
+    except (TypeError, ValueError):
+        return False
+
+
+def _close_gap(a: object, b: object) -> bool:
+    """Gaps agree: both absent, or within 1e-9 (absolute: an optimal stage's gap is about 0)."""
+    if a is None or b is None:
+        return a is b
+    try:
+        fa, fb = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return fa == fb or abs(fa - fb) <= 1e-9
+
+
+def _check_stages(folder: Path, solution: Solution, out: Verification) -> None:
+    """objectives.json and the stage MPS files against the re-run, stage by stage.
+
+    How a stage was solved (method, options) changes between engine versions without changing
+    its program or its optimum (both checked): a difference there is a warning.
+    """
+    from allocator.lpcheck import compare_stage
+
+    try:
+        objectives = json.loads((folder / "objectives.json").read_text(encoding="utf-8"))
+        stages = list(objectives["stages"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        out.problems.append("objectives.json is missing or not readable")
+        return
+    if objectives.get("status") != solution.status.value:
+        out.problems.append(f"objectives.json status: recorded {objectives.get('status')!r}, "
+                            f"re-run {solution.status.value!r}")
+    if not _close(objectives.get("rounded_objective"), solution.objective):
+        out.problems.append(f"objectives.json rounded_objective: recorded "
+                            f"{objectives.get('rounded_objective')!r}, re-run {solution.objective!r}")
+    if objectives.get("rounding") != solution.rounded.method:
+        out.problems.append(f"objectives.json rounding: recorded {objectives.get('rounding')!r}, "
+                            f"re-run {solution.rounded.method!r}")
+    if len(stages) != len(solution.stages):
+        out.problems.append(f"objectives.json: {len(stages)} stages recorded, the re-run has "
+                            f"{len(solution.stages)} ({', '.join(s.name for s in solution.stages)})")
+    expected_files = set()
+    for i, stage in enumerate(solution.stages, start=1):
+        name = f"stage{i}_{stage.name}.mps"
+        expected_files.add(name)
+        out.problems.extend(compare_stage(folder / name, stage.program))
+        if i > len(stages):
+            continue
+        rec = stages[i - 1] if isinstance(stages[i - 1], dict) else {}
+        where = f"objectives.json stage {i} ({stage.name})"
+        for key, new in (("stage", stage.name), ("file", name), ("status", stage.status.value)):
+            if rec.get(key) != new:
+                out.problems.append(f"{where} {key}: recorded {rec.get(key)!r}, re-run {new!r}")
+        how = out.warnings
+        if rec.get("method") != stage.solver_log.get("method"):
+            how.append(f"{where} method: recorded {rec.get('method')!r}, this engine uses "
+                       f"{stage.solver_log.get('method')!r}")
+        if not _close(rec.get("objective"), stage.objective):
+            out.problems.append(f"{where} objective: recorded {rec.get('objective')!r}, "
+                                f"re-run {stage.objective!r}")
+        if "mip_gap" in rec and not _close_gap(rec.get("mip_gap"), stage.mip_gap):
+            out.problems.append(f"{where} mip_gap: recorded {rec.get('mip_gap')!r}, "
+                                f"re-run {stage.mip_gap!r}")
+        if "options" in rec:  # older records did not keep each stage's options
+            new_options = json.loads(_json(stage.solver_log.get("options")))
+            if rec["options"] != new_options:
+                how.append(f"{where} options: recorded {rec['options']!r}, the engine "
+                                    f"uses {new_options!r}")
+    for extra in sorted(p.name for p in folder.glob("*.mps") if p.name not in expected_files):
+        out.problems.append(f"{extra}: a stage file the re-run does not have")
+
+
+def _verify_settlement(out: Verification) -> Verification:
+    """A settlement record: its files and signature (checked), then its amounts re-computed."""
+    from allocator.settle import verify_settlement
+
+    settled = verify_settlement(out.record)
+    out.problems.extend(p for p in settled.problems if p not in out.problems)
+    out.warnings.extend(settled.warnings)
+    out.notes[:] = [n for n in out.notes if not n.startswith("a settlement record")]
+    return out
 
 
 def _check_digests(folder: Path, files: dict[str, str], out: Verification) -> None:
-    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"}
+    # signature.json signs manifest.json, so the manifest cannot list it
+    present = {p.name for p in folder.iterdir()
+               if p.is_file() and p.name not in ("manifest.json", SIGNATURE_FILE)}
     for name, expected in sorted(files.items()):
+        if not _plain_name(name):  # a manifest must not make verify read outside the record
+            out.problems.append(f"manifest.json lists {name!r}, which is not a file name inside the record")
+            continue
         path = folder / name
-        if not path.is_file():
+        if path.is_symlink():  # a record holds its own files; a link can point anywhere
+            out.problems.append(f"{name}: a symbolic link, not a file of the record")
+        elif not path.is_file():
             out.problems.append(f"{name}: listed in the manifest but missing")
         elif sha256_file(path) != expected:
             out.problems.append(f"{name}: its SHA-256 differs from the manifest (the file was changed)")
@@ -230,6 +433,9 @@ def _load_canonical(folder: Path, manifest: dict, out: Verification) -> Round | 
     if rnd.digest() != manifest.get("input_digest"):
         out.problems.append("round.json: its canonical digest differs from the manifest's input_digest "
                             "(the round was changed)")
+    elif (folder / "round.json").read_bytes() != rnd.canonical_json().encode("utf-8"):
+        out.problems.append("round.json: not the canonical JSON of the round it holds (the file was "
+                            "edited by hand)")
     return rnd
 
 
@@ -240,6 +446,9 @@ def _load_allocation(folder: Path, out: Verification) -> pd.DataFrame | None:
     except Exception as exc:
         out.problems.append(f"allocation.csv is not readable ({type(exc).__name__}: {exc})")
         return None
+    for column in ALLOCATION_COLUMNS[:-1]:
+        if column in df.columns:
+            df[column] = [csv_value(v) for v in df[column]]
     if list(df.columns) != ALLOCATION_COLUMNS:
         out.problems.append(f"allocation.csv: expected columns {ALLOCATION_COLUMNS}, got {list(df.columns)}")
         return None
@@ -256,6 +465,9 @@ def _check_workbook_copy(folder: Path, rnd: Round | None, out: Verification) -> 
     from allocator.validate import load_round
 
     path = folder / "workbook.xlsx"
+    if not path.is_file() and rnd is not None:
+        out.warnings.append("the record holds no copy of the original workbook (workbook.xlsx): "
+                            "round.json alone is the evidence of the input")
     if not path.is_file() or rnd is None:
         return
     try:
@@ -270,27 +482,49 @@ def _check_workbook_copy(folder: Path, rnd: Round | None, out: Verification) -> 
         out.problems.append("workbook.xlsx: the round it holds differs from round.json")
 
 
-def _check_versions(folder: Path, out: Verification) -> None:
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+        and "\\" not in name and "\0" not in name
+
+
+def _check_versions(folder: Path, out: Verification) -> bool:
+    """Warn about changed versions; True when the engine, solver and runtime are all the same."""
     try:
         recorded = json.loads((folder / "versions.json").read_text(encoding="utf-8"))
     except Exception:
-        return
+        return False
+    if not isinstance(recorded, dict):
+        return False
     now = versions()
     for key in ("allocator", "pyomo", "highspy", "highs", "python"):
         if recorded.get(key) != now.get(key):
             out.warnings.append(f"{key} was {recorded.get(key)} when recorded, is {now.get(key)} now")
+    # the kernel build (in "platform") does not change what HiGHS computes
+    return all(recorded.get(k) == v for k, v in now.items() if k != "platform")
 
 
-def _compare_allocations(recorded: pd.DataFrame, solution: Solution, out: Verification) -> None:
+def _compare_allocations(recorded: pd.DataFrame, solution: Solution, out: Verification, *,
+                         exact: bool = False) -> None:
+    """Recorded vs re-solved amounts: exact on the recording's versions, else within one unit.
+
+    The solve is deterministic (fixed seed and options), so with the same engine, solver and
+    runtime any difference is a change to the record; another solver version may round a tie
+    the other way, which moves at most one rounding unit.
+    """
     unit = float(solution.round.settings.rounding_unit)
     keys = ["program_id", "region_id", "fund_id", "period"]
     old = recorded.groupby(keys)["amount"].sum()
     new = solution.allocation.groupby(keys)["amount"].sum()
     both = pd.concat([old.rename("recorded"), new.rename("resolved")], axis=1).fillna(0.0)
-    diff = both[(both["recorded"] - both["resolved"]).abs() > unit + 1e-9]
-    for key, row in diff.iterrows():
-        out.problems.append(f"allocation {'/'.join(key)}: recorded {row['recorded']:,.2f}, "
+    gap = (both["recorded"] - both["resolved"]).abs()
+    tolerance = 1e-6 * unit if exact else unit + 1e-9
+    for key, row in both[gap > tolerance].iterrows():
+        out.problems.append(f"allocation {'/'.join(map(str, key))}: recorded {row['recorded']:,.2f}, "
                             f"re-solved {row['resolved']:,.2f}")
+    for key, row in both[(gap > 1e-6 * unit) & (gap <= tolerance)].iterrows():
+        out.warnings.append(f"allocation {'/'.join(map(str, key))}: recorded {row['recorded']:,.2f}, "
+                            f"re-solved {row['resolved']:,.2f} (within one rounding unit, accepted "
+                            "because the versions differ)")
 
 
 

@@ -60,6 +60,7 @@ from allocator.report import (
 )
 from allocator.results import Funded, Results, exact, load_results
 from allocator.round import Basis, ProgramRow, Round
+from allocator.safetext import csv_text
 from allocator.xlsxrows import fill_sheets, rows_xml
 
 SETTLEMENT_FORMAT = 1
@@ -442,21 +443,16 @@ def write_settlement_workbook(s: Settlement, path: Path, *, settlement_id: str =
 
 
 # --- the settlement record --------------------------------------------------------------------------
-def _csv_text(value: str) -> str:
-    """Text that a spreadsheet opening the CSV could take for a formula gets an apostrophe."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def settlement_csv(s: Settlement) -> str:
     """The settlement as CSV text, exact decimal amounts (whole rounding units)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(SETTLEMENT_COLUMNS)
     for ln in s.lines:
-        writer.writerow([_csv_text(v) for v in (ln.program_id, ln.fund_id, ln.period, ln.tranche,
+        writer.writerow([csv_text(v) for v in (ln.program_id, ln.fund_id, ln.period, ln.tranche,
                                                 ln.basis, ln.due_period)]
                         + [_dec_text(s.money(u)) for u in (ln.scheduled, ln.payable, ln.withheld)]
-                        + [_csv_text(ln.withheld_to), _csv_text(ln.reason)])
+                        + [csv_text(ln.withheld_to), csv_text(ln.reason)])
     return buf.getvalue()
 
 
@@ -470,9 +466,13 @@ def new_settlement_id(results_digest: str) -> str:
     return f"{stamp}Z-settle-{results_digest[:8]}"
 
 
-def write_settlement_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write a settlement record's manifest.json (the one place to hook signing into)."""
+def write_settlement_manifest(folder: Path, manifest: dict[str, Any], key: Any = None) -> None:
+    """Write a settlement record's manifest.json, signed with `key` when one is given."""
+    from allocator.signing import sign_record
+
     (folder / chain.MANIFEST).write_text(_json(manifest), encoding="utf-8")
+    if key is not None:
+        sign_record(folder, key)
 
 
 def _json(data: object) -> str:
@@ -489,20 +489,25 @@ class SettlementRecord:
 
 def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
                             settlement_id: str | None = None,
-                            after_write=None) -> SettlementRecord:
+                            after_write=None, sign_key: Any = None) -> SettlementRecord:
     """Write `<records>/<round_id>/<settlement_id>/` beside the decision record, atomically.
 
     `after_write(folder, settlement_id)` runs inside the transaction (the report is written
-    there): if it raises, no record is left behind.
+    there): if it raises, no record is left behind. Like a decision record, it is chained under
+    the round's lock and signed with `sign_key` (a SigningKey) when one is given.
     """
     import hashlib
+
+    from allocator.atomic import clean_leftovers
 
     decision = s.decision
     digest = s.results.digest()
     settlement_id = settlement_id or new_settlement_id(digest)
     round_dir = decision.folder.parent
     target = round_dir / settlement_id
-    with atomic_dir(target) as tmp:
+    clean_leftovers(round_dir)
+    with chain.writing(round_dir), atomic_dir(target) as tmp:
+        earlier = chain.round_records(round_dir)
         (tmp / RESULTS_JSON).write_text(s.results.canonical_json(), encoding="utf-8")
         if results_workbook is not None:
             shutil.copyfile(results_workbook, tmp / RESULTS_XLSX)
@@ -516,10 +521,11 @@ def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
             "settles": {"run_id": decision.run_id,
                         "record_digest": chain.record_digest(decision.folder)},
             "previous": chain.previous_digest(round_dir),
+            "previous_run": earlier[-1].name if earlier else None,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "input_digest": digest, "output_digest": output_digest, "files": files,
         }
-        write_settlement_manifest(tmp, manifest)
+        write_settlement_manifest(tmp, manifest, sign_key)
         if after_write is not None:
             after_write(target, settlement_id)
     return SettlementRecord(target, settlement_id, digest, output_digest)
@@ -653,11 +659,15 @@ def default_settlement_report(rnd: Round, settlement_id: str) -> Path:
 
 
 def settle_record(record: str | Path, results: str | Path, *, report: str | Path | None = None,
-                  records: str | Path | None = None) -> SettleRun:
+                  records: str | Path | None = None, sign_key: str | Path | None = None) -> SettleRun:
     """Validate the results against the record, settle, and write the record and the report
-    as one all-or-nothing step (invalid results: ResultsInputError, nothing written)."""
+    as one all-or-nothing step (invalid results: ResultsInputError, nothing written). The
+    record is signed with `sign_key`, or else with the key ALLOCATOR_SIGNING_KEY names."""
     from allocator.atomic import commit
+    from allocator.signing import key_from_env, load_private
 
+    key_path = Path(sign_key) if sign_key is not None else key_from_env()
+    key = load_private(key_path) if key_path is not None else None  # a bad key fails first
     decision = load_decision(record)
     if records is not None and Path(records).resolve() != decision.folder.parent.parent.resolve():
         raise RecordError(f"a settlement is written beside its decision record, in "
@@ -677,7 +687,8 @@ def settle_record(record: str | Path, results: str | Path, *, report: str | Path
         write_settlement_workbook(s, tmp, settlement_id=settlement_id)
 
     try:
-        rec = write_settlement_record(s, Path(results), after_write=write_report_inside)
+        rec = write_settlement_record(s, Path(results), after_write=write_report_inside,
+                                      sign_key=key)
         commit(staged[0], paths["report"])  # record first: a report never points at no record
     finally:
         for tmp in staged:

@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from allocator import cells
 from allocator.errors import CellRef, InputError, InputIssue, Normalisation
 from allocator.filters import Filter, FilterSyntaxError, check_filter, parse_filter, resolve_key
+from allocator.paths import unsafe_name_reason
 from allocator.round import (
     OUTCOME_COLUMNS,
     RATE_COLUMNS,
@@ -45,6 +46,7 @@ from allocator.round import (
     Stage,
     TrancheRow,
 )
+from allocator.safetext import FORMULA_START
 from allocator.workbook import Table, read_tables
 
 Parser = Callable[[object, list[str]], Any]
@@ -371,6 +373,8 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
     if not ROUND_ID.match(rid):
         col.error(where["round_id"], f"round_id may hold only letters, digits, '.', '_' and '-', "
                   f"got {rid!r}")
+    elif (reason := unsafe_name_reason(rid)) is not None:  # it names the records folder
+        col.error(where["round_id"], f"round_id {_short_id(rid)} cannot name a folder: {reason}")
     periods = values.get("periods")
     if periods is not None:
         dupes = [p for p, n in Counter(periods).items() if n > 1]
@@ -720,6 +724,21 @@ def _plain_floats(raws: list[object], blank: Any) -> list[Any]:
 _EXACT_INT = 2**53  # up to here float(n) == float(Decimal(n)), what parse_float returns
 
 
+def _short_id(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
+_FORMULA_AFTER_NUL = tuple("\x00" + c for c in FORMULA_START)
+_FORMULA_AFTER_COMMA = tuple("," + c for c in FORMULA_START) + tuple(", " + c for c in FORMULA_START)
+
+
+def _formula_start_in(joined: str, lists: bool = False) -> bool:
+    """Whether some cell (or, for lists, some item) of NUL-joined text starts like a formula."""
+    if joined.startswith(FORMULA_START) or any(m in joined for m in _FORMULA_AFTER_NUL):
+        return True
+    return lists and any(m in joined for m in _FORMULA_AFTER_COMMA)
+
+
 def _all_plain_text(raws: list[object], separators: bool, required: bool) -> bool:
     """Whether every cell is plain text (or empty, where allowed), decided on the joined text.
 
@@ -734,14 +753,17 @@ def _all_plain_text(raws: list[object], separators: bool, required: bool) -> boo
             and not joined.startswith(" ") and not joined.endswith(" ")
             and "".join(raws).isprintable()):
         return False
-    return not (separators and ("," in joined or ";" in joined or "|" in joined))
+    # ids (separators) that start like a formula are refused, by the per-cell path
+    return not (separators and ("," in joined or ";" in joined or "|" in joined
+                                or _formula_start_in(joined)))
 
 
 def _is_plain_text(value: object, separators: bool) -> bool:
     """Text no parser would change or refuse: ASCII, printable, trimmed, single spaces."""
     return (type(value) is str and value != "" and value.isascii() and value.isprintable()
             and value == value.strip() and "  " not in value and "#" not in value
-            and not (separators and ("," in value or ";" in value or "|" in value)))
+            and not (separators and ("," in value or ";" in value or "|" in value
+                                     or value.startswith(FORMULA_START))))
 
 
 def _plain_lists(raws: list[object], lower: bool, required: bool) -> list[Any]:
@@ -751,7 +773,8 @@ def _plain_lists(raws: list[object], lower: bool, required: bool) -> list[Any]:
     never change): a column of region ids has a few hundred texts over 100,000 rows."""
     empty: Any = _NOT_PLAIN if required else ()
     if _all_plain_text(raws, False, required) and ";" not in (joined := "".join(raws)) \
-            and "|" not in joined:  # type: ignore[arg-type]
+            and "|" not in joined \
+            and not _formula_start_in("\x00".join(raws), lists=True):  # type: ignore[arg-type]
         by_text: dict[Any, Any] = {}
         for v in set(raws):
             text = v.lower() if lower else v  # type: ignore[union-attr]
@@ -778,6 +801,8 @@ def _plain_list(value: object, lower: bool) -> Any:
         return _NOT_PLAIN  # clean_text would fold or trim the whole cell, with a note
     items = [p.strip() for p in value.split(",")]
     items = [p for p in items if p]
+    if any(p.startswith(FORMULA_START) for p in items):
+        return _NOT_PLAIN  # refused by the per-cell path, with its message
     if lower:
         items = [p.lower() for p in items]
     if not items or len(set(items)) != len(items) or any("  " in p for p in items):

@@ -32,7 +32,7 @@ from typing import BinaryIO
 from xml.parsers import expat
 
 from allocator.cells import ErrorCell, FormulaCell, clean_text, is_blank
-from allocator.errors import CellRef, InputError, InputIssue, Normalisation
+from allocator.errors import CellRef, InputError, InputIssue, Normalisation, Notice
 
 # Limits the reader enforces (documented in docs/limits.md). A round workbook holds a few
 # thousand rows at most; these leave two orders of magnitude of room while keeping memory
@@ -311,6 +311,10 @@ class _SheetScan:
         self._value: list[str] = []
         self._formula: list[str] = []
         self._has_formula = False
+        self.hidden_rows: set[int] = set()  # rows Excel does not show
+        self.hidden_cols: list[tuple[int, int]] = []  # (first, last) 1-based column ranges
+        self._rows_seen: set[int] = set()
+        self._cells_seen: set[tuple[int, int]] = set()
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         local = name.rpartition(":")[2]
@@ -319,6 +323,13 @@ class _SheetScan:
             self.row = int(r) if r and r.isdigit() else self.row + 1
             self.col = 0
             self._check(self.row, 1)
+            if self.row in self._rows_seen:
+                raise _twice(self.sheet, self.row)
+            self._rows_seen.add(self.row)
+            if _row_hidden(attrs):
+                self.hidden_rows.add(self.row)
+        elif local == "col":
+            _add_hidden_cols(self.hidden_cols, attrs)
         elif local == "c":
             ref = attrs.get("r")
             m = _CELL_REF.match(ref) if ref else None
@@ -330,6 +341,10 @@ class _SheetScan:
                 self.col += 1
             self.cells += 1
             self._check(max(self.row, 1), self.col)
+            key = (max(self.row, 1), self.col)
+            if key in self._cells_seen:
+                raise _twice(self.sheet, key[0], column_letter(key[1] - 1))
+            self._cells_seen.add(key)
             self._cell = (max(self.row, 1), self.col)
             self._type = attrs.get("t")
             self._value, self._formula, self._has_formula = [], [], False
@@ -382,6 +397,35 @@ class _SheetScan:
                         f"limit is {MAX_CELLS_PER_SHEET:,} cells per sheet (see docs/limits.md); "
                         "delete what lies outside the table", self.sheet, row,
                         column_letter(col - 1))
+
+
+_TRUE_XML = ("1", "true")
+
+
+def _twice(sheet: str, row: int, column: str | None = None) -> InputError:
+    """A row or cell the sheet's XML holds twice: Excel shows one, another reader the other."""
+    what = f"the cell {column}{row}" if column else f"row {row}"
+    return _fail(f"{what} appears twice in the sheet's XML (a damaged or hand-edited file: "
+                 "Excel shows one copy, another program may read the other); save the workbook "
+                 "again from Excel", sheet, row, column)
+
+
+def _zero(value: str | None) -> bool:
+    try:
+        return value is not None and float(value) < 0.5
+    except ValueError:
+        return False
+
+
+def _row_hidden(attrs: dict[str, str]) -> bool:
+    """Hidden, or given no height: Excel shows nothing of it either way."""
+    return attrs.get("hidden") in _TRUE_XML or _zero(attrs.get("ht"))
+
+
+def _add_hidden_cols(out: list[tuple[int, int]], attrs: dict[str, str]) -> None:
+    lo, hi = attrs.get("min", ""), attrs.get("max", "")
+    if (attrs.get("hidden") in _TRUE_XML or _zero(attrs.get("width"))) and lo.isdigit():
+        out.append((int(lo), int(hi) if hi.isdigit() else int(lo)))
 
 
 _CELL_REF = re.compile(r"^\$?([A-Z]{1,3})\$?(\d*)$")
@@ -441,7 +485,15 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
         # or prefixed tags (the substring test first: the regex has no literal prefix)
         _parse_chunks([data], info, scan)
         return
+    refs = _CELL_REFS.findall(data)
+    # "$A$3", "A03", row "03": the per-element scan reads them as the numbers they are
+    if len(refs) != n_refs or b'<row r="0' in data or _PADDED_REF.search(data):
+        _parse_chunks([data], info, scan)
+        return
     rows = _row_numbers(data)
+    _refuse_twice(scan.sheet, rows, refs)
+    if b'hidden="' in data or b'ht="0' in data or b'width="0' in data:
+        _hidden_parts(data, scan)
     cell_rows = [int(r) for r in _LAST_CELL_ROW.findall(data[-4096:])]
     max_row = max([*rows, *cell_rows], default=0)
     # Single-letter references bound the width by Z, which settles the limits for any sheet of
@@ -458,6 +510,34 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
 
 
 _WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
+_CELL_REFS = re.compile(rb'<c r="([A-Z]{1,3}\d+)"')
+_PADDED_REF = re.compile(rb'<c r="[A-Z]{1,3}0')
+_HIDDEN_ROW = re.compile(rb'<(?:\w+:)?row\s[^>]*?\b(?:hidden="(?:1|true)"|ht="0)[^>]*>')
+_COL_TAG = re.compile(rb'<(?:\w+:)?col\s[^>]*>')
+_ATTR = re.compile(rb'\b(\w+)="([^"]*)"')
+
+
+def _refuse_twice(sheet: str, rows: list[int], refs: list[bytes]) -> None:
+    """A row number or cell reference given twice is refused (fast path of _SheetScan)."""
+    if len(set(rows)) != len(rows):
+        seen: set[int] = set()
+        raise _twice(sheet, next(r for r in rows if r in seen or seen.add(r)))  # type: ignore[func-returns-value]
+    if len(set(refs)) != len(refs):
+        seen_refs: set[bytes] = set()
+        ref = next(r for r in refs if r in seen_refs or seen_refs.add(r))  # type: ignore[func-returns-value]
+        m = _CELL_REF.match(ref.decode())
+        assert m is not None
+        raise _twice(sheet, int(m.group(2)), m.group(1))
+
+
+def _hidden_parts(data: bytes, scan: _SheetScan) -> None:
+    """Hidden rows and columns of a sheet read by the fast path."""
+    for tag in _HIDDEN_ROW.findall(data):
+        attrs = {k.decode(): v.decode() for k, v in _ATTR.findall(tag)}
+        if attrs.get("r", "").isdigit() and _row_hidden(attrs):
+            scan.hidden_rows.add(int(attrs["r"]))
+    for tag in _COL_TAG.findall(data):
+        _add_hidden_cols(scan.hidden_cols, {k.decode(): v.decode() for k, v in _ATTR.findall(tag)})
 _PLAIN_ROW_REF = re.compile(rb'<row r="(\d+)"')
 
 
@@ -623,10 +703,33 @@ def tables_from_sheets(path: Path, sheets: list[SheetInfo], wanted: set[str]) ->
                     f"merged cells {span} inside the table; unmerge them and type the value "
                     "in every cell"))
         issues += problems
+        table.notes.extend(_hidden_notes(sheet, table))
         tables[key] = table
     if issues:
         raise InputError(issues)
     return tables
+
+
+def _hidden_notes(sheet: SheetInfo, table: Table) -> list[Notice]:
+    """What the engine reads but Excel does not show: the sheet, rows, columns of the table."""
+    out = []
+    if sheet.state in ("hidden", "veryHidden"):
+        how = "very hidden (shown only through Excel's VBA editor)" if sheet.state == "veryHidden" \
+            else "hidden"
+        out.append(Notice(CellRef(sheet.name), f"the sheet is {how} in Excel; the engine read it"))
+    scan = sheet.scan
+    if scan is None:
+        return out
+    read_rows = [table.header_row, *table.row_numbers]
+    for r in sorted(scan.hidden_rows & set(read_rows)):
+        out.append(Notice(CellRef(sheet.name, r), "the row is hidden in Excel; the engine read "
+                          "its values"))
+    for name, letter in table.headers.items():
+        j = column_index(letter)
+        if any(lo <= j <= hi for lo, hi in scan.hidden_cols):
+            out.append(Notice(CellRef(sheet.name, None, letter, name), "the column is hidden in "
+                              "Excel; the engine read its values"))
+    return out
 
 
 def _calamine(path: Path):  # -> CalamineWorkbook

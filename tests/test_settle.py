@@ -286,12 +286,12 @@ def test_settling_a_settlement_record_is_refused(decided: Path, tmp_path: Path):
     assert result.exit_code == 1 and "is a settlement record" in result.output
 
 
-def test_formula_like_ids_stay_text_in_the_csv(tmp_path: Path):
-    from allocator.settle import _csv_text
+def test_formula_like_text_stays_text_in_the_csv():
+    from allocator.safetext import csv_text, csv_value
 
-    assert _csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)"
-    assert _csv_text("-1") == "'-1"
-    assert _csv_text("P1") == "P1"
+    assert csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_value("'=HYPERLINK(1)") == "=HYPERLINK(1)"
+    assert csv_text("-1") == "'-1"
+    assert csv_text("P1") == "P1" and csv_value("'quoted") == "'quoted"
 
 
 def test_tranche_basis_floor_and_prior_weight_are_validated(tmp_path: Path):

@@ -605,9 +605,188 @@ def cases() -> list[Case]:
         Case("formula_with_saved_value", _cached_formula, None, "", accepted=True,
              check=_round_check(lambda r: r.budget("JIF", "2026") == 100000, "cached value used")),
     ]
+    out += _path_and_formula_cases()
     names = [c.name for c in out]
     assert len(names) == len(set(names)), "case names must be unique"
     return out
+
+
+# --- ids used as names, formula-like ids, doubled XML, hidden parts (issue 16) ------------------
+def round_id(value: Any) -> Build:
+    def mutate(s: dict[str, Any]) -> None:
+        s["Round"]["round_id"] = value
+    return base(mutate)
+
+
+def round_key(key: str, value: Any) -> Build:
+    def mutate(s: dict[str, Any]) -> None:
+        s["Round"][key] = value
+    return base(mutate)
+
+
+def _row_xml(xml: str, row: int) -> str:
+    m = re.search(rf'<row r="{row}"[^>]*>.*?</row>', xml, re.S)
+    assert m, f"row {row} not found"
+    return m.group(0)
+
+
+def _double_row(row: int) -> Callable[[str], str]:
+    """The sheet's XML holds row `row` a second time (a changed copy, last in sheetData)."""
+    def fn(xml: str) -> str:
+        copy_ = _row_xml(xml, row).replace("<v>", "<v>9", 1)
+        return append_row(xml, copy_)
+    return fn
+
+
+def _double_cell(row: int, column: str) -> Callable[[str], str]:
+    """Row `row` holds the cell `column``row` twice."""
+    def fn(xml: str) -> str:
+        m = re.search(rf'<c r="{column}{row}"[^>]*?(?:/>|>.*?</c>)', xml, re.S)
+        assert m, f"{column}{row} not found"
+        return xml.replace(m.group(0), m.group(0) * 2, 1)
+    return fn
+
+
+def _double_cell_written(row: int, column: str, other: str) -> Callable[[str], str]:
+    """Row `row` holds the cell `column``row` again, its reference written `other` (A03, $A$3)."""
+    def fn(xml: str) -> str:
+        m = re.search(rf'<c r="{column}{row}"[^>]*?(?:/>|>.*?</c>)', xml, re.S)
+        assert m, f"{column}{row} not found"
+        twin = m.group(0).replace(f'r="{column}{row}"', f'r="{other}"', 1)
+        return xml.replace(m.group(0), m.group(0) + twin, 1)
+    return fn
+
+
+def _with_formula(fn: Callable[[str], str]) -> Callable[[str], str]:
+    """The edit, in a sheet that also holds a formula cell with its saved value (the slow scan)."""
+    def out(xml: str) -> str:
+        xml = re.sub(r'(<c r="C2"[^>]*>)(<v>)', r"\1<f>50000*2</f>\2", xml, count=1)
+        assert "<f>" in xml
+        return fn(xml)
+    return out
+
+
+def _hide_row(wb: openpyxl.Workbook) -> None:
+    wb["Programs"].row_dimensions[3].hidden = True
+
+
+def _hide_column(wb: openpyxl.Workbook) -> None:
+    wb["Programs"].column_dimensions["F"].hidden = True  # cost_per_trainee
+
+
+def _zero_height_row(xml: str) -> str:
+    """Row 4 given no height (hidden without the hidden flag; openpyxl cannot write it)."""
+    return xml.replace('<row r="4"', '<row r="4" ht="0" customHeight="1"', 1)
+
+
+def _zero_width_column(xml: str) -> str:
+    """Column C (amount) given no width."""
+    return re.sub(r'<col width="[\d.]+" customWidth="1" min="3" max="3" />',
+                  '<col width="0" customWidth="1" min="3" max="3" />', xml, count=1)
+
+
+def _hide_sheet(state: str, sheet: str) -> Callable[[openpyxl.Workbook], None]:
+    def fn(wb: openpyxl.Workbook) -> None:
+        wb[sheet].sheet_state = state
+    return fn
+
+
+FORMULA_MESSAGE = "could run it as a formula"
+
+
+def _path_and_formula_cases() -> list[Case]:
+    rid = ("Round", 2, "value")
+    return [
+        # round_id names the records folder: it must stay one name inside it
+        Case("round_id_dotdot", round_id(".."), rid, "would name the folder itself or its parent"),
+        Case("round_id_dot", round_id("."), rid, "would name the folder itself or its parent"),
+        Case("round_id_300_chars", round_id("r" * 300), rid, "300 characters long; the limit is 100"),
+        Case("round_id_101_chars", round_id("r" * 101), rid, "the limit is 100"),
+        Case("round_id_slash", round_id("a/b"), rid, "may hold only letters"),
+        Case("round_id_backslash", round_id("a\\b"), rid, "may hold only letters"),
+        Case("round_id_absolute", round_id("/etc/passwd"), rid, "may hold only letters"),
+        Case("round_id_dotdot_path", round_id("../../x"), rid, "may hold only letters"),
+        Case("round_id_con", round_id("CON"), rid, "reserved device name"),
+        Case("round_id_nul_with_extension", round_id("nul.txt"), rid, "reserved device name"),
+        Case("round_id_lpt9_lower", round_id("lpt9"), rid, "reserved device name"),
+        Case("round_id_com1_extension", round_id("Com1.backup"), rid, "reserved device name"),
+        Case("round_id_aux", round_id("aux"), rid, "reserved device name"),
+        Case("round_id_trailing_dot", round_id("T1."), rid, "begins or ends with a dot"),
+        Case("round_id_leading_dot", round_id(".T1"), rid, "begins or ends with a dot"),
+        Case("round_id_formula_minus", round_id("-T1"), rid, FORMULA_MESSAGE),
+        Case("round_id_formula_equals", round_id("=T1"), rid, FORMULA_MESSAGE),
+        # ids starting like a formula (OWASP CSV injection), refused with the cell named
+        Case("program_id_equals", setcell("Programs", 0, "program_id", "=1+2"), ("Programs", 2, "program_id"),
+             "an id cannot begin with '='"),
+        Case("program_id_hyperlink", setcell("Programs", 1, "program_id", '=HYPERLINK("http://x")'),
+             ("Programs", 3, "program_id"), FORMULA_MESSAGE),
+        Case("program_id_plus", setcell("Programs", 2, "program_id", "+P3"), ("Programs", 4, "program_id"),
+             "an id cannot begin with '+'"),
+        Case("program_id_at", setcell("Programs", 0, "program_id", "@SUM(1)"), ("Programs", 2, "program_id"),
+             "an id cannot begin with '@'"),
+        Case("region_id_minus", setcell("Regions", 0, "region_id", "-A1"), ("Regions", 2, "region_id"),
+             "an id cannot begin with '-'"),
+        Case("fund_id_plus", setcell("Funds", 1, "fund_id", "+PUB"), ("Funds", 3, "fund_id"),
+             FORMULA_MESSAGE),
+        Case("fund_owner_equals", setcell("Funds", 1, "owner", "=A"), ("Funds", 3, "owner"), FORMULA_MESSAGE),
+        Case("rule_id_at", setcell("Rules", 1, "rule_id", "@R"), ("Rules", 3, "rule_id"), FORMULA_MESSAGE),
+        Case("jurisdiction_equals", setcell("Regions", 1, "jurisdiction", "=B"),
+             ("Regions", 3, "jurisdiction"), FORMULA_MESSAGE),
+        Case("budget_period_equals", setcell("Budgets", 2, "period", "=2026"), ("Budgets", 4, "period"),
+             FORMULA_MESSAGE),
+        Case("budget_period_negative_number", setcell("Budgets", 2, "period", -2026),
+             ("Budgets", 4, "period"), "an id cannot begin with '-'"),
+        Case("periods_list_item_equals", round_key("periods", "2026, =2027"), ("Round", 3, "value"),
+             FORMULA_MESSAGE),
+        Case("regions_list_item_equals", setcell("Programs", 1, "regions", "A1, =B1"),
+             ("Programs", 3, "regions"), "an id cannot begin with '='"),
+        Case("targets_tag_at", setcell("Programs", 0, "targets", "@rural"), ("Programs", 2, "targets"),
+             FORMULA_MESSAGE),
+        Case("pilot_of_minus", setcell("Programs", 2, "pilot_of", "-P1"), ("Programs", 4, "pilot_of"),
+             FORMULA_MESSAGE),
+        Case("contribution_jurisdiction_plus", setcell("Contributions", 0, "jurisdiction", "+A"),
+             ("Contributions", 2, "jurisdiction"), FORMULA_MESSAGE),
+        Case("tranche_name_equals", base(lambda s: s.update(Tranches=[
+            {"fund_id": "JIF", "tranche": "=T1", "share": 1, "due": 0}])), ("Tranches", 2, "tranche"),
+             FORMULA_MESSAGE),
+        # a row or cell the XML holds twice: Excel shows one, a reader may take the other
+        Case("xml_row_twice", patched(in_sheet("Programs", _double_row(3))), ("Programs", 3, None),
+             "row 3 appears twice in the sheet's XML"),
+        Case("xml_cell_twice", patched(in_sheet("Programs", _double_cell(3, "A"))), ("Programs", 3, "A"),
+             "the cell A3 appears twice"),
+        Case("xml_cell_twice_padded_ref", patched(in_sheet("Programs", _double_cell_written(3, "A", "A03"))),
+             ("Programs", 3, "A"), "the cell A3 appears twice"),
+        Case("xml_cell_twice_absolute_ref",
+             patched(in_sheet("Programs", _double_cell_written(3, "B", "$B$3"))),
+             ("Programs", 3, "B"), "the cell B3 appears twice"),
+        Case("xml_row_twice_padded", patched(in_sheet("Programs", lambda x: append_row(
+            x, _row_xml(x, 4).replace('<row r="4"', '<row r="04"', 1)))), ("Programs", 4, None),
+             "row 4 appears twice"),
+        Case("xml_round_row_twice", patched(in_sheet("Round", _double_row(2))), ("Round", 2, None),
+             "appears twice in the sheet's XML"),
+        Case("xml_row_twice_slow_scan", patched(in_sheet("Budgets", _with_formula(_double_row(3)))),
+             ("Budgets", 3, None), "row 3 appears twice"),
+        Case("xml_cell_twice_slow_scan", patched(in_sheet("Budgets", _with_formula(_double_cell(4, "C")))),
+             ("Budgets", 4, "C"), "the cell C4 appears twice"),
+        # what Excel hides but the engine reads is said
+        Case("hidden_row_read", edited(base(), _hide_row), ("Programs", 3, None), "the row is hidden",
+             accepted=True),
+        Case("hidden_column_read", edited(base(), _hide_column), ("Programs", None, "F"),
+             "the column is hidden", accepted=True),
+        Case("zero_height_row_read", patched(in_sheet("Budgets", _zero_height_row)), ("Budgets", 4, None),
+             "the row is hidden", accepted=True),
+        Case("zero_width_column_read", patched(in_sheet("Budgets", _zero_width_column)),
+             ("Budgets", None, "C"),
+             "the column is hidden", accepted=True),
+        Case("hidden_sheet_read", edited(base(), _hide_sheet("hidden", "Objective")),
+             ("Objective", None, None), "the sheet is hidden", accepted=True),
+        Case("very_hidden_sheet_read", edited(base(), _hide_sheet("veryHidden", "Rules")),
+             ("Rules", None, None), "very hidden", accepted=True),
+        # free text may begin like a formula: it is written as text (tests/hostile/test_names.py)
+        Case("program_name_formula", setcell("Programs", 0, "name", '=HYPERLINK("http://x","click")'),
+             None, "", accepted=True,
+             check=_round_check(lambda r: r.programs[0].name.startswith("=HYPERLINK"), "name kept as text")),
+    ]
 
 
 def header_letter(path: Path, sheet: str, header: str) -> str:

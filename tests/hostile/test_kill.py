@@ -175,3 +175,120 @@ def test_writer_raising_keeps_previous_report(previous: tuple[Path, Path, bytes]
     assert [p.name for p in report.parent.iterdir()] == ["T1.xlsx"]  # the temporary file is gone
     assert sorted(p.name for p in (records / "T1").iterdir()) == sorted(old_records)
     gc.collect()  # openpyxl's unfinished row writers warn when collected: collect them here
+
+
+# --- cleaning up after a kill -------------------------------------------------------------------
+def _leftovers(folder: Path) -> list[Path]:
+    from allocator.atomic import is_leftover
+
+    return [p for p in folder.rglob("*") if is_leftover(p)]
+
+
+def _age(paths: list[Path], seconds: float = 3600) -> None:
+    import os
+
+    past = time.time() - seconds
+    for p in paths:
+        os.utime(p, (past, past), follow_symlinks=False)
+
+
+def test_a_later_run_removes_what_a_killed_run_left(previous: tuple[Path, Path, bytes],
+                                                    tmp_path: Path) -> None:
+    """Killed half-way through saving the report: its staging folder (record) and file (report)
+    stay behind; the next run removes both, once they are older than the minimum age."""
+    workbook, report, records = _workspace(previous, tmp_path)
+    assert _kill_run(workbook, report, records, "save_half", 0) == -signal.SIGKILL
+    left = _leftovers(tmp_path)
+    assert {p.parent for p in left} == {report.parent, records / "T1"}, left
+    # young leftovers are kept (a second guard beside the lock)
+    result = CliRunner().invoke(app, ["run", str(workbook), "--report", str(report), "--records",
+                                      str(records), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert set(left) <= set(_leftovers(tmp_path))
+    _age(left)
+    result = CliRunner().invoke(app, ["run", str(workbook), "--report", str(report), "--records",
+                                      str(records), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _leftovers(tmp_path) == []
+    chain = CliRunner().invoke(app, ["verify", "--chain", str(records / "T1")])
+    assert chain.exit_code == 0, chain.output
+
+
+HOLDER = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_leftover_a_live_run_holds_is_kept(tmp_path: Path) -> None:
+    from allocator.atomic import clean_leftovers
+
+    staging = tmp_path / ".20261204T000000Z-x.abc123.tmp"
+    staging.mkdir()
+    (staging / "round.json").write_text("{}")
+    mine = tmp_path / ".report.xlsx.zzz.tmp"
+    mine.write_text("half")
+    not_ours = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "T1.xlsx"]
+    for p in not_ours:
+        p.write_text("keep")
+    _age([staging, mine, *not_ours])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(staging)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        removed = clean_leftovers(tmp_path)
+        assert removed == [mine]  # the held staging folder stays
+        assert staging.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert clean_leftovers(tmp_path) == [staging]  # the kernel released the dead run's lock
+    assert all(p.exists() for p in not_ours)
+
+
+def test_a_running_write_holds_its_lock(tmp_path: Path) -> None:
+    """atomic_dir and atomic_path lock their staging names while the caller writes."""
+    import fcntl
+    import os
+
+    from allocator.atomic import atomic_dir, atomic_path
+
+    with atomic_dir(tmp_path / "rec") as staging:
+        fd = os.open(staging, os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    with atomic_path(tmp_path / "f.txt") as staged:
+        staged.write_text("x")
+        fd = os.open(staged, os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    assert (tmp_path / "f.txt").read_text() == "x" and (tmp_path / "rec").is_dir()
+
+
+def test_records_of_a_round_are_chained_one_at_a_time(previous: tuple[Path, Path, bytes],
+                                                      tmp_path: Path) -> None:
+    """While another run holds the round's chain lock, a run waits, then chains after it."""
+    import threading
+
+    workbook, report, records = _workspace(previous, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(records / "T1")], stdout=subprocess.PIPE,
+                              text=True)
+    done: list[int] = []
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        runner = threading.Thread(target=lambda: done.append(CliRunner().invoke(
+            app, ["run", str(workbook), "--report", str(report), "--records", str(records), "-q"]).exit_code))
+        runner.start()
+        runner.join(timeout=8)
+        assert runner.is_alive() and not done  # waiting for the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    runner.join(timeout=120)
+    assert done == [0]
+    chain = CliRunner().invoke(app, ["verify", "--chain", str(records / "T1")])
+    assert chain.exit_code == 0, chain.output
