@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, get_args
@@ -84,6 +85,12 @@ class RoundSettings(Frozen):
     outcome_tolerance: float = 0.0
     time_limit_s: float = 60.0
     mip_gap: float = 1e-4
+    # Version 1.1, "Uncertainty": how many programs (Γ, a fraction allowed) may fall short of
+    # their estimates, and by how many standard errors (z), in the robust objective.
+    robust_gamma: float = Field(default=0.0, ge=0)
+    robust_level: float = Field(default=1.0, gt=0)
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"robust_gamma", "robust_level"})
 
 
 class RegionRow(Frozen):
@@ -133,6 +140,10 @@ class ProgramRow(Frozen):
     pilot_of: str | None = None
     outcomes: dict[str, float] = {}
     attributes: dict[str, str] = {}
+    # Version 1.1: standard error of each expected outcome per trainee (`<metric>_se` columns).
+    outcome_se: dict[str, float] = {}
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"outcome_se"})
 
 
 class PerformanceRow(Frozen):
@@ -249,6 +260,11 @@ class Round(Frozen):
     def value_per_trainee(self, program: ProgramRow) -> float:
         """v_p: the weighted sum of the program's outcome metrics."""
         return sum(o.weight * program.outcomes.get(o.metric, 0.0) for o in self.objective)
+
+    def spread_per_trainee(self, program: ProgramRow) -> float:
+        """s_p = sqrt(sum_m (weight_m * se_p,m)^2): the spread of v_p, estimates independent."""
+        return math.sqrt(sum((o.weight * program.outcome_se.get(o.metric, 0.0)) ** 2
+                             for o in self.objective))
 
     def active_periods(self, program: ProgramRow) -> tuple[str, ...]:
         """The round periods from the program's start to its end period, inclusive."""
