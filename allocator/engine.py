@@ -59,6 +59,7 @@ class Solution:
     columns: Columns | None = None
     warnings: list[str] = field(default_factory=list)
     fairness: dict | None = None  # the price of fairness, when the round has an equity objective
+    robustness: dict | None = None  # guaranteed/expected value, price of robustness (Gamma > 0)
 
     @property
     def objective(self) -> float:
@@ -174,9 +175,15 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     phase("rounding to whole units")
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
-    rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
+    protection_rows = np.array([i for i, r in enumerate(refs)
+                                if r.component == "protection_program_min"], dtype=np.int64)
+    rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit),
+                               np.concatenate([soft_rows, protection_rows]),
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
-                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
+                               free_cols=np.concatenate([cols.s, cols.t, cols.robust]),
+                               switch_cols=cols.y)
+    if len(cols.robust):
+        follow_protection(rnd, index, form, cols, rounded, protection_rows)
     timings["rounding"] = time.perf_counter() - tick
     status = overall_status(stages)
     allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
@@ -185,8 +192,72 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     rules = add_shortfalls(rule_table(rnd, form, rounded, refs, prices, cols))  # soft rules' misses
     fairness = price_of_fairness(rnd, index, equity, prices.x[cols.x], solution_x[cols.x],
                                  rounded.units * float(settings.rounding_unit)) if equity else None
+    robustness = None
+    if len(cols.robust):
+        phase("solving: nominal outcome (for the price of robustness)")
+        nominal = solve_program(nominal_program(relaxed(program) if relax else program, cols),
+                                "outcome_nominal", time_limit=settings.time_limit_s,
+                                mip_gap=settings.mip_gap, method=method, threads=threads)
+        stages.append(nominal)
+        robustness = price_of_robustness(rnd, index, nominal, program, cols, solution_x,
+                                         rounded.units * float(settings.rounding_unit))
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
-                    refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+                    refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness,
+                    robustness)
+
+
+def nominal_program(program: MatrixProgram, cols: Columns) -> MatrixProgram:
+    """The robust program with the protection priced at 0: the nominal outcome stage (its
+    protection rows always hold, lambda and mu being free to grow)."""
+    c = program.c.copy()
+    c[cols.robust] = 0.0
+    return dataclasses.replace(program, c=c)
+
+
+def follow_protection(rnd: Round, index: AllocationIndex, form: Formulation, cols: Columns,
+                      rounded: Rounded, protection_rows: np.ndarray) -> None:
+    """Set lambda and mu to their optimum for the rounded amounts (in place): the protection
+    rows are no rules, so rounding never bends money to them, they follow it."""
+    from allocator.robust import dual_values, spreads, trainees_per_program
+
+    full = rounded.columns
+    unit = float(rnd.settings.rounding_unit)
+    trainees = trainees_per_program(rnd, index, rounded.units * unit)
+    order = {p.program_id: i for i, p in enumerate(rnd.programs)}
+    rows = [order[p] for p in form.robust_programs]
+    deviation = rnd.settings.robust_level * spreads(rnd)[rows] * trainees[rows]
+    lam, mu = dual_values(deviation, rnd.settings.robust_gamma)
+    if full is not None:
+        full[cols.robust[0]] = lam
+        full[cols.robust[1:]] = mu
+    for row in protection_rows.tolist():
+        rounded.row_misses.pop(row, None)
+
+
+def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult,
+                        program: MatrixProgram, cols: Columns, robust_x: np.ndarray,
+                        rounded_x: np.ndarray) -> dict:
+    """Guaranteed and expected outcome value of the robust allocation, and what guarding
+    against the uncertainty costs in expected value (nominal optimum - its nominal value)."""
+    from allocator.robust import robust_value, trainees_per_program
+
+    raise_for_status(nominal)
+    c_nominal = nominal_program(program, cols).c
+    nominal_of_robust = float(c_nominal @ robust_x)
+    rounded = robust_value(rnd, trainees_per_program(rnd, index, rounded_x))
+    best = robust_value(rnd, trainees_per_program(rnd, index, nominal.x[cols.x]))
+    return {
+        "gamma": rnd.settings.robust_gamma,
+        "level": rnd.settings.robust_level,
+        "programs_with_spread": len(cols.robust) - 1,
+        "nominal_optimum": float(nominal.objective),
+        "nominal_of_robust": nominal_of_robust,
+        "price_of_robustness": float(nominal.objective) - nominal_of_robust,
+        "guaranteed": rounded.guaranteed,
+        "expected": rounded.expected,
+        "guaranteed_of_nominal": best.guaranteed,
+        "nominal_x": nominal.x[cols.x],
+    }
 
 
 def interior_warning(prices: StageResult) -> str:
@@ -325,6 +396,10 @@ def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
     before, after = groups.measures(best_x), groups.measures(rounded_x)
     trainees_best, trainees_fair = float((best_x / cost).sum()), float((fair_x / cost).sum())
     outcome_fair = float((fair_x / cost * value).sum())
+    if rnd.settings.robust_gamma > 0:  # the stages held the robust objective: compare like with like
+        from allocator.robust import robust_value, trainees_per_program
+
+        outcome_fair = robust_value(rnd, trainees_per_program(rnd, index, fair_x)).guaranteed
     return {
         "objective": groups.objective.value,
         "unit": groups.unit,
