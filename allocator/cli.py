@@ -132,6 +132,11 @@ def summary_text(result) -> str:
                         f"{fair['outcome_given_up']:,.4f} outcome value, "
                         f"{fair['trainees_given_up']:,.2f} trainee placements; lowest group "
                         f"{fair['min_before']:,.4g} -> {fair['min_after']:,.4g} {fair['unit']}")
+    if sol.robustness:
+        rob = sol.robustness
+        lines.insert(2, f"robust (Gamma {rob['gamma']:g}, z {rob['level']:g}): guaranteed "
+                        f"{rob['guaranteed']:,.4f}, expected {rob['expected']:,.4f}; price of "
+                        f"robustness {rob['price_of_robustness']:,.4f} outcome value")
     by_fund = alloc.groupby("fund_id")["amount"].sum() if len(alloc) else {}
     for f in rnd.funds:
         lines.append(f"  {f.fund_id:<16} {_money(by_fund.get(f.fund_id, 0.0), cur):>22}")

@@ -326,6 +326,29 @@ def _fairness_rows(solution: Solution) -> list[list[Any]]:
     ]
 
 
+def _robustness_rows(solution: Solution) -> list[list[Any]]:
+    """Guaranteed and expected outcome value and the price of robustness, when Gamma > 0."""
+    rob = getattr(solution, "robustness", None)
+    if not rob:
+        return []
+    return [
+        ["robust: programs that may fall short (robust_gamma)", _clean_float(rob["gamma"]), "value"],
+        ["robust: standard errors of shortfall (robust_level)", _clean_float(rob["level"]), "value"],
+        ["robust: guaranteed outcome value, rounded allocation", _clean_float(rob["guaranteed"]),
+         "value"],
+        ["robust: expected outcome value, rounded allocation", _clean_float(rob["expected"]),
+         "value"],
+        ["robust: nominal optimum (estimates taken as exact)", _clean_float(rob["nominal_optimum"]),
+         "value"],
+        ["robust: nominal value of the robust allocation", _clean_float(rob["nominal_of_robust"]),
+         "value"],
+        ["price of robustness: expected outcome value given up",
+         _clean_float(rob["price_of_robustness"]), "value"],
+        ["robust: guaranteed outcome value of the nominal allocation",
+         _clean_float(rob["guaranteed_of_nominal"]), "value"],
+    ]
+
+
 def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str,
              output_digest: str, round_digest: str) -> Table:
     rnd: Round = solution.round
@@ -358,6 +381,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["programs in round", len(rnd.programs), "count"],
         ["allocation rows", len(ledger), "count"],
         *_fairness_rows(solution),
+        *_robustness_rows(solution),
         *[["warning", w, None] for w in getattr(solution, "warnings", [])],
         ["constraints missed after rounding", len(solution.rounded.row_misses), "count"],
         *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],

@@ -208,3 +208,22 @@ def test_derived_se_narrows_with_measured_trainees():
     assert derived_se(0.6, 70, 30, rate=True) == pytest.approx(math.sqrt(0.24) / 10)
     assert derived_se(0.6, 10, 30, rate=True) > derived_se(0.6, 70, 30, rate=True)
     assert derived_se(2000.0, 0, 25, rate=False) == pytest.approx(2000 / 5)
+
+
+def test_report_and_cli_state_guaranteed_expected_and_price(make_round, tmp_path: Path):
+    from allocator.api import run
+    from allocator.cli import summary_text
+    from allocator.report import report_tables
+
+    path = write_round_workbook(tmp_path / "rob.xlsx", sheets(gamma=2.0))
+    result = run(path, report=tmp_path / "rob_report.xlsx", records=tmp_path / "models")
+    summary = report_tables(result.solution)["Summary"].set_index("item")["value"]
+    best, _ = reference_robust(PROGRAMS, 2.0, 1.0, BUDGET)
+    nominal_best, _ = reference_robust(PROGRAMS, 0.0, 1.0, BUDGET)
+    assert float(summary["robust: guaranteed outcome value, rounded allocation"]) == \
+        pytest.approx(best, abs=1e-2)
+    assert float(summary["robust: nominal optimum (estimates taken as exact)"]) == \
+        pytest.approx(nominal_best, rel=1e-9)
+    assert float(summary["price of robustness: expected outcome value given up"]) > 1.0
+    text = summary_text(result)
+    assert "robust (Gamma 2, z 1): guaranteed" in text and "price of robustness" in text
