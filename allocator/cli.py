@@ -331,6 +331,51 @@ def sweep(
     typer.echo(f"{len(result.points)} solves in {result.seconds:.1f} s on {result.where}")
     typer.echo(f"sweep: {path}")
 
+@app.command()
+@_guard
+def frontier(
+    workbook: Annotated[Path, typer.Argument(help="The round workbook (.xlsx).")],
+    between: Annotated[tuple[str, str], typer.Option(
+        help="Two metrics A B: outcome columns of Programs, 'outcome' (the round's objective) or "
+             "'equity'. B is maximised at each level of A.")],
+    points: Annotated[int, typer.Option(help="Points on the frontier (levels of A).")] = 11,
+    report: Annotated[Path | None, typer.Option(
+        help="Frontier workbook [default: reports/<round_id>.frontier.<A>-<B>.xlsx]")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quiet: QuietParallel = False,
+) -> None:
+    """Trade-off between two goals: the best B for each level of A (epsilon-constraint)."""
+    from allocator.frontier import (
+        FrontierSpecError,
+        default_frontier_path,
+        frontier_tables,
+        trace_frontier,
+        write_frontier,
+    )
+    from allocator.validate import load_round
+
+    if workers is not None and workers < 1:
+        _err("--workers must be at least 1")
+        raise typer.Exit(2)
+    rnd = load_round(workbook).round
+    a, b = between
+    try:
+        result = trace_frontier(rnd, a, b, points=points, workers=workers, scheduler=scheduler,
+                                progress=not quiet)
+    except FrontierSpecError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    path = write_frontier(result, report if report is not None else default_frontier_path(rnd, a, b))
+    if quiet:
+        return
+    for row in frontier_tables(result)["Frontier"].itertuples(index=False):
+        typer.echo(f"  point {row[0]:>3}: {a} {row[1]:,.4f}  {b} {row[2]:,.4f}  "
+                   f"objective {row[3]:,.4f}")
+    typer.echo(f"{len(result.points)} points in {result.seconds:.1f} s on {result.where}")
+    typer.echo(f"frontier: {path}")
+
+
 def _number(value: object) -> bool:
     """A real number (not None, not NaN) in a summary table."""
     import math
