@@ -96,6 +96,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     base = load_round(workbook).round
     runs = [VariantRun(BASE_NAME, "", base)]
     runs += [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in load_variants(workbook, base)]
+    runs[1:1] = nominal_twin(base, {r.name for r in runs})  # robust rounds: nominal beside it
     outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")
@@ -115,6 +116,22 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     where = f"dask {scheduler}" if scheduler else \
         f"{min(workers or default_workers(), len(runs))} local process(es)"
     return CompareResult(runs, target, tables, where)
+
+
+NOMINAL_NAME = "nominal"
+
+
+def nominal_twin(base: Round, taken: set[str]) -> list[VariantRun]:
+    """With robust_gamma > 0, the same round with Gamma 0 (estimates taken as exact), so the
+    comparison shows the nominal allocation beside the robust one; otherwise nothing."""
+    if base.settings.robust_gamma <= 0:
+        return []
+    name = NOMINAL_NAME
+    while name in taken:
+        name += "_"
+    nominal = base.model_copy(update={"settings": base.settings.model_copy(
+        update={"robust_gamma": 0.0})})
+    return [VariantRun(name, "robust_gamma=0", nominal)]
 
 
 def default_compare_path(rnd: Round) -> Path:
@@ -241,6 +258,7 @@ def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
             "record": str(r.record) if r.record is not None else "",
             "message": r.message,
         })
+    _add_uncertainty(summary, runs)
     tables = {"Summary": pd.DataFrame(summary)}
 
     labels = {
@@ -284,6 +302,20 @@ def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
         programs = programs.iloc[order].reset_index(drop=True)
     tables["Programs"] = programs
     return tables
+
+
+def _add_uncertainty(summary: list[dict], runs: list[VariantRun]) -> None:
+    """Where the round has standard errors: each allocation's sampled mean and 5th percentile
+    of the outcome value and, with the base's robust_gamma > 0, the value it guarantees."""
+    from allocator.robust import has_spread, uncertainty_columns
+
+    if not any(has_spread(r.round) for r in runs):
+        return
+    s = runs[0].round.settings
+    for row, r in zip(summary, runs, strict=True):
+        if r.solution is not None:
+            row.update(uncertainty_columns(r.round, r.solution.allocation, s.robust_gamma,
+                                           s.robust_level))
 
 
 def _keys_of(sheet: str, base: Round) -> list[str]:

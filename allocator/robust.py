@@ -101,12 +101,14 @@ class RobustValue:
         return self.expected - self.protection
 
 
-def robust_value(rnd: Round, trainees: np.ndarray) -> RobustValue:
-    """The expected and guaranteed outcome value of trainees T_p per program."""
-    s = rnd.settings
-    deviations = s.robust_level * spreads(rnd) * trainees
-    return RobustValue(float(values(rnd) @ trainees), protection(deviations, s.robust_gamma),
-                       s.robust_gamma, s.robust_level)
+def robust_value(rnd: Round, trainees: np.ndarray, gamma: float | None = None,
+                 level: float | None = None) -> RobustValue:
+    """The expected and guaranteed outcome value of trainees T_p per program (Gamma and z: the
+    round's unless given)."""
+    gamma = rnd.settings.robust_gamma if gamma is None else gamma
+    level = rnd.settings.robust_level if level is None else level
+    deviations = level * spreads(rnd) * trainees
+    return RobustValue(float(values(rnd) @ trainees), protection(deviations, gamma), gamma, level)
 
 
 # --- outcomes sampled ------------------------------------------------------------------------
@@ -138,6 +140,23 @@ def sampled_outcome(rnd: Round, trainees: np.ndarray, *, samples: int = SAMPLES,
         total += o.weight * (draw @ trainees)
     return SampledOutcome(float(total.mean()), float(np.quantile(total, LOW_QUANTILE)), samples,
                           seed)
+
+
+def uncertainty_columns(rnd: Round, allocation: pd.DataFrame, gamma: float,
+                        level: float) -> dict[str, float | None]:
+    """An allocation's outcome value under uncertainty, for a comparison: the sampled mean and
+    5th percentile, and the value guaranteed against Gamma programs falling short (None when
+    Gamma is 0)."""
+    t = trainees_from_allocation(rnd, allocation)
+    sampled = sampled_outcome(rnd, t)
+    return {"sampled_mean_outcome": sampled.mean, "sampled_p5_outcome": sampled.low,
+            "guaranteed_outcome_value": robust_value(rnd, t, gamma, level).guaranteed
+            if gamma > 0 else None}
+
+
+def has_spread(rnd: Round) -> bool:
+    """Whether any program's value per trainee has a standard error."""
+    return bool((spreads(rnd) > 0).any())
 
 
 # --- a standard error where the round has none ------------------------------------------------
