@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 REPORT_FORMAT_VERSION = 1
 SHEETS = ("Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
-          "Prices", "Disbursements", "Audit", "Notes")
+          "Prices", "Weight ranges", "Disbursements", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
@@ -301,6 +301,7 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _funds(rnd, ledger),
         _rules(solution, groups),
         _prices(solution, groups),
+        _weight_ranges(solution),
         _disbursements(rnd, ledger),
         _audit(solution, run_id, input_digest, output_digest, round_digest, record_dir, versions,
                solver_options),
@@ -878,6 +879,19 @@ def _audit_value(v: object) -> tuple[Any, str | None]:
     if isinstance(v, str):
         return v, None
     return json.dumps(v, sort_keys=True, default=str), None
+
+
+def _weight_ranges(solution: Solution) -> Table:
+    """Per Objective weight, the range (others held) over which the allocation stays optimal
+    (allocator.weights; blank ends are unbounded). Its own sheet, to be merged into a
+    sensitivity sheet."""
+    from allocator.weights import weight_ranges
+
+    df = weight_ranges(solution)
+    rows = [[r.metric, r.weight, _clean_float(r.lowest), _clean_float(r.highest), r.of]
+            for r in df.itertuples(index=False)]
+    return Table("Weight ranges", ["metric", "weight", "lowest", "highest", "of"], rows,
+                 {"weight": "value", "lowest": "value", "highest": "value"})
 
 
 def _notes(notes: Sequence[object]) -> Table:

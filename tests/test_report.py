@@ -55,6 +55,7 @@ HEADERS = {
               "reference_amount", "penalty", "shortfall", "soft", "note"],
     "Prices": ["kind", "id", "group", "jurisdiction", "period", "op", "value", "binding",
                "shadow_price", "step", "per_step", "trainees_per_step", "sentence", "note"],
+    "Weight ranges": ["metric", "weight", "lowest", "highest", "of"],
     "Disbursements": ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
                       "due_period", "condition"],
     "Audit": ["item", "value"],
