@@ -97,3 +97,22 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
             tmp.unlink(missing_ok=True)
     timings["record"] = time.perf_counter() - tick - timings.get("report", 0.0)
     return RunResult(loaded, solution, report_path, record, timings)
+
+
+def frontier(rnd: Round | LoadedRound | str | Path, between: tuple[str, str], *,
+             points: int = 11, report: str | Path | None = None, workers: int | None = None,
+             scheduler: str | None = None):
+    """The trade-off between two metrics (allocator.frontier): the best B at each of `points`
+    levels of A; writes the frontier workbook when `report` is given. Returns FrontierResult
+    (`allocator.frontier.frontier_tables(result)` gives its sheets as DataFrames)."""
+    from allocator.frontier import trace_frontier, write_frontier
+
+    if isinstance(rnd, str | Path):
+        rnd = load_round(rnd)
+    if isinstance(rnd, LoadedRound):
+        rnd = rnd.round
+    a, b = between
+    result = trace_frontier(rnd, a, b, points=points, workers=workers, scheduler=scheduler)
+    if report is not None:
+        write_frontier(result, report)
+    return result

@@ -102,3 +102,13 @@ def test_unknown_metric_is_refused(make_round):
         trace_frontier(rnd, "nope", "wage_gain")
     with pytest.raises(FrontierSpecError, match="two different metrics"):
         trace_frontier(rnd, "wage_gain", "wage_gain")
+
+
+def test_api_frontier_writes_the_workbook(tmp_path: Path):
+    from allocator import api
+    from allocator.template import write_round_workbook
+
+    path = write_round_workbook(tmp_path / "r.xlsx", sheets(se=False))
+    result = api.frontier(path, ("employment_rate", "wage_gain"), points=3,
+                          report=tmp_path / "f.xlsx")
+    assert len(result.points) == 3 and (tmp_path / "f.xlsx").exists()
