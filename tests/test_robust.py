@@ -265,3 +265,21 @@ def test_equity_stage_holds_the_robust_objective(make_round):
     assert sol.fairness["outcome_best"] == pytest.approx(best, rel=1e-7)
     assert sol.robustness["guaranteed"] >= 0.95 * best - 0.05
     assert sol.fairness["outcome_given_up"] <= 0.05 * best + 1e-6
+
+
+def test_a_variant_can_set_robust_gamma(tmp_path: Path):
+    from allocator.variants import load_variants
+
+    data = sheets()
+    data["Variants"] = [{"variant": "cautious", "overrides": "robust_gamma = 2; robust_level = 1.5"},
+                        {"variant": "bad", "overrides": "robust_gamma = -1"}]
+    path = write_round_workbook(tmp_path / "v.xlsx", data)
+    base = load_round(path).round
+    with pytest.raises(InputError, match="robust_gamma must be at least 0"):
+        load_variants(path, base)
+    data["Variants"].pop()
+    path = write_round_workbook(tmp_path / "v2.xlsx", data)
+    [(_, cautious)] = load_variants(path, base)
+    sol = solve_round(cautious)
+    best, _ = reference_robust(PROGRAMS, 2.0, 1.5, BUDGET)
+    assert sol.optimal_objective == pytest.approx(best, rel=1e-7)
