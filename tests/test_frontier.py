@@ -112,3 +112,20 @@ def test_api_frontier_writes_the_workbook(tmp_path: Path):
     result = api.frontier(path, ("employment_rate", "wage_gain"), points=3,
                           report=tmp_path / "f.xlsx")
     assert len(result.points) == 3 and (tmp_path / "f.xlsx").exists()
+
+
+def test_cli_frontier(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from allocator.cli import app
+    from allocator.template import write_round_workbook
+
+    path = write_round_workbook(tmp_path / "r.xlsx", sheets(se=False))
+    out = tmp_path / "f.xlsx"
+    result = CliRunner().invoke(app, ["frontier", str(path), "--between", "employment_rate",
+                                      "wage_gain", "--points", "3", "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "point   2: employment_rate" in result.output and out.exists()
+    bad = CliRunner().invoke(app, ["frontier", str(path), "--between", "nope", "wage_gain",
+                                   "--report", str(out)])
+    assert bad.exit_code == 2 and "unknown metric 'nope'" in bad.output
