@@ -23,6 +23,7 @@ from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
     CROSSOVER_COLUMNS,
+    INF,
     TIEBREAK_OPTIONS,
     Columns,
     MatrixProgram,
@@ -177,13 +178,12 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
     protection_rows = np.array([i for i, r in enumerate(refs)
                                 if r.component == "protection_program_min"], dtype=np.int64)
-    rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit),
-                               np.concatenate([soft_rows, protection_rows]),
+    rounded = round_allocation(without_rows(fixed, protection_rows), cols.x, solution_x,
+                               float(settings.rounding_unit), soft_rows,
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
-                               free_cols=np.concatenate([cols.s, cols.t, cols.robust]),
-                               switch_cols=cols.y)
+                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y)
     if len(cols.robust):
-        follow_protection(rnd, index, form, cols, rounded, protection_rows)
+        follow_protection(rnd, index, form, cols, rounded)
     timings["rounding"] = time.perf_counter() - tick
     status = overall_status(stages)
     allocation = allocation_table(rnd, index, rounded.units, settings.rounding_unit)
@@ -214,10 +214,20 @@ def nominal_program(program: MatrixProgram, cols: Columns) -> MatrixProgram:
     return dataclasses.replace(program, c=c)
 
 
+def without_rows(program: MatrixProgram, rows: np.ndarray) -> MatrixProgram:
+    """The program with the given rows unbounded (the same program when there are none)."""
+    if not len(rows):
+        return program
+    lower, upper = program.row_lower.copy(), program.row_upper.copy()
+    lower[rows], upper[rows] = -INF, INF
+    return dataclasses.replace(program, row_lower=lower, row_upper=upper)
+
+
 def follow_protection(rnd: Round, index: AllocationIndex, form: Formulation, cols: Columns,
-                      rounded: Rounded, protection_rows: np.ndarray) -> None:
+                      rounded: Rounded) -> None:
     """Set lambda and mu to their optimum for the rounded amounts (in place): the protection
-    rows are no rules, so rounding never bends money to them, they follow it."""
+    rows are no rules, so rounding never bends money to them (it rounds without them), they
+    follow it."""
     from allocator.robust import dual_values, spreads, trainees_per_program
 
     full = rounded.columns
@@ -230,8 +240,6 @@ def follow_protection(rnd: Round, index: AllocationIndex, form: Formulation, col
     if full is not None:
         full[cols.robust[0]] = lam
         full[cols.robust[1:]] = mu
-    for row in protection_rows.tolist():
-        rounded.row_misses.pop(row, None)
 
 
 def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult,

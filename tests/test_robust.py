@@ -129,18 +129,19 @@ def test_gamma_zero_is_the_nominal_allocation_and_model(make_round, tmp_path: Pa
     plain = solve_round(make_round(sheets(se=False)))
     zero = solve_round(make_round(sheets(gamma=0.0)))
     spread_no_gamma = solve_round(make_round(sheets()))
+    gamma_no_spread = solve_round(make_round(sheets(gamma=2.0, se=False)))
     best, _ = reference_robust(PROGRAMS, 0.0, 1.0, BUDGET)
     assert plain.objective == pytest.approx(best, abs=1e-2)
-    for sol in (zero, spread_no_gamma):
+    for sol in (zero, spread_no_gamma, gamma_no_spread):
         assert sol.robustness is None
         assert sol.allocation[["program_id", "fund_id", "period", "units"]].equals(
             plain.allocation[["program_id", "fund_id", "period", "units"]])
         assert [s.name for s in sol.stages] == [s.name for s in plain.stages]
     mps = []
-    for i, sol in enumerate((plain, zero, spread_no_gamma)):
+    for i, sol in enumerate((plain, zero, spread_no_gamma, gamma_no_spread)):
         paths = write_record(sol, tmp_path / f"r{i}", None, run_id="RUN")
         mps.append({f.name: f.read_bytes() for f in sorted(Path(paths.folder).glob("*.mps"))})
-    assert mps[0] and mps[0] == mps[1] == mps[2]
+    assert mps[0] and mps[0] == mps[1] == mps[2] == mps[3]
 
 
 def test_a_round_without_spreads_keeps_its_digest(tmp_path: Path):
