@@ -284,3 +284,29 @@ def test_a_variant_can_set_robust_gamma(tmp_path: Path):
     sol = solve_round(cautious)
     best, _ = reference_robust(PROGRAMS, 2.0, 1.5, BUDGET)
     assert sol.optimal_objective == pytest.approx(best, rel=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.6, 1.0, 2.5])
+def test_robust_on_a_round_with_periods_funds_rules_and_all_or_nothing(make_round, gamma):
+    """Two periods, two funds with a co-financing cap and carry-over, share, per-capita and
+    contribution rules, an all-or-nothing program: against the independent reference MILP with
+    the robust terms (tests/reference.py)."""
+    from tests.reference import reference_optimum
+    from tests.rounds import sheets as base_sheets
+
+    data = base_sheets()
+    data["Round"]["robust_gamma"] = gamma
+    data["Round"]["robust_level"] = 1.3
+    for row, (emp_se, wage_se) in zip(data["Programs"], [(0.25, 0.0), (0.1, 0.05), (0.02, 0.01)],
+                                      strict=True):
+        row["employment_rate_se"], row["wage_gain_se"] = emp_se, wage_se
+    rnd = make_round(data)
+    sol = solve_round(rnd)
+    best, _ = reference_optimum(rnd, robust=(gamma, 1.3))
+    assert sol.optimal_objective == pytest.approx(best, rel=2e-4)  # the MILP's gap is 1e-4
+    if gamma > 0:
+        assert sol.robustness["guaranteed"] == pytest.approx(best, rel=2e-4, abs=0.05)
+        nominal, _ = reference_optimum(rnd)
+        assert sol.robustness["nominal_optimum"] == pytest.approx(nominal, rel=2e-4)
+    else:
+        assert sol.robustness is None
