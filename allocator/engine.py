@@ -253,6 +253,7 @@ def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult
     c_nominal = nominal_program(program, cols).c
     nominal_of_robust = float(c_nominal @ robust_x)
     rounded = robust_value(rnd, trainees_per_program(rnd, index, rounded_x))
+    chosen = robust_value(rnd, trainees_per_program(rnd, index, robust_x[cols.x]))
     best = robust_value(rnd, trainees_per_program(rnd, index, nominal.x[cols.x]))
     return {
         "gamma": rnd.settings.robust_gamma,
@@ -263,7 +264,8 @@ def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult
         "price_of_robustness": float(nominal.objective) - nominal_of_robust,
         "guaranteed": rounded.guaranteed,
         "expected": rounded.expected,
-        "guaranteed_of_nominal": best.guaranteed,
+        "guaranteed_before_rounding": chosen.guaranteed,
+        "guaranteed_of_nominal": best.guaranteed,  # before rounding too: like with like
         "nominal_x": nominal.x[cols.x],
     }
 

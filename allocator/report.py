@@ -345,7 +345,9 @@ def _robustness_rows(solution: Solution) -> list[list[Any]]:
          "value"],
         ["price of robustness: expected outcome value given up",
          _clean_float(rob["price_of_robustness"]), "value"],
-        ["robust: guaranteed outcome value of the nominal allocation",
+        ["robust: guaranteed outcome value, before rounding",
+         _clean_float(rob["guaranteed_before_rounding"]), "value"],
+        ["robust: guaranteed outcome value of the nominal allocation, before rounding",
          _clean_float(rob["guaranteed_of_nominal"]), "value"],
     ]
 
