@@ -10,7 +10,8 @@ The epsilon-constraint method, on the round's own feasible set (every budget, ca
 co-financing cap and hard rule; soft rules keep their penalties in every objective):
 1. B's best, then the most A among B's optima: A_low, A's lowest useful level;
 2. A's best A_max (and the most B that keeps it);
-3. N levels evenly from A_low to A_max; at each, maximise B subject to A >= level.
+3. N levels evenly from A_low to A_max; at each, maximise B subject to A >= level, then, B
+   held at its best, maximise A (so each point is efficient, not merely weakly so).
 Every point is a solve of its own. Serially (the default) one HiGHS instance is kept and only
 the level's row bound changes between solves, so each LP starts from the previous basis; with
 `workers` > 1 or a Dask scheduler the points run through `allocator.sweep.run_tasks`.
@@ -225,12 +226,34 @@ class _Solver:
         return np.asarray(h.getSolution().col_value, dtype=float)
 
 
+    def point(self, level: float) -> np.ndarray:
+        """max B subject to A >= level; then, B held at that best, the most A (so no point is
+        dominated by another allocation with the same B and more A)."""
+        p = self.problem
+        x = self.maximise(p.b, {p.a_row: level})
+        return self.maximise(p.a, {p.a_row: level, p.b_row: float(p.b @ x)})
+
+
 def _solve_point(shared: tuple[_Problem, int | None], level: float) -> np.ndarray:
     """One point, solved from scratch (for a process pool or Dask)."""
     from allocator.sweep import solver_threads
 
     problem, _ = shared
-    return _Solver(problem, solver_threads()).maximise(problem.b, {problem.a_row: level})
+    return _Solver(problem, solver_threads()).point(level)
+
+
+def _own_value(problem: _Problem, rnd: Round, index: AllocationIndex, x: np.ndarray) -> float:
+    """The round's own objective at x: lambda and mu are only bounded from below at a point
+    that does not maximise it, so the robust protection is evaluated in closed form."""
+    robust = problem.cols.robust
+    if not len(robust):
+        return float(problem.own @ x)
+    from allocator.robust import robust_value, trainees_per_program
+
+    nominal = problem.own.copy()
+    nominal[robust] = 0.0
+    value = robust_value(rnd, trainees_per_program(rnd, index, x[problem.cols.x]))
+    return float(nominal @ x) - value.protection
 
 
 def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAULT_POINTS,
@@ -259,14 +282,14 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
                        scheduler=scheduler, progress=progress, label="frontier points")
         where = f"dask {scheduler}" if scheduler else f"local pool of {workers} processes"
     else:
-        xs = [solver.maximise(b, {problem.a_row: float(level)}) for level in levels]
+        xs = [solver.point(float(level)) for level in levels]
         where = "this process (each point warm-started from the last)"
     n_x = len(problem.cols.x)
     out = []
     for i, (level, xi) in enumerate(zip(levels, xs, strict=True), start=1):
         amounts = xi[problem.cols.x] if n_x else np.zeros(0)
         out.append(FrontierPoint(i, float(level), float(a @ xi), float(problem.b_total @ xi),
-                                 float(problem.own @ xi), "optimal", amounts))
+                                 _own_value(problem, rnd, index, xi), "optimal", amounts))
     return FrontierResult(rnd, a_name, b_name, out, index, where, time.perf_counter() - tick, notes)
 
 

@@ -129,3 +129,22 @@ def test_cli_frontier(tmp_path: Path):
     bad = CliRunner().invoke(app, ["frontier", str(path), "--between", "nope", "wage_gain",
                                    "--report", str(out)])
     assert bad.exit_code == 2 and "unknown metric 'nope'" in bad.output
+
+
+def test_frontier_of_a_robust_round(make_round):
+    from tests.test_robust import reference_robust
+
+    rnd = make_round(sheets(gamma=1.0))
+    result = trace_frontier(rnd, "wage_gain", "outcome", points=3)
+    best, _ = reference_robust(PROGRAMS, 1.0, 1.0, BUDGET)
+    assert result.points[0].b == pytest.approx(best, rel=1e-7)  # outcome = the robust objective
+    assert all(p.objective == pytest.approx(p.b, rel=1e-9) for p in result.points)
+    # with two plain metrics, the objective column is the robust value of the point's allocation
+    other = trace_frontier(rnd, "employment_rate", "wage_gain", points=3)
+    v = np.array([p[3] + 0.5 * p[5] for p in PROGRAMS])
+    s = np.array([np.hypot(p[4], 0.5 * p[6]) for p in PROGRAMS])
+    alloc = frontier_tables(other)["Allocations"]
+    for p in other.points:
+        t = alloc[alloc.point == p.point].set_index("program_id")["trainees"]
+        t = np.array([float(t.get(q[0], 0.0)) for q in PROGRAMS])
+        assert p.objective == pytest.approx(float(v @ t) - float((s * t).max()), rel=1e-4)
