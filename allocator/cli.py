@@ -121,7 +121,7 @@ def summary_text(result) -> str:
     lines = [
         f"round {rnd.settings.round_id}: {status}",
         f"outcome value {sol.objective:,.4f} ({before} before rounding "
-        f"{sol.optimal_objective:,.4f})",
+        f"{sol.optimal_objective:,.4f}{', guaranteed' if sol.robustness else ''})",
         f"allocated {_money(total, cur)} of {_money(budget, cur)} budget; "
         f"{funded} of {len(rnd.programs)} programs funded",
         "by fund:",

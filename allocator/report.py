@@ -373,7 +373,8 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         rows.append([f"stage {stage.name}: status", str(stage.status.value), None])
         rows.append([f"stage {stage.name}: objective", _clean_float(stage.objective), "value"])
     rows += [
-        [f"outcome value, {_before(solution)} before rounding",
+        [("guaranteed (robust) " if getattr(solution, "robustness", None) else "")
+         + f"outcome value, {_before(solution)} before rounding",
          _clean_float(solution.optimal_objective), "value"],
         ["outcome value, rounded allocation", _clean_float(solution.objective), "value"],
         ["total budget", _money(budget), "money"],
