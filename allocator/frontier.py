@@ -206,11 +206,14 @@ class _Solver:
             self.h.setOptionValue("threads", int(threads))
         problem.program.to_highs(self.h)
         self.n = problem.program.shape[1]
+        self.cost: np.ndarray | None = problem.program.c  # the objective HiGHS holds now
 
     def maximise(self, c: np.ndarray, holds: dict[int, float]) -> np.ndarray:
         """max c'x with row i >= holds[i] (the other frontier row free); x, or an error."""
         h, p = self.h, self.problem
-        h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), c.astype(float))
+        if self.cost is not c:  # a new objective: the basis stays, optimality is lost
+            h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), c.astype(float))
+            self.cost = c
         for row in (p.a_row, p.b_row):
             level = holds.get(row)
             lower = -INF if level is None else level - HOLD_RTOL * max(1.0, abs(level))
@@ -226,12 +229,15 @@ class _Solver:
         return np.asarray(h.getSolution().col_value, dtype=float)
 
 
-    def point(self, level: float) -> np.ndarray:
-        """max B subject to A >= level; then, B held at that best, the most A (so no point is
-        dominated by another allocation with the same B and more A)."""
-        p = self.problem
-        x = self.maximise(p.b, {p.a_row: level})
-        return self.maximise(p.a, {p.a_row: level, p.b_row: float(p.b @ x)})
+def _point(for_b: _Solver, for_a: _Solver, level: float) -> np.ndarray:
+    """max B subject to A >= level; then, B held at that best, the most A (so no point is
+    dominated by another allocation with the same B and more A). Each objective keeps its own
+    HiGHS instance: from one level to the next only a row bound changes, and the dual simplex
+    goes on from the last basis (alternating objectives in one instance was slower than cold
+    solves)."""
+    p = for_b.problem
+    x = for_b.maximise(p.b, {p.a_row: level})
+    return for_a.maximise(p.a, {p.a_row: level, p.b_row: float(p.b @ x)})
 
 
 def _solve_point(shared: tuple[_Problem, int | None], level: float) -> np.ndarray:
@@ -239,7 +245,8 @@ def _solve_point(shared: tuple[_Problem, int | None], level: float) -> np.ndarra
     from allocator.sweep import solver_threads
 
     problem, _ = shared
-    return _Solver(problem, solver_threads()).point(level)
+    solver = _Solver(problem, solver_threads())
+    return _point(solver, solver, level)
 
 
 def _own_value(problem: _Problem, rnd: Round, index: AllocationIndex, x: np.ndarray) -> float:
@@ -264,12 +271,11 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
         raise FrontierSpecError(f"--points must be at least 2, got {points}")
     tick = time.perf_counter()
     problem, index, notes = _problem(rnd, a_name, b_name)
-    solver = _Solver(problem)
+    for_b, for_a = _Solver(problem), _Solver(problem)
     a, b = problem.a, problem.b
-    x = solver.maximise(b, {})
-    b_best = float(b @ x)
-    a_low = float(a @ solver.maximise(a, {problem.b_row: b_best}))
-    a_best = float(a @ solver.maximise(a, {}))
+    b_best = float(b @ for_b.maximise(b, {}))
+    a_best = float(a @ for_a.maximise(a, {}))
+    a_low = float(a @ for_a.maximise(a, {problem.b_row: b_best}))
     compete = a_best - a_low > 1e-9 * max(1.0, abs(a_best))
     levels = np.linspace(a_low, a_best, points) if compete else np.array([a_best])
     if not compete:
@@ -282,7 +288,7 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
                        scheduler=scheduler, progress=progress, label="frontier points")
         where = f"dask {scheduler}" if scheduler else f"local pool of {workers} processes"
     else:
-        xs = [solver.point(float(level)) for level in levels]
+        xs = [_point(for_b, for_a, float(level)) for level in levels]
         where = "this process (each point warm-started from the last)"
     n_x = len(problem.cols.x)
     out = []
