@@ -1097,7 +1097,7 @@ def _spread_columns(ptable: Table, objective: list[Located], col: Collector) -> 
                       f"column {metric!r} beside {header!r}, got none")
             continue
         if metric not in weighed:
-            col.notes.append(Normalisation(where, header, header, f"the Objective does not "
+            col.notes.append(Normalisation(where, header, "kept", f"the Objective does not "
                                            f"weigh {metric}, so its standard errors do not "
                                            "change the robust objective"))
         out.append(header)

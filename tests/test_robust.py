@@ -313,3 +313,18 @@ def test_robust_on_a_round_with_periods_funds_rules_and_all_or_nothing(make_roun
         assert sol.robustness["nominal_optimum"] == pytest.approx(nominal, rel=2e-4)
     else:
         assert sol.robustness is None
+
+
+def test_a_spread_of_an_unweighed_metric_is_kept_with_a_note(tmp_path: Path):
+    data = sheets(gamma=1)
+    for row in data["Programs"]:
+        row["retention_rate"] = 0.5
+        row["retention_rate_se"] = 0.2
+    loaded = load_round(write_round_workbook(tmp_path / "n.xlsx", data))
+    assert loaded.round.programs[0].outcome_se["retention_rate"] == 0.2
+    assert "retention_rate_se" not in loaded.round.programs[0].attributes
+    notes = [str(n) for n in loaded.notes]
+    assert any("retention_rate_se" in n and "does not weigh retention_rate" in n for n in notes)
+    # weight 0: s_p as without the column
+    p = loaded.round.programs[0]
+    assert loaded.round.spread_per_trainee(p) == pytest.approx(math.hypot(0.30, 0.5 * 0.0))
