@@ -116,3 +116,12 @@ def frontier(rnd: Round | LoadedRound | str | Path, between: tuple[str, str], *,
     if report is not None:
         write_frontier(result, report)
     return result
+
+
+def with_settings(rnd: Round, **changes: object) -> Round:
+    """The round with Round settings changed and validated, e.g.
+    `api.with_settings(rnd, robust_gamma=2, robust_level=1.5)` for a robust allocation."""
+    from allocator.round import RoundSettings
+
+    settings = RoundSettings.model_validate({**rnd.settings.model_dump(), **changes})
+    return rnd.model_copy(update={"settings": settings})

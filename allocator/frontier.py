@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from allocator import cells
 from allocator.eligibility import AllocationIndex, allocation_index
 from allocator.equity import equity_groups
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
@@ -95,11 +96,12 @@ def metric_values(rnd: Round, metric: str) -> np.ndarray:
             found = True
             continue
         raw = p.attributes.get(metric)
-        try:
-            value = float(raw) if raw not in (None, "") else 0.0
-        except ValueError:
+        try:  # the reader's own number parser: "12%", "1,234.5" read as in any numeric cell
+            number = cells.parse_decimal(raw, []) if raw not in (None, "") else None
+        except cells.CellValueError:
             raise FrontierSpecError(f"metric {metric!r} of program {p.program_id!r} is not a "
                                     f"number: {raw!r}") from None
+        value = float(number) if number is not None else 0.0
         found = found or raw not in (None, "")
         out.append(value)
     if not found and not any(o.metric == metric for o in rnd.objective):

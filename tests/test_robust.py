@@ -328,3 +328,17 @@ def test_a_spread_of_an_unweighed_metric_is_kept_with_a_note(tmp_path: Path):
     # weight 0: s_p as without the column
     p = loaded.round.programs[0]
     assert loaded.round.spread_per_trainee(p) == pytest.approx(math.hypot(0.30, 0.5 * 0.0))
+
+
+def test_api_with_settings_makes_a_round_robust(make_round):
+    from pydantic import ValidationError
+
+    from allocator import api
+
+    rnd = make_round(sheets())
+    robust = api.with_settings(rnd, robust_gamma=1.7)
+    assert robust.settings.robust_gamma == 1.7 and rnd.settings.robust_gamma == 0
+    best, _ = reference_robust(PROGRAMS, 1.7, 1.0, BUDGET)
+    assert api.solve(robust).optimal_objective == pytest.approx(best, rel=1e-7)
+    with pytest.raises(ValidationError):
+        api.with_settings(rnd, robust_level=0)
