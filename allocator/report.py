@@ -328,11 +328,25 @@ def _fairness_rows(solution: Solution) -> list[list[Any]]:
 
 
 def _robustness_rows(solution: Solution) -> list[list[Any]]:
-    """Guaranteed and expected outcome value and the price of robustness, when Gamma > 0."""
+    """Guaranteed and expected outcome value and the price of robustness, when Gamma > 0; the
+    sampled outcome value (mean, 5th percentile) whenever the round has standard errors."""
+    from allocator.robust import SAMPLE_SEED, SAMPLES, has_spread, sampled_outcome
+    from allocator.robust import trainees_from_allocation as trainees_of
+
+    rnd = solution.round
+    sampled: list[list[Any]] = []
+    if has_spread(rnd):
+        s = sampled_outcome(rnd, trainees_of(rnd, solution.allocation))
+        sampled = [
+            [f"sampled outcome value: mean ({SAMPLES} samples, seed {SAMPLE_SEED})",
+             _clean_float(s.mean), "value"],
+            ["sampled outcome value: 5th percentile", _clean_float(s.low), "value"],
+        ]
     rob = getattr(solution, "robustness", None)
     if not rob:
-        return []
+        return sampled
     return [
+        *sampled,
         ["robust: programs that may fall short (robust_gamma)", _clean_float(rob["gamma"]), "value"],
         ["robust: standard errors of shortfall (robust_level)", _clean_float(rob["level"]), "value"],
         ["robust: guaranteed outcome value, rounded allocation", _clean_float(rob["guaranteed"]),

@@ -29,6 +29,7 @@ from allocator.round import RATE_COLUMNS, Round
 SAMPLES = 2_000
 SAMPLE_SEED = 20261204
 LOW_QUANTILE = 0.05
+DRAW_BLOCK = 4_000_000  # normal numbers drawn at once by `sampled_outcome`
 
 
 def spreads(rnd: Round) -> np.ndarray:
@@ -129,15 +130,20 @@ def sampled_outcome(rnd: Round, trainees: np.ndarray, *, samples: int = SAMPLES,
     sample is sum_p T_p sum_m weight_m * outcome_p,m. Seeded: the same numbers every run."""
     rng = np.random.Generator(np.random.PCG64(seed))
     total = np.zeros(samples)
+    # Samples are drawn a block at a time (memory stays near DRAW_BLOCK numbers); the blocks
+    # follow one another in the generator's stream, so the numbers do not depend on the size.
+    block = max(1, DRAW_BLOCK // max(1, len(rnd.programs)))
     for o in rnd.objective:  # sorted by metric: the draw order is fixed by the round
         if o.weight == 0:
             continue
         mean = np.array([p.outcomes.get(o.metric, 0.0) for p in rnd.programs])
         se = np.array([p.outcome_se.get(o.metric, 0.0) for p in rnd.programs])
-        draw = mean + se * rng.standard_normal((samples, len(mean)))
-        if o.metric in RATE_COLUMNS:
-            draw = np.clip(draw, 0.0, 1.0)
-        total += o.weight * (draw @ trainees)
+        for start in range(0, samples, block):
+            stop = min(samples, start + block)
+            draw = mean + se * rng.standard_normal((stop - start, len(mean)))
+            if o.metric in RATE_COLUMNS:
+                draw = np.clip(draw, 0.0, 1.0)
+            total[start:stop] += o.weight * (draw @ trainees)
     return SampledOutcome(float(total.mean()), float(np.quantile(total, LOW_QUANTILE)), samples,
                           seed)
 

@@ -229,6 +229,8 @@ def test_report_and_cli_state_guaranteed_expected_and_price(make_round, tmp_path
     assert float(summary["robust: nominal optimum (estimates taken as exact)"]) == \
         pytest.approx(nominal_best, rel=1e-9)
     assert float(summary["price of robustness: expected outcome value given up"]) > 1.0
+    key = [k for k in summary.index if k.startswith("sampled outcome value: mean")]
+    assert len(key) == 1 and float(summary[key[0]]) > float(summary["sampled outcome value: 5th percentile"])
     text = summary_text(result)
     assert "robust (Gamma 2, z 1): guaranteed" in text and "price of robustness" in text
 
@@ -342,3 +344,13 @@ def test_api_with_settings_makes_a_round_robust(make_round):
     assert api.solve(robust).optimal_objective == pytest.approx(best, rel=1e-7)
     with pytest.raises(ValidationError):
         api.with_settings(rnd, robust_level=0)
+
+
+def test_sampled_outcome_does_not_depend_on_the_draw_block(make_round, monkeypatch):
+    import allocator.robust as robust
+
+    rnd = make_round(sheets(gamma=1))
+    t = np.array([40.0, 40.0, 20.0, 10.0, 5.0])
+    whole = robust.sampled_outcome(rnd, t, samples=500)
+    monkeypatch.setattr(robust, "DRAW_BLOCK", 7 * len(PROGRAMS))  # blocks of 7 samples
+    assert robust.sampled_outcome(rnd, t, samples=500) == whole
