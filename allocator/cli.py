@@ -134,9 +134,11 @@ def summary_text(result) -> str:
                         f"{fair['min_before']:,.4g} -> {fair['min_after']:,.4g} {fair['unit']}")
     if sol.robustness:
         rob = sol.robustness
+        price = rob["price_of_robustness"]
         lines.insert(2, f"robust (Gamma {rob['gamma']:g}, z {rob['level']:g}): guaranteed "
                         f"{rob['guaranteed']:,.4f}, expected {rob['expected']:,.4f}; price of "
-                        f"robustness {rob['price_of_robustness']:,.4f} outcome value")
+                        f"robustness {'unknown' if price is None else f'{price:,.4f}'} "
+                        "outcome value")
     by_fund = alloc.groupby("fund_id")["amount"].sum() if len(alloc) else {}
     for f in rnd.funds:
         lines.append(f"  {f.fund_id:<16} {_money(by_fund.get(f.fund_id, 0.0), cur):>22}")

@@ -201,6 +201,11 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
         stages.append(nominal)
         robustness = price_of_robustness(rnd, index, nominal, program, cols, solution_x,
                                          rounded.units * float(settings.rounding_unit))
+        if nominal.status != Status.optimal:
+            warnings.append(f"the nominal outcome stage (for the price of robustness) ended "
+                            f"{nominal.status.value}: the price of robustness is "
+                            + ("against its best allocation found, not proven optimal"
+                               if robustness["nominal_optimum"] is not None else "not known"))
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness,
                     robustness)
@@ -249,24 +254,28 @@ def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult
     against the uncertainty costs in expected value (nominal optimum - its nominal value)."""
     from allocator.robust import robust_value, trainees_per_program
 
-    raise_for_status(nominal)
     c_nominal = nominal_program(program, cols).c
     nominal_of_robust = float(c_nominal @ robust_x)
     rounded = robust_value(rnd, trainees_per_program(rnd, index, rounded_x))
     chosen = robust_value(rnd, trainees_per_program(rnd, index, robust_x[cols.x]))
-    best = robust_value(rnd, trainees_per_program(rnd, index, nominal.x[cols.x]))
+    # The nominal stage only prices the robustness: without its answer the allocation stands,
+    # and the price is left blank (with a warning) rather than the run failing.
+    found = nominal.x is not None and nominal.objective is not None
+    best = robust_value(rnd, trainees_per_program(rnd, index, nominal.x[cols.x])) if found \
+        else None
     return {
         "gamma": rnd.settings.robust_gamma,
         "level": rnd.settings.robust_level,
         "programs_with_spread": len(cols.robust) - 1,
-        "nominal_optimum": float(nominal.objective),
+        "nominal_optimum": float(nominal.objective) if found else None,
         "nominal_of_robust": nominal_of_robust,
-        "price_of_robustness": float(nominal.objective) - nominal_of_robust,
+        "price_of_robustness": float(nominal.objective) - nominal_of_robust if found else None,
         "guaranteed": rounded.guaranteed,
         "expected": rounded.expected,
         "guaranteed_before_rounding": chosen.guaranteed,
-        "guaranteed_of_nominal": best.guaranteed,  # before rounding too: like with like
-        "nominal_x": nominal.x[cols.x],
+        # before rounding too: like with like
+        "guaranteed_of_nominal": best.guaranteed if best is not None else None,
+        "nominal_x": nominal.x[cols.x] if found else None,
     }
 
 
