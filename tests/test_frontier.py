@@ -148,3 +148,17 @@ def test_frontier_of_a_robust_round(make_round):
         t = alloc[alloc.point == p.point].set_index("program_id")["trainees"]
         t = np.array([float(t.get(q[0], 0.0)) for q in PROGRAMS])
         assert p.objective == pytest.approx(float(v @ t) - float((s * t).max()), rel=1e-4)
+
+
+def test_dask_cluster_gives_the_same_points(make_round):
+    from dask.distributed import LocalCluster
+
+    rnd = make_round(sheets(se=False))
+    serial = trace_frontier(rnd, "employment_rate", "wage_gain", points=3)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster:
+        remote = trace_frontier(rnd, "employment_rate", "wage_gain", points=3,
+                                scheduler=cluster.scheduler_address)
+    assert remote.where.startswith("dask")
+    assert [p.b for p in remote.points] == pytest.approx([p.b for p in serial.points], rel=1e-9)
+    assert [p.a for p in remote.points] == pytest.approx([p.a for p in serial.points], rel=1e-9)
