@@ -34,7 +34,7 @@ HEADERS: dict[str, list[str]] = {
               "value", "penalty"],
 }
 ROUND_KEYS = ["round_id", "title", "currency", "periods", "rounding_unit", "equity_objective",
-              "outcome_tolerance", "time_limit_s", "mip_gap"]
+              "outcome_tolerance", "time_limit_s", "mip_gap", "robust_gamma", "robust_level"]
 CHOICES: dict[tuple[str, str], list[str]] = {
     ("Funds", "kind"): [k.value for k in FundKind],
     ("Funds", "carry_over"): ["yes", "no"],
@@ -55,6 +55,10 @@ INSTRUCTIONS = [
     "Contributions: who paid what into each joint fund.",
     "Programs: regions is a comma-separated list of region ids; min_trainees > 0 means "
     "all-or-nothing; rates are between 0 and 1.",
+    "Uncertainty (optional): a Programs column <metric>_se (e.g. employment_rate_se) is the "
+    "standard error of that expected outcome per trainee; Round robust_gamma (how many programs "
+    "may fall short at once, 0 = none) and robust_level (by how many standard errors) make the "
+    "allocation hold up when they do.",
     "Performance (optional): measured results of earlier rounds.",
     "Tranches (optional): how each fund kind or fund pays out; shares of a fund add up to 1.",
     "Objective: the weight of each outcome metric.",
