@@ -75,7 +75,8 @@ class _Problem:
 
     program: MatrixProgram
     cols: Columns
-    a: np.ndarray  # A's coefficient per column
+    a: np.ndarray  # A's objective per column (penalties of soft rules included)
+    a_total: np.ndarray  # A's total per column (the level row)
     b: np.ndarray  # B's objective per column (penalties of soft rules included)
     b_total: np.ndarray  # B's total per column (without penalties)
     own: np.ndarray  # the round's own objective per column
@@ -149,12 +150,14 @@ def _equity_column(rnd: Round, index: AllocationIndex, program: MatrixProgram,
 
 
 def _problem(rnd: Round, a_name: str, b_name: str) -> tuple[_Problem, AllocationIndex, list[str]]:
+    from allocator.engine import _raise_for_trivial_rows
     from allocator.solve import compile_model
 
     if a_name == b_name:
         raise FrontierSpecError(f"--between needs two different metrics, got {a_name!r} twice")
     index = allocation_index(rnd)
     form = create_model(rnd, index)
+    _raise_for_trivial_rows(form)  # a hard rule no allocation can reach: as `run` says it
     program, cols, _ = compile_model(form)
     notes: list[str] = []
     z_col = None
@@ -175,11 +178,13 @@ def _problem(rnd: Round, a_name: str, b_name: str) -> tuple[_Problem, Allocation
             return v
         return _per_column(rnd, index, cols, n_cols, metric_values(rnd, name))
 
-    a = vector(a_name)
+    a_total = vector(a_name)
     b_total = vector(b_name)
-    # Soft rules are missed only at their price, whatever B is (`outcome` holds them already).
+    # Soft rules are missed only at their price, whichever metric is maximised (`outcome` holds
+    # them already); the level row holds A's own total.
+    a = a_total if a_name == OUTCOME else a_total + penalties
     b = b_total if b_name == OUTCOME else b_total + penalties
-    rows = sp.csr_matrix(np.vstack([a, b]))
+    rows = sp.csr_matrix(np.vstack([a_total, b]))
     m = program.shape[0]
     base = MatrixProgram(b, sp.vstack([program.A, rows], format="csr"),
                          np.concatenate([program.row_lower, [-INF, -INF]]),
@@ -188,8 +193,8 @@ def _problem(rnd: Round, a_name: str, b_name: str) -> tuple[_Problem, Allocation
                          [*program.row_names, "frontier_metric_a_min", "frontier_metric_b_min"],
                          program.col_names, maximize=True)
     s = rnd.settings
-    return (_Problem(base, cols, a, b, b_total, own, m, m + 1, s.mip_gap, s.time_limit_s), index,
-            notes)
+    return (_Problem(base, cols, a, a_total, b, b_total, own, m, m + 1, s.mip_gap,
+                     s.time_limit_s), index, notes)
 
 
 # --- solving -----------------------------------------------------------------------------------
@@ -276,8 +281,9 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
     for_b, for_a = _Solver(problem), _Solver(problem)
     a, b = problem.a, problem.b
     b_best = float(b @ for_b.maximise(b, {}))
-    a_best = float(a @ for_a.maximise(a, {}))
-    a_low = float(a @ for_a.maximise(a, {problem.b_row: b_best}))
+    a_tot = problem.a_total
+    a_best = float(a_tot @ for_a.maximise(a, {}))
+    a_low = float(a_tot @ for_a.maximise(a, {problem.b_row: b_best}))
     compete = a_best - a_low > 1e-9 * max(1.0, abs(a_best))
     levels = np.linspace(a_low, a_best, points) if compete else np.array([a_best])
     if not compete:
@@ -296,7 +302,7 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
     out = []
     for i, (level, xi) in enumerate(zip(levels, xs, strict=True), start=1):
         amounts = xi[problem.cols.x] if n_x else np.zeros(0)
-        out.append(FrontierPoint(i, float(level), float(a @ xi), float(problem.b_total @ xi),
+        out.append(FrontierPoint(i, float(level), float(a_tot @ xi), float(problem.b_total @ xi),
                                  _own_value(problem, rnd, index, xi), "optimal", amounts))
     return FrontierResult(rnd, a_name, b_name, out, index, where, time.perf_counter() - tick, notes)
 

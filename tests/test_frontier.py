@@ -162,3 +162,29 @@ def test_dask_cluster_gives_the_same_points(make_round):
     assert remote.where.startswith("dask")
     assert [p.b for p in remote.points] == pytest.approx([p.b for p in serial.points], rel=1e-9)
     assert [p.a for p in remote.points] == pytest.approx([p.a for p in serial.points], rel=1e-9)
+
+
+def test_soft_rules_keep_their_price_at_every_point(make_round):
+    # P3 is the worst program for both metrics; a soft rule asks for 20,000 in it at a price far
+    # above any outcome value per euro, so every point (and both ends) keeps it.
+    data = sheets(se=False)
+    data["Rules"] = [{"rule_id": "P3-MIN", "measure": "amount", "select": "program=P3",
+                      "op": ">=", "value": 20000, "penalty": 1.0}]
+    result = trace_frontier(make_round(data), "employment_rate", "wage_gain", points=3)
+    alloc = frontier_tables(result)["Allocations"]
+    for p in result.points:
+        money = alloc[(alloc.point == p.point) & (alloc.program_id == "P3")]["amount"].sum()
+        assert money == pytest.approx(20000, abs=1e-3)
+
+
+def test_a_hard_rule_no_allocation_can_meet_is_refused(make_round):
+    from allocator.errors import InfeasibleRoundError
+
+    data = sheets(se=False)
+    data["Rules"] = [{"rule_id": "NONE", "measure": "amount", "select": "sector=none",
+                      "op": ">=", "value": 1}]
+    data["Programs"][0]["sector"] = "none"
+    data["Programs"][0]["max_trainees"] = 0
+    data["Programs"][0]["regions"] = "R1"
+    with pytest.raises(InfeasibleRoundError):
+        trace_frontier(make_round(data), "employment_rate", "wage_gain", points=3)
