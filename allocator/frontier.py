@@ -369,6 +369,7 @@ def write_frontier(result: FrontierResult, path: str | Path) -> Path:
     chart.style = 13
     chart.x_axis.title = result.a
     chart.y_axis.title = result.b
+    chart.x_axis.delete = chart.y_axis.delete = False  # recent Excel hides axes left unset
     xs = Reference(ws, min_col=2, min_row=2, max_row=n + 1)
     ys = Reference(ws, min_col=3, min_row=1, max_row=n + 1)
     series = Series(ys, xs, title_from_data=True)
