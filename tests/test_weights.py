@@ -49,3 +49,40 @@ def test_report_has_a_weight_ranges_sheet(make_round):
     table = report_tables(sol)["Weight ranges"]
     assert list(table.columns) == ["metric", "weight", "lowest", "highest", "of"]
     assert table["metric"].tolist() == ["employment_rate", "wage_gain"]
+
+
+def test_weight_ranges_on_a_synthetic_round_hold_inside_and_break_outside(tmp_path):
+    """250 programs, several funds, periods and rules: at each end of each range the chosen
+    allocation is re-checked against a fresh solve of the LP with the weight moved."""
+    import dataclasses
+
+    from allocator.solve import solve_program
+    from allocator.validate import load_round
+    from allocator.weights import _chosen_point
+    from benchmarks.synthetic import write_synthetic_round
+
+    rnd = load_round(write_synthetic_round(tmp_path / "s.xlsx", 250, 0)).round
+    sol = solve_round(rnd)
+    ranges = weight_ranges(sol).set_index("metric")
+    program, x, _ = _chosen_point(sol)
+    cost = np.array([p.cost_per_trainee for p in rnd.programs])
+    checked = 0
+    for metric, row in ranges.iterrows():
+        g = np.zeros(program.shape[1])
+        g[sol.columns.x] = (np.array([p.outcomes.get(metric, 0.0) for p in rnd.programs])
+                            / cost)[sol.index.p]
+
+        def gap(weight: float, g=g, base=row["weight"]) -> float:
+            moved = dataclasses.replace(program, c=program.c + (weight - base) * g)
+            best = solve_program(moved, "check", time_limit=60, mip_gap=0, method="simplex")
+            return (best.objective - float(moved.c @ x)) / abs(best.objective)
+
+        for end, outward in (("lowest", -1), ("highest", 1)):
+            edge = row[end]
+            if np.isnan(edge):
+                continue
+            step = 0.01 * max(abs(row["weight"]), 1e-3)
+            assert gap(edge - outward * 1e-3 * step) < 1e-10, (metric, end)
+            assert gap(edge + outward * step) > 1e-10, (metric, end)
+            checked += 1
+    assert checked >= 4
