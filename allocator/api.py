@@ -133,3 +133,31 @@ def next_round(record: str | Path, results: list[str | Path] | tuple[str | Path,
     from allocator.nextround import write_next_round
 
     return write_next_round(record, list(results), out)
+
+
+def frontier(rnd: Round | LoadedRound | str | Path, between: tuple[str, str], *,
+             points: int = 11, report: str | Path | None = None, workers: int | None = None,
+             scheduler: str | None = None):
+    """The trade-off between two metrics (allocator.frontier): the best B at each of `points`
+    levels of A; writes the frontier workbook when `report` is given. Returns FrontierResult
+    (`allocator.frontier.frontier_tables(result)` gives its sheets as DataFrames)."""
+    from allocator.frontier import trace_frontier, write_frontier
+
+    if isinstance(rnd, str | Path):
+        rnd = load_round(rnd)
+    if isinstance(rnd, LoadedRound):
+        rnd = rnd.round
+    a, b = between
+    result = trace_frontier(rnd, a, b, points=points, workers=workers, scheduler=scheduler)
+    if report is not None:
+        write_frontier(result, report)
+    return result
+
+
+def with_settings(rnd: Round, **changes: object) -> Round:
+    """The round with Round settings changed and validated, e.g.
+    `api.with_settings(rnd, robust_gamma=2, robust_level=1.5)` for a robust allocation."""
+    from allocator.round import RoundSettings
+
+    settings = RoundSettings.model_validate({**rnd.settings.model_dump(), **changes})
+    return rnd.model_copy(update={"settings": settings})

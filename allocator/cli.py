@@ -225,7 +225,7 @@ def summary_text(result) -> str:
     lines = [
         f"round {rnd.settings.round_id}: {status}",
         f"outcome value {sol.objective:,.4f} ({before} before rounding "
-        f"{sol.optimal_objective:,.4f})",
+        f"{sol.optimal_objective:,.4f}{', guaranteed' if sol.robustness else ''})",
         f"allocated {_money(total, cur)} of {_money(budget, cur)} budget; "
         f"{funded} of {len(rnd.programs)} programs funded",
         "by fund:",
@@ -236,6 +236,13 @@ def summary_text(result) -> str:
                         f"{fair['outcome_given_up']:,.4f} outcome value, "
                         f"{fair['trainees_given_up']:,.2f} trainee placements; lowest group "
                         f"{fair['min_before']:,.4g} -> {fair['min_after']:,.4g} {fair['unit']}")
+    if sol.robustness:
+        rob = sol.robustness
+        price = rob["price_of_robustness"]
+        lines.insert(2, f"robust (Gamma {rob['gamma']:g}, z {rob['level']:g}): guaranteed "
+                        f"{rob['guaranteed']:,.4f}, expected {rob['expected']:,.4f}; price of "
+                        f"robustness {'unknown' if price is None else f'{price:,.4f}'} "
+                        "outcome value")
     by_fund = alloc.groupby("fund_id")["amount"].sum() if len(alloc) else {}
     for f in rnd.funds:
         lines.append(f"  {f.fund_id:<16} {_money(by_fund.get(f.fund_id, 0.0), cur):>22}")
@@ -666,6 +673,56 @@ def _require_dask(scheduler: str | None) -> None:
         except DaskMissingError as exc:
             _err(str(exc))
             raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command(short_help="Trade-off between two goals: the best B at each level of A.",
+             epilog=exit_codes({0: "frontier written", EXIT_INVALID: None,
+                                EXIT_USAGE: "usage error, or a metric the round does not have",
+                                EXIT_BUG: None, EXIT_INTERRUPTED: None}))
+@_guard
+def frontier(
+    workbook: Workbook,
+    between: Annotated[tuple[str, str], typer.Option(
+        metavar="A B", help="Two metrics: outcome columns of Programs, 'outcome' (the round's "
+                            "objective) or 'equity'. B is maximised at each level of A.")],
+    points: Annotated[int, typer.Option(metavar="N", help="Points on the frontier (levels of A).")] = 11,
+    report: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Frontier workbook.  "
+                             "[default: reports/<round_id>.frontier.<A>-<B>.xlsx]")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quiet: QuietParallel = False,
+) -> None:
+    """Trade-off between two goals: the best B for each level of A (epsilon-constraint)."""
+    from allocator.frontier import (
+        FrontierSpecError,
+        default_frontier_path,
+        frontier_tables,
+        trace_frontier,
+        write_frontier,
+    )
+    from allocator.validate import load_round
+
+    if workers is not None and workers < 1:
+        _err("--workers must be at least 1")
+        raise typer.Exit(EXIT_USAGE)
+    _require_dask(scheduler)
+    rnd = load_round(workbook).round
+    a, b = between
+    try:
+        result = trace_frontier(rnd, a, b, points=points, workers=workers, scheduler=scheduler,
+                                progress=not quiet)
+    except FrontierSpecError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    path = write_frontier(result, report if report is not None else default_frontier_path(rnd, a, b))
+    if quiet:
+        return
+    for row in frontier_tables(result)["Frontier"].itertuples(index=False):
+        typer.echo(f"  point {row[0]:>3}: {a} {row[1]:,.4f}  {b} {row[2]:,.4f}  "
+                   f"objective {row[3]:,.4f}")
+    typer.echo(f"{len(result.points)} points in {result.seconds:.1f} s on {result.where}")
+    typer.echo(f"frontier: {path}")
 
 
 def _number(value: object) -> bool:

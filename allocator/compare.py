@@ -98,9 +98,10 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     base = load_round(workbook).round
     runs = [VariantRun(BASE_NAME, "", base)]
     variants = load_variants(workbook, base)
-    if not variants:
+    twin = nominal_twin(base, {BASE_NAME} | {v.name for v, _ in variants})  # robust: nominal beside
+    if not variants and not twin:
         raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
-    runs += [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
+    runs += twin + [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
     outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")
@@ -130,6 +131,22 @@ def no_variants_message(workbook: Path) -> str:
     what = "the Variants sheet has no rows" if "variants" in tables else "no Variants sheet"
     return (f"{what}: nothing to compare; add rows (variant, overrides) as in the template "
             "(allocator template PATH)")
+
+
+NOMINAL_NAME = "nominal"
+
+
+def nominal_twin(base: Round, taken: set[str]) -> list[VariantRun]:
+    """With robust_gamma > 0, the same round with Gamma 0 (estimates taken as exact), so the
+    comparison shows the nominal allocation beside the robust one; otherwise nothing."""
+    if base.settings.robust_gamma <= 0:
+        return []
+    name = NOMINAL_NAME
+    while name in taken:
+        name += "_"
+    nominal = base.model_copy(update={"settings": base.settings.model_copy(
+        update={"robust_gamma": 0.0})})
+    return [VariantRun(name, "robust_gamma=0", nominal)]
 
 
 def default_compare_path(rnd: Round) -> Path:
@@ -257,6 +274,7 @@ def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
             "record": str(r.record) if r.record is not None else "",
             "message": r.message,
         })
+    _add_uncertainty(summary, runs)
     tables = {"Summary": pd.DataFrame(summary)}
 
     labels = {
@@ -300,6 +318,20 @@ def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
         programs = programs.iloc[order].reset_index(drop=True)
     tables["Programs"] = programs
     return tables
+
+
+def _add_uncertainty(summary: list[dict], runs: list[VariantRun]) -> None:
+    """Where the round has standard errors: each allocation's sampled mean and 5th percentile
+    of the outcome value and, with the base's robust_gamma > 0, the value it guarantees."""
+    from allocator.robust import has_spread, uncertainty_columns
+
+    if not any(has_spread(r.round) for r in runs):
+        return
+    s = runs[0].round.settings
+    for row, r in zip(summary, runs, strict=True):
+        if r.solution is not None:
+            row.update(uncertainty_columns(r.round, r.solution.allocation, s.robust_gamma,
+                                           s.robust_level))
 
 
 def _keys_of(sheet: str, base: Round) -> list[str]:

@@ -23,6 +23,7 @@ from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
     CROSSOVER_COLUMNS,
+    INF,
     TIEBREAK_OPTIONS,
     Columns,
     MatrixProgram,
@@ -59,6 +60,7 @@ class Solution:
     columns: Columns | None = None
     warnings: list[str] = field(default_factory=list)
     fairness: dict | None = None  # the price of fairness, when the round has an equity objective
+    robustness: dict | None = None  # guaranteed/expected value, price of robustness (Gamma > 0)
 
     @property
     def objective(self) -> float:
@@ -175,10 +177,15 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     phase("rounding to whole units")
     soft_rows = np.array([i for i, r in enumerate(refs) if r.component.endswith(
         ("_rule_min", "_rule_max", "_rule_equal"))], dtype=np.int64)
-    rounded = round_allocation(fixed, cols.x, solution_x, float(settings.rounding_unit), soft_rows,
+    protection_rows = np.array([i for i, r in enumerate(refs)
+                                if r.component == "protection_program_min"], dtype=np.int64)
+    rounded = round_allocation(without_rows(fixed, protection_rows), cols.x, solution_x,
+                               float(settings.rounding_unit), soft_rows,
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
                                free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y,
                                hard_rule_rows=hard_rule_rows(form, refs))
+    if len(cols.robust):
+        follow_protection(rnd, index, form, cols, rounded)
     timings["rounding"] = time.perf_counter() - tick
     status = overall_status(stages)
     broken = rounding_breaks(rnd, form, refs, rounded, soft_rows)
@@ -191,8 +198,91 @@ def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     rules = add_shortfalls(rule_table(rnd, form, rounded, refs, prices, cols))  # soft rules' misses
     fairness = price_of_fairness(rnd, index, equity, prices.x[cols.x], solution_x[cols.x],
                                  rounded.units * float(settings.rounding_unit)) if equity else None
+    robustness = None
+    if len(cols.robust):
+        phase("solving: nominal outcome (for the price of robustness)")
+        nominal = solve_program(nominal_program(relaxed(program) if relax else program, cols),
+                                "outcome_nominal", time_limit=settings.time_limit_s,
+                                mip_gap=settings.mip_gap, method=method, threads=threads)
+        stages.append(nominal)
+        robustness = price_of_robustness(rnd, index, nominal, program, cols, solution_x,
+                                         rounded.units * float(settings.rounding_unit))
+        if nominal.status != Status.optimal:
+            warnings.append(f"the nominal outcome stage (for the price of robustness) ended "
+                            f"{nominal.status.value}: the price of robustness is "
+                            + ("against its best allocation found, not proven optimal"
+                               if robustness["nominal_optimum"] is not None else "not known"))
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
-                    refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness)
+                    refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness,
+                    robustness)
+
+
+def nominal_program(program: MatrixProgram, cols: Columns) -> MatrixProgram:
+    """The robust program with the protection priced at 0: the nominal outcome stage (its
+    protection rows always hold, lambda and mu being free to grow)."""
+    c = program.c.copy()
+    c[cols.robust] = 0.0
+    return dataclasses.replace(program, c=c)
+
+
+def without_rows(program: MatrixProgram, rows: np.ndarray) -> MatrixProgram:
+    """The program with the given rows unbounded (the same program when there are none)."""
+    if not len(rows):
+        return program
+    lower, upper = program.row_lower.copy(), program.row_upper.copy()
+    lower[rows], upper[rows] = -INF, INF
+    return dataclasses.replace(program, row_lower=lower, row_upper=upper)
+
+
+def follow_protection(rnd: Round, index: AllocationIndex, form: Formulation, cols: Columns,
+                      rounded: Rounded) -> None:
+    """Set lambda and mu to their optimum for the rounded amounts (in place): the protection
+    rows are no rules, so rounding never bends money to them (it rounds without them), they
+    follow it."""
+    from allocator.robust import dual_values, spreads, trainees_per_program
+
+    full = rounded.columns
+    unit = float(rnd.settings.rounding_unit)
+    trainees = trainees_per_program(rnd, index, rounded.units * unit)
+    order = {p.program_id: i for i, p in enumerate(rnd.programs)}
+    rows = [order[p] for p in form.robust_programs]
+    deviation = rnd.settings.robust_level * spreads(rnd)[rows] * trainees[rows]
+    lam, mu = dual_values(deviation, rnd.settings.robust_gamma)
+    if full is not None:
+        full[cols.robust[0]] = lam
+        full[cols.robust[1:]] = mu
+
+
+def price_of_robustness(rnd: Round, index: AllocationIndex, nominal: StageResult,
+                        program: MatrixProgram, cols: Columns, robust_x: np.ndarray,
+                        rounded_x: np.ndarray) -> dict:
+    """Guaranteed and expected outcome value of the robust allocation, and what guarding
+    against the uncertainty costs in expected value (nominal optimum - its nominal value)."""
+    from allocator.robust import robust_value, trainees_per_program
+
+    c_nominal = nominal_program(program, cols).c
+    nominal_of_robust = float(c_nominal @ robust_x)
+    rounded = robust_value(rnd, trainees_per_program(rnd, index, rounded_x))
+    chosen = robust_value(rnd, trainees_per_program(rnd, index, robust_x[cols.x]))
+    # The nominal stage only prices the robustness: without its answer the allocation stands,
+    # and the price is left blank (with a warning) rather than the run failing.
+    found = nominal.x is not None and nominal.objective is not None
+    best = robust_value(rnd, trainees_per_program(rnd, index, nominal.x[cols.x])) if found \
+        else None
+    return {
+        "gamma": rnd.settings.robust_gamma,
+        "level": rnd.settings.robust_level,
+        "programs_with_spread": len(cols.robust) - 1,
+        "nominal_optimum": float(nominal.objective) if found else None,
+        "nominal_of_robust": nominal_of_robust,
+        "price_of_robustness": float(nominal.objective) - nominal_of_robust if found else None,
+        "guaranteed": rounded.guaranteed,
+        "expected": rounded.expected,
+        "guaranteed_before_rounding": chosen.guaranteed,
+        # before rounding too: like with like
+        "guaranteed_of_nominal": best.guaranteed if best is not None else None,
+        "nominal_x": nominal.x[cols.x] if found else None,
+    }
 
 
 def hard_rule_rows(form: Formulation, refs: list[RowRef]) -> np.ndarray:
@@ -363,6 +453,10 @@ def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
     before, after = groups.measures(best_x), groups.measures(rounded_x)
     trainees_best, trainees_fair = float((best_x / cost).sum()), float((fair_x / cost).sum())
     outcome_fair = float((fair_x / cost * value).sum())
+    if rnd.settings.robust_gamma > 0:  # the stages held the robust objective: compare like with like
+        from allocator.robust import robust_value, trainees_per_program
+
+        outcome_fair = robust_value(rnd, trainees_per_program(rnd, index, fair_x)).guaranteed
     return {
         "objective": groups.objective.value,
         "unit": groups.unit,

@@ -65,6 +65,7 @@ class Formulation:
     rule_groups: list[RuleGroup]
     binaries: list[tuple[str, str]]  # (program, period) of each y, in order
     trivial: list[tuple[RuleGroup, bool]] = field(default_factory=list)  # rows with no variable
+    robust_programs: list[str] = field(default_factory=list)  # program of each mu, in order
 
     @property
     def is_mip(self) -> bool:
@@ -87,6 +88,7 @@ def create_model(rnd: Round, index: AllocationIndex | None = None) -> Formulatio
         define_minimum_sizes(m, rnd, form)
         define_cofinancing_caps(m, rnd, form)
         define_rules(m, form)
+        define_robust_protection(m, rnd, form)
         define_outcome_objective(m, form)
     return form
 
@@ -128,7 +130,55 @@ def define_outcome_objective(m: pyo.ConcreteModel, form: Formulation) -> None:
         for slack, _sign in slacks:
             coefs.append(-float(m.penalty_of[rule_id]))
             variables.append(m.s[slack])
+    if form.robust_programs:  # the Bertsimas-Sim protection, see define_robust_protection
+        coefs.append(-float(m.robust_gamma))
+        variables.append(m.robust_lambda[0])
+        coefs.extend([-1.0] * len(form.robust_programs))
+        variables.extend(m.robust_mu[j] for j in range(len(form.robust_programs)))
     m.outcome = pyo.Objective(expr=_linear(coefs, variables), sense=pyo.maximize)
+
+
+def robust_deviation_per_unit(rnd: Round, index: AllocationIndex) -> np.ndarray:
+    """z * s_p / (cost_per_trainee_p * (1 - e_p)) for each x: the value per currency unit the robust
+    objective guards against losing, should program p fall short by z standard errors."""
+    z = rnd.settings.robust_level
+    per_program = np.array([z * rnd.spread_per_trainee(p) / p.round_cost_per_trainee
+                            for p in rnd.programs])
+    return per_program[index.p] if len(index) else np.zeros(0)
+
+
+def define_robust_protection(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
+    """lambda + mu_p >= z * s_p * T_p per program with s_p > 0; objective - Gamma*lambda - sum mu_p.
+
+    The dual of max over {u in [0,1]^P, sum u <= Gamma} of sum_p u_p * z * s_p * T_p (the
+    largest shortfall when at most Gamma programs, the last fractionally, fall short by z
+    standard errors; Bertsimas and Sim 2004), so the protected objective stays linear.
+    With Gamma = 0, or no program with a spread, nothing is added: the model is the nominal one.
+    """
+    if rnd.settings.robust_gamma <= 0:
+        return
+    deviation = robust_deviation_per_unit(rnd, form.index)
+    idx = form.index
+    ks_of: dict[int, list[int]] = defaultdict(list)
+    for k in np.flatnonzero(deviation > 0).tolist():
+        ks_of[int(idx.p[k])].append(k)
+    if not ks_of:
+        return
+    order = sorted(ks_of)
+    form.robust_programs = [idx.programs[p] for p in order]
+    m.robust_gamma = float(rnd.settings.robust_gamma)
+    m.robust_lambda = pyo.Var(range(1), domain=pyo.NonNegativeReals)
+    m.robust_mu = pyo.Var(range(len(order)), domain=pyo.NonNegativeReals)
+
+    position = {pid: j for j, pid in enumerate(form.robust_programs)}
+
+    def rule(m, program_id):
+        j = position[program_id]
+        ks = ks_of[order[j]]
+        return _linear([1.0, 1.0] + [-float(deviation[k]) for k in ks],
+                       [m.robust_lambda[0], m.robust_mu[j]] + [m.xs[k] for k in ks]) >= 0
+
+    m.protection_program_min = pyo.Constraint(form.robust_programs, rule=rule)
 
 
 # --- hard limits -------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 
 REPORT_FORMAT_VERSION = 1
 SHEETS = ("Dashboard", "Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
-          "Prices", "Sensitivity", "Disbursements", "Cash flow", "Audit", "Notes")
+          "Prices", "Sensitivity", "Weight ranges",
+          "Disbursements", "Cash flow", "Audit", "Notes")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
@@ -330,6 +331,7 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _rules(solution, groups),
         _prices(solution, groups),
         _sensitivity(solution),
+        _weight_ranges(solution),
         _disbursements(rnd, ledger, split),
         _cash_flow(rnd, ledger, split),
         _audit(solution, run_id, input_digest, output_digest, round_digest, record_dir, versions,
@@ -409,6 +411,45 @@ def _fairness_rows(solution: Solution) -> list[list[Any]]:
     ]
 
 
+def _robustness_rows(solution: Solution) -> list[list[Any]]:
+    """Guaranteed and expected outcome value and the price of robustness, when Gamma > 0; the
+    sampled outcome value (mean, 5th percentile) whenever the round has standard errors."""
+    from allocator.robust import SAMPLE_SEED, SAMPLES, has_spread, sampled_outcome
+    from allocator.robust import trainees_from_allocation as trainees_of
+
+    rnd = solution.round
+    sampled: list[list[Any]] = []
+    if has_spread(rnd):
+        s = sampled_outcome(rnd, trainees_of(rnd, solution.allocation))
+        sampled = [
+            [f"sampled outcome value: mean ({SAMPLES} samples, seed {SAMPLE_SEED})",
+             _clean_float(s.mean), "value"],
+            ["sampled outcome value: 5th percentile", _clean_float(s.low), "value"],
+        ]
+    rob = getattr(solution, "robustness", None)
+    if not rob:
+        return sampled
+    return [
+        *sampled,
+        ["robust: programs that may fall short (robust_gamma)", _clean_float(rob["gamma"]), "value"],
+        ["robust: standard errors of shortfall (robust_level)", _clean_float(rob["level"]), "value"],
+        ["robust: guaranteed outcome value, rounded allocation", _clean_float(rob["guaranteed"]),
+         "value"],
+        ["robust: expected outcome value, rounded allocation", _clean_float(rob["expected"]),
+         "value"],
+        ["robust: nominal optimum (estimates taken as exact)", _clean_float(rob["nominal_optimum"]),
+         "value"],
+        ["robust: nominal value of the robust allocation", _clean_float(rob["nominal_of_robust"]),
+         "value"],
+        ["price of robustness: expected outcome value given up",
+         _clean_float(rob["price_of_robustness"]), "value"],
+        ["robust: guaranteed outcome value, before rounding",
+         _clean_float(rob["guaranteed_before_rounding"]), "value"],
+        ["robust: guaranteed outcome value of the nominal allocation, before rounding",
+         _clean_float(rob["guaranteed_of_nominal"]), "value"],
+    ]
+
+
 def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str,
              output_digest: str, round_digest: str) -> Table:
     rnd: Round = solution.round
@@ -428,7 +469,8 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         rows.append(["prices (Prices sheet)", MIP_NOTE, None])
     # The solver's stages (and the tie-break) are explained once, in the Audit sheet.
     rows += [
-        [f"outcome value, {_before(solution)} before rounding",
+        [("guaranteed (robust) " if getattr(solution, "robustness", None) else "")
+         + f"outcome value, {_before(solution)} before rounding",
          _clean_float(solution.optimal_objective), "value"],
         ["outcome value, rounded allocation", _clean_float(solution.objective), "value"],
         ["total budget", _money(budget), "money"],
@@ -440,6 +482,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["programs in round", len(rnd.programs), "count"],
         ["allocation rows", len(ledger), "count"],
         *_fairness_rows(solution),
+        *_robustness_rows(solution),
         *[["warning", w, None] for w in getattr(solution, "warnings", [])],
         ["limits missed after rounding", len(solution.rounded.row_misses), "count"],
         *[[f"rounding miss: {row}", text, None] for row, text in rounding_misses(solution)],
@@ -1079,6 +1122,19 @@ def _audit_value(v: object) -> tuple[Any, str | None]:
     if isinstance(v, str):
         return v, None
     return json.dumps(v, sort_keys=True, default=str), None
+
+
+def _weight_ranges(solution: Solution) -> Table:
+    """Per Objective weight, the range (others held) over which the allocation stays optimal
+    (allocator.weights; blank ends are unbounded). Its own sheet, to be merged into a
+    sensitivity sheet."""
+    from allocator.weights import weight_ranges
+
+    df = weight_ranges(solution)
+    rows = [[r.metric, r.weight, _clean_float(r.lowest), _clean_float(r.highest), r.of]
+            for r in df.itertuples(index=False)]
+    return Table("Weight ranges", ["metric", "weight", "lowest", "highest", "of"], rows,
+                 {"weight": "value", "lowest": "value", "highest": "value"})
 
 
 def _notes(notes: Sequence[object]) -> Table:

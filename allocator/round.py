@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, get_args
@@ -88,7 +89,13 @@ class RoundSettings(Frozen):
     # the next round blends them with measured results (credibility weighting).
     prior_weight: float = Field(default=30.0, gt=0)
 
-    omit_at_default: ClassVar[frozenset[str]] = frozenset({"prior_weight"})
+    # Version 1.1, "Uncertainty": how many programs (Γ, a fraction allowed) may fall short of
+    # their estimates, and by how many standard errors (z), in the robust objective.
+    robust_gamma: float = Field(default=0.0, ge=0)
+    robust_level: float = Field(default=1.0, gt=0)
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"prior_weight", "robust_gamma",
+                                                        "robust_level"})
 
 
 class RegionRow(Frozen):
@@ -124,8 +131,6 @@ class ContributionRow(Frozen):
 
 
 class ProgramRow(Frozen):
-    omit_at_default: ClassVar[frozenset[str]] = frozenset({"external_match"})
-
     program_id: str
     name: str = ""
     sector: str = ""
@@ -140,9 +145,14 @@ class ProgramRow(Frozen):
     pilot_of: str | None = None
     outcomes: dict[str, float] = {}
     attributes: dict[str, str] = {}
+    # Version 1.1: standard error of each expected outcome per trainee (`<metric>_se` columns).
+    outcome_se: dict[str, float] = {}
+
     # Contract 1.1: the share e of the program's cost paid from outside the round. Its total
     # cost in a period is the in-round money / (1 - e); e = 1 would need no round money at all.
     external_match: float = Field(default=0.0, ge=0, lt=1)
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"outcome_se", "external_match"})
 
     @property
     def round_cost_per_trainee(self) -> float:
@@ -273,6 +283,11 @@ class Round(Frozen):
     def value_per_trainee(self, program: ProgramRow) -> float:
         """v_p: the weighted sum of the program's outcome metrics."""
         return sum(o.weight * program.outcomes.get(o.metric, 0.0) for o in self.objective)
+
+    def spread_per_trainee(self, program: ProgramRow) -> float:
+        """s_p = sqrt(sum_m (weight_m * se_p,m)^2): the spread of v_p, estimates independent."""
+        return math.sqrt(sum((o.weight * program.outcome_se.get(o.metric, 0.0)) ** 2
+                             for o in self.objective))
 
     def active_periods(self, program: ProgramRow) -> tuple[str, ...]:
         """The round periods from the program's start to its end period, inclusive."""

@@ -150,6 +150,8 @@ class Columns:
     y: np.ndarray  # column of each y[j]
     s: np.ndarray  # column of each soft-rule slack
     t: np.ndarray  # column of each reference total
+    # columns of the robust objective's dual (lambda, then mu per program); empty when nominal
+    robust: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -178,6 +180,9 @@ def _compile(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
     y_cols = np.array([col_of.get(id(m.y[j]), -1) for j in range(len(m.y))], dtype=np.int64)
     s_cols = np.array([col_of.get(id(m.s[j]), -1) for j in range(len(m.s))], dtype=np.int64)
     t_cols = np.array([col_of.get(id(m.t[j]), -1) for j in range(len(m.t))], dtype=np.int64)
+    robust_vars = ([m.robust_lambda[0], *(m.robust_mu[j] for j in range(len(m.robust_mu)))]
+                   if form.robust_programs else [])
+    r_cols = np.array([col_of.get(id(v), -1) for v in robust_vars], dtype=np.int64)
     A = repn.A.tocsr()
     rhs = np.asarray(repn.rhs, dtype=float)
     kinds = np.array([r.bound_type for r in repn.rows], dtype=np.int8)
@@ -203,9 +208,12 @@ def _compile(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
         for k, j in enumerate(cols_.tolist()):
             if j >= 0:
                 col_names[j] = f"{prefix}{k}"
+    for k, j in enumerate(r_cols.tolist()):
+        if j >= 0:
+            col_names[j] = "lambda" if k == 0 else f"mu{k - 1}"
     program = MatrixProgram(c, A, row_lower, row_upper, col_lower, col_upper, integer,
                             [r.name for r in refs], col_names, maximize=True)
-    return program, Columns(x_cols, y_cols, s_cols, t_cols), refs
+    return program, Columns(x_cols, y_cols, s_cols, t_cols, r_cols), refs
 
 
 _NOT_IN_NAMES = re.compile(r"[\s\x00-\x1f\x7f]")

@@ -207,6 +207,8 @@ ROUND_KEYS: dict[str, Parser] = {
     "time_limit_s": cells.parse_float,
     "mip_gap": cells.parse_float,
     "prior_weight": cells.parse_float,
+    "robust_gamma": cells.parse_float,
+    "robust_level": cells.parse_float,
 }
 
 
@@ -386,6 +388,9 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
         "time_limit_s": (lambda v: v > 0, "must be greater than 0"),
         "mip_gap": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
         "prior_weight": (lambda v: v > 0, "must be greater than 0"),
+        "robust_gamma": (lambda v: v >= 0, "must be at least 0 (how many programs may fall short "
+                         "of their estimates; 0 = none)"),
+        "robust_level": (lambda v: v > 0, "must be greater than 0 (standard errors of shortfall)"),
     }
     for key, (ok, message) in checks.items():
         if key in values and not ok(values[key]):
@@ -596,7 +601,9 @@ def _constructed(model: type[BaseModel], parsed: dict[str, list[Any]],
     always: list[str] = []  # fields set on every row; pydantic records the fields it was given
     sometimes: list[tuple[str, list[Any]]] = []
     for name, info in model.model_fields.items():
-        if name in _DICT_FIELDS.get(model, ()):
+        if name == "outcome_se":  # filled later from `<metric>_se` columns (see _with_spreads)
+            column = [{} for _ in rows]
+        elif name in _DICT_FIELDS.get(model, ()):
             source = ({k: parsed[k] for k in OUTCOME_COLUMNS if k in parsed} if name == "outcomes"
                       else parsed_extras)
             column = _dicts({k: pick(v) for k, v in source.items()}, len(rows))
@@ -846,7 +853,7 @@ _FIELD_HINTS = {
 
 
 _DICT_FIELDS.update({RegionRow: ("attributes",), FundRow: ("attributes",),
-                     ProgramRow: ("outcomes", "attributes")})
+                     ProgramRow: ("outcomes", "attributes", "outcome_se")})
 _MODELS.update(
     regions=RegionRow,
     funds=FundRow,
@@ -933,6 +940,9 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
     _check_tranches(rows["tranches"], t.get("tranches"), known, col)
     _check_dropped_references(col, t, known)
     objective = _check_objective(rows["objective"], rows["programs"], t, col)
+    spreads = _spread_columns(t["programs"], rows["objective"], col)
+    if spreads:
+        _with_spreads(rows["programs"], t["programs"], spreads, col)
     if col.issues:  # still name the unknown keys and values of filters, over the sound rows
         _check_partial(settings, rows, t, col)
         return None
@@ -1263,6 +1273,61 @@ def _with_metrics(loc: Located, objective: dict[str, str]) -> ProgramRow:
         if where == "extra" and metric in p.attributes:
             outcomes[metric] = float(cells.parse_decimal(p.attributes[metric], []) or 0)
     return p.model_copy(update={"outcomes": outcomes})
+
+
+SE_SUFFIX = "_se"
+
+
+def _spread_columns(ptable: Table, objective: list[Located], col: Collector) -> list[str]:
+    """The Programs headers `<metric>_se` (DESIGN 1.1 "Uncertainty"): standard errors of a
+    metric's expected value per trainee. One whose metric is no Programs column is refused
+    (a typo would otherwise silently leave the estimate exact); one for a metric the Objective
+    does not weigh is kept, with a note that it changes nothing in the objective."""
+    weighed = {loc.row.metric for loc in objective  # type: ignore[attr-defined]
+               if loc.row.weight != 0}  # type: ignore[attr-defined]
+    out = []
+    for header in ptable.headers:
+        if not header.endswith(SE_SUFFIX) or header == SE_SUFFIX:
+            continue
+        metric = header[: -len(SE_SUFFIX)]
+        where = CellRef(ptable.sheet, ptable.header_row, ptable.headers.get(header), header)
+        if metric not in ptable.headers or metric in SPECS_PROGRAM_NON_METRIC:
+            col.error(where, f"a standard error column names its metric: expected a Programs "
+                      f"column {metric!r} beside {header!r}, got none")
+            continue
+        if metric not in weighed:
+            col.notes.append(Normalisation(where, header, "kept", f"the Objective does not "
+                                           f"weigh {metric}, so its standard errors do not "
+                                           "change the robust objective"))
+        out.append(header)
+    return out
+
+
+def _with_spreads(programs: list[Located], ptable: Table, headers: list[str],
+                  col: Collector) -> None:
+    """Move each `<metric>_se` cell from the program's attributes into `outcome_se`, in place
+    (a blank cell: the estimate is taken as exact); values must be numbers >= 0."""
+    for loc in programs:
+        p: ProgramRow = loc.row  # type: ignore[assignment]
+        se: dict[str, float] = {}
+        for header in headers:
+            raw = p.attributes.get(header)
+            if raw is None:
+                continue
+            where = ptable.ref(loc.excel_row, header)
+            try:
+                value = cells.parse_float(raw, [])
+            except cells.CellValueError as exc:
+                col.error(where, f"a standard error: {exc}")
+                continue
+            if value is None:
+                continue
+            if value < 0:
+                col.error(where, f"a standard error must be at least 0, got {value:g}")
+                continue
+            se[header[: -len(SE_SUFFIX)]] = value
+        attributes = {k: v for k, v in p.attributes.items() if k not in headers}
+        loc.row = p.model_copy(update={"outcome_se": se, "attributes": attributes})
 
 
 def _check_filters(rnd: Round, rows: dict[str, list[Located]], t: dict[str, Table],

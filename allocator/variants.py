@@ -50,7 +50,7 @@ from allocator.workbook import Table, read_tables
 
 BASE_NAME = "base"
 SETTING_KEYS = ("title", "currency", "rounding_unit", "equity_objective", "outcome_tolerance",
-                "time_limit_s", "mip_gap")
+                "time_limit_s", "mip_gap", "robust_gamma", "robust_level")
 PROGRAM_FIELDS = ("max_trainees", "min_trainees", "cost_per_trainee", "external_match")
 RULE_FIELDS = ("value", "penalty")
 _NUMBER = re.compile(r"^\s*(?P<op>[+\-*])?\s*(?P<num>[^%\s][^%]*?)\s*(?P<pct>%)?\s*$")
@@ -382,7 +382,8 @@ def _setting(rnd: Round, ov: Override) -> dict[str, Any]:
         raise OverrideError(f"{ov.text!r}: unknown Round setting {key!r} (a variant can change "
                             f"{', '.join(SETTING_KEYS)}; or write budget/rule/weight/program ...)")
     settings = rnd.settings
-    numeric = key in ("rounding_unit", "outcome_tolerance", "time_limit_s", "mip_gap")
+    numeric = key in ("rounding_unit", "outcome_tolerance", "time_limit_s", "mip_gap",
+                      "robust_gamma", "robust_level")
     if numeric:
         base = settings.rounding_unit if key == "rounding_unit" else Decimal(repr(getattr(settings, key)))
         value: Any = _change(ov).apply(base)
@@ -399,6 +400,8 @@ def _setting(rnd: Round, ov: Override) -> dict[str, Any]:
         "outcome_tolerance": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
         "time_limit_s": (lambda v: v > 0, "must be greater than 0"),
         "mip_gap": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
+        "robust_gamma": (lambda v: v >= 0, "must be at least 0"),
+        "robust_level": (lambda v: v > 0, "must be greater than 0"),
         "currency": (lambda v: bool(re.fullmatch(r"[A-Za-z]{3}", v)), "must be a 3-letter code"),
     }
     if key in checks and not checks[key][0](value):

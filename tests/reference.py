@@ -270,8 +270,14 @@ def _population(rnd: Round, rule, g: str | None) -> float:
 
 
 # --- the model -----------------------------------------------------------------------------------
-def reference_optimum(rnd: Round, drop: Collection[str] = ()) -> tuple[float, pd.DataFrame]:
-    """Optimal stage-1 objective and one optimal allocation; raises Infeasible."""
+def reference_optimum(rnd: Round, drop: Collection[str] = (),
+                      robust: tuple[float, float] | None = None) -> tuple[float, pd.DataFrame]:
+    """Optimal stage-1 objective and one optimal allocation; raises Infeasible.
+
+    `robust` = (Gamma, z): the objective less the largest shortfall when at most Gamma programs
+    deliver z * s_p less per trainee (DESIGN 1.1 "Uncertainty"), dualised here as
+    Gamma * lam + sum mu_p with lam + mu_p >= z * s_p * T_p.
+    """
     xs = eligible_vars(rnd, drop)
     n = len(xs)
     prog = {p.program_id: p for p in rnd.programs}
@@ -297,11 +303,20 @@ def reference_optimum(rnd: Round, drop: Collection[str] = ()) -> tuple[float, pd
         if r.penalty is not None:
             signs = {">=": [1.0], "<=": [-1.0], "=": [1.0, -1.0]}[r.op]
             slack_of += [(i, s, r.penalty) for s in signs]
-    ncols = n + len(switched) + len(slack_of)
+    weights = {o.metric: o.weight for o in rnd.objective}
+    spread = {p.program_id: float(np.sqrt(sum((weights.get(m, 0.0) * se) ** 2
+                                              for m, se in p.outcome_se.items())))
+              for p in rnd.programs}
+    guarded = sorted({v.p for v in xs if spread[v.p] > 0}) if robust and robust[0] > 0 else []
+    first_robust = n + len(switched) + len(slack_of)
+    ncols = first_robust + (1 + len(guarded) if guarded else 0)
     c = np.zeros(ncols)
     c[:n] = -value  # milp minimises
     for k, (_, _, pen) in enumerate(slack_of):
         c[n + len(switched) + k] = pen
+    if guarded:
+        c[first_robust] = robust[0]  # Gamma * lam
+        c[first_robust + 1:] = 1.0  # + sum mu
 
     a_rows: list[np.ndarray] = []
     lo: list[float] = []
@@ -349,6 +364,11 @@ def reference_optimum(rnd: Round, drop: Collection[str] = ()) -> tuple[float, pd
         lower = r.rhs if r.op in (">=", "=") else -np.inf
         upper = r.rhs if r.op in ("<=", "=") else np.inf
         add(coefs, lower, upper)
+
+    for j, pid in enumerate(guarded):  # lam + mu_p - z s_p sum_k x_k / cost_p >= 0
+        per = robust[1] * spread[pid] / prog[pid].cost_per_trainee
+        add({first_robust: 1.0, first_robust + 1 + j: 1.0}
+            | {k: -per for k, v in enumerate(xs) if v.p == pid}, 0.0, np.inf)
 
     if ncols == 0:  # nothing can be funded and no soft rule: the empty allocation
         return constant, pd.DataFrame(columns=["program_id", "region_id", "fund_id", "period",

@@ -43,6 +43,7 @@ def test_top_level_help_lists_commands_and_every_exit_code():
         "  next-round  Write the next round's workbook from a decision and results.",
         "  compare     Solve the round and each variant, side by side.",
         "  sweep       What-if over budget levels and sampled outcomes.",
+        "  frontier    Trade-off between two goals: the best B at each level of A.",
         "  keys        Signing keys for decision records.",
         "",
         "  Exit codes:",

