@@ -44,8 +44,10 @@ import pandas as pd
 
 from allocator.filters import Filter
 from allocator.results import Results, load_results, merge_results, outcome_metrics
-from allocator.round import Frozen, ProgramRow, Round, Stage
+from allocator.robust import derived_se
+from allocator.round import RATE_COLUMNS, Frozen, ProgramRow, Round, Stage
 from allocator.settle import Decision, fund_totals, load_decision, settle
+from allocator.validate import SE_SUFFIX
 
 CHANGE_COLUMNS = ["sheet", "key", "column", "old_value", "new_value", "why"]
 
@@ -137,7 +139,7 @@ def _row(row: Frozen, **override: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     defaults = type(row).added_defaults()
     for name in type(row).model_fields:
-        if name in ("outcomes", "attributes"):
+        if name in ("outcomes", "attributes", "outcome_se"):
             continue
         value = getattr(row, name)
         if name in defaults and _cell(value) == _cell(defaults[name]):
@@ -147,6 +149,8 @@ def _row(row: Frozen, **override: Any) -> dict[str, Any]:
     out.update(override)
     for name, value in getattr(row, "outcomes", {}).items():
         out.setdefault(name, value)
+    for metric, value in getattr(row, "outcome_se", {}).items():  # back to `<metric>_se` columns
+        out.setdefault(f"{metric}{SE_SUFFIX}", value)
     for name, value in getattr(row, "attributes", {}).items():
         out.setdefault(name, value)
     return {k: v for k, v in out.items() if v is not None}
@@ -323,6 +327,15 @@ def _programs(rnd: Round, shift: dict[str, str], measured: dict[tuple[str, str],
                    f"credibility weighting (k x expected + n x measured) / (k + n) = "
                    f"({k:g} x {expected:g} + {m.trainees:g} x {m.achieved:.6g}) / "
                    f"({k:g} + {m.trainees:g}); measured over {', '.join(m.periods)}")
+            if metric not in p.outcome_se:  # offered for a robust allocation (robust_gamma)
+                rate = metric in RATE_COLUMNS
+                se = derived_se(new, m.trainees, k, rate=rate)
+                override[f"{metric}{SE_SUFFIX}"] = se
+                change("Programs", p.program_id, f"{metric}{SE_SUFFIX}", None, se,
+                       "standard error offered from the credibility weight: "
+                       + (f"sqrt(p (1 - p)) / sqrt(k + n) with p = {new:.6g}" if rate else
+                          f"|estimate| / sqrt(k + n) with estimate {new:.6g}")
+                       + f", k = {k:g}, n = {m.trainees:g} (used only when robust_gamma > 0)")
         if p.stage == Stage.pilot and results is not None:
             ready = _pilot_ready(p, results)
             before = p.attributes.get("ready_to_scale_up", "")

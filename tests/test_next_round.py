@@ -56,12 +56,20 @@ def test_next_round_runs_and_lists_the_credibility_weighted_outcomes(decided: Pa
     assert changes[("Round", "periods", "value")][:2] == ("2026, 2027", "2028, 2029")
     # P1 is a pilot whose score 0.875 < 1: not ready to scale up
     assert changes[("Programs", "P1", "ready_to_scale_up")][1] == "no"
+    # No standard error in the round: one is offered from the credibility weight, rates as
+    # Bernoulli: sqrt(p (1 - p)) / sqrt(k + n) with p the new estimate, k = 30, n = 31.
+    p2 = 31.95 / 61
+    old_se, new_se, why = changes[("Programs", "P2", "employment_rate_se")]
+    assert old_se is None and new_se == pytest.approx((p2 * (1 - p2)) ** 0.5 / 61 ** 0.5, rel=1e-12)
+    assert "robust_gamma" in why
 
     rnd = load_round(out).round
     assert rnd.periods == ("2028", "2029")
     assert rnd.budget("JIF", "2028") == 15251 and rnd.budget("PUB", "2028") == 10000
     assert rnd.program("P3").start_period == "2029"
     assert rnd.program("P2").outcomes["employment_rate"] == pytest.approx(31.95 / 61, abs=1e-12)
+    assert rnd.program("P2").outcome_se["employment_rate"] == pytest.approx(new_se, rel=1e-12)
+    assert rnd.settings.robust_gamma == 0  # offered, not used: the allocation is the nominal one
     perf = {(r.program_id, r.metric): (r.target, r.achieved) for r in rnd.performance}
     assert perf[("P2", "employment_rate")] == (0.5, 0.45)
     assert [t.basis.value for t in rnd.tranches if t.fund_id == "PUB"] == ["fixed", "results"]
