@@ -279,6 +279,10 @@ def example_sheets() -> dict[str, Any]:
                      for k, n, s, d, c in TRANCHES],
         "Objective": [{"metric": m, "weight": w} for m, w in OBJECTIVE],
         "Rules": RULES,
+        # What-if rows for `allocator compare` (not part of the round itself: its digest is the same)
+        "Variants": [{"variant": "more joint money", "overrides": "budget JIF 2027 = +10%"},
+                     {"variant": "fair per inhabitant",
+                      "overrides": "equity_objective = maxmin_per_capita; outcome_tolerance = 0.02"}],
     }
 
 
