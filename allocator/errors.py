@@ -23,6 +23,10 @@ class CellRef:
             return f"{self.sheet}!{self.column}"
         return f"{self.sheet}!{self.column}{self.row}"
 
+    def labelled(self) -> str:
+        """The reference followed by its header, as every message starts: `Programs!F7 cost`."""
+        return f"{self} {self.header}" if self.header else str(self)
+
 
 @dataclass(frozen=True)
 class InputIssue:
@@ -32,10 +36,7 @@ class InputIssue:
     message: str
 
     def __str__(self) -> str:
-        head = str(self.where)
-        if self.where.header:
-            head += f" {self.where.header}"
-        return f"{head}: {self.message}"
+        return f"{self.where.labelled()}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,7 @@ class Normalisation:
     why: str
 
     def __str__(self) -> str:
-        head = str(self.where)
-        if self.where.header:
-            head += f" {self.where.header}"
-        return f"{head}: read {self.found!r} as {self.used!r} ({self.why})"
+        return f"{self.where.labelled()}: read {self.found!r} as {self.used!r} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -62,10 +60,7 @@ class Notice:
     message: str
 
     def __str__(self) -> str:
-        head = str(self.where)
-        if self.where.header:
-            head += f" {self.where.header}"
-        return f"{head}: {self.message}"
+        return f"{self.where.labelled()}: {self.message}"
 
 
 class InputError(Exception):
