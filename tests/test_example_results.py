@@ -35,6 +35,7 @@ def test_committed_results_match_the_generator(tmp_path: Path):
         load_results(RESULTS, decision.round, decision.funded()).digest()
 
 
+@pytest.mark.slow
 def test_example_settles_verifies_and_carries_into_the_next_round(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)

@@ -72,6 +72,7 @@ def test_a_hand_checked_frontier(make_round, tmp_path: Path):
     assert not list((tmp_path / "out").glob(".*"))  # no leftover of the atomic write
 
 
+@pytest.mark.slow
 def test_pool_gives_the_same_points(make_round):
     rnd = make_round(sheets(se=False))
     serial = trace_frontier(rnd, "employment_rate", "wage_gain", points=4)
@@ -150,6 +151,7 @@ def test_frontier_of_a_robust_round(make_round):
         assert p.objective == pytest.approx(float(v @ t) - float((s * t).max()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_points(make_round):
     from dask.distributed import LocalCluster
 

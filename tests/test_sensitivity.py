@@ -92,6 +92,7 @@ def _row_index(solution, row) -> int:
     raise AssertionError(f"no row for {row}")
 
 
+@pytest.mark.slow
 def test_every_priced_limit_holds_its_price_inside_its_range_and_not_beyond(solved):
     solution, sens = solved
     assert sens.available
@@ -122,6 +123,7 @@ def test_every_priced_limit_holds_its_price_inside_its_range_and_not_beyond(solv
     assert checked >= 2
 
 
+@pytest.mark.slow
 def test_each_program_keeps_its_funding_inside_its_value_range_and_not_beyond(solved):
     solution, sens = solved
     program = solution.prices.program

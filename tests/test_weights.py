@@ -51,6 +51,7 @@ def test_report_has_a_weight_ranges_sheet(make_round):
     assert table["metric"].tolist() == ["employment_rate", "wage_gain"]
 
 
+@pytest.mark.slow
 def test_weight_ranges_on_a_synthetic_round_hold_inside_and_break_outside(tmp_path):
     """250 programs, several funds, periods and rules: at each end of each range the chosen
     allocation is re-checked against a fresh solve of the LP with the weight moved."""

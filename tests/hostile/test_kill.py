@@ -192,6 +192,7 @@ def _age(paths: list[Path], seconds: float = 3600) -> None:
         os.utime(p, (past, past), follow_symlinks=False)
 
 
+@pytest.mark.slow
 def test_a_later_run_removes_what_a_killed_run_left(previous: tuple[Path, Path, bytes],
                                                     tmp_path: Path) -> None:
     """Killed half-way through saving the report: its staging folder (record) and file (report)
@@ -269,6 +270,7 @@ def test_a_running_write_holds_its_lock(tmp_path: Path) -> None:
     assert (tmp_path / "f.txt").read_text() == "x" and (tmp_path / "rec").is_dir()
 
 
+@pytest.mark.slow
 def test_records_of_a_round_are_chained_one_at_a_time(previous: tuple[Path, Path, bytes],
                                                       tmp_path: Path) -> None:
     """While another run holds the round's chain lock, a run waits, then chains after it."""
