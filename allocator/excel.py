@@ -252,6 +252,13 @@ def print_setup(ws: Any, widths: Sequence[float], rows: float, *, title_rows: in
     ws.print_options.gridLines = False
 
 
+def nothing_to_print(columns: int) -> str:
+    """A print range of one empty cell beside the table: the sheet stays on screen and its page
+    set-up stays ready, but printing the workbook leaves it out (an empty page is not printed,
+    by Excel or LibreOffice); clearing the print range prints it whole."""
+    return f"{get_column_letter(columns + 2)}1"
+
+
 # --- ordinary (not streamed) workbooks -------------------------------------------------------
 
 

@@ -64,6 +64,14 @@ REPORT_FORMAT_VERSION = 1
 SHEETS = ("Dashboard", "Summary", "Allocations", "Programs", "Regions", "Jurisdictions", "Funds", "Rules",
           "Prices", "Sensitivity", "Weight ranges",
           "Disbursements", "Cash flow", "Audit", "Notes")
+# The finance pack a printer gives: the board's page, the status, who gets what, the budgets, the
+# rules and the payment schedule. Every other sheet is for the screen (a reference table or an
+# analysis) and prints on its own once its print range is cleared: all fifteen sheets, each on
+# pages of its own, would be three times the pages a finance officer files.
+PRINTED = ("Dashboard", "Summary", "Allocations", "Funds", "Rules", "Disbursements")
+PRINT_NOTE = (f"Printing this workbook gives {', '.join(PRINTED[:-1])} and {PRINTED[-1]}. The other "
+              "sheets are for the screen; to print one, clear its print range (Excel: Page Layout, "
+              "Print Area, Clear Print Area; LibreOffice: Format, Print Ranges, Clear).")
 TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
@@ -481,6 +489,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["programs funded", funded, "count"],
         ["programs in round", len(rnd.programs), "count"],
         ["allocation rows", len(ledger), "count"],
+        ["printed sheets", PRINT_NOTE, None],
         *_fairness_rows(solution),
         *_robustness_rows(solution),
         *[["warning", w, None] for w in getattr(solution, "warnings", [])],
@@ -1239,6 +1248,11 @@ def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = ""
             max(1, len(sample))
         lines = len(table) * per_row + 2
     excel.print_setup(ws, widths, lines, footer=footer)
+    if table.name not in PRINTED:
+        ws.print_area = excel.nothing_to_print(len(table.columns))
+    lines = excel.header_lines(table.columns, widths)
+    if lines > 1:  # a long header wraps: the row grows, or its second line hides under row 2
+        ws.row_dimensions[1].height = excel.line_height(lines)
     ws.append([_header_cell(ws, name) for name in table.columns])
     # The filter covers header and data rows only, so sorting never moves the total row.
     ws.auto_filter.ref = f"A1:{get_column_letter(len(table.columns))}{len(table) + 1}"

@@ -48,7 +48,8 @@ PHASES = (("generate", "generate workbook (not in e2e)"), ("read", "read+validat
           ("build", "build (index + Pyomo model)"), ("handover", "hand-over (compile to matrix)"),
           ("highs", "HiGHS (sum of stages)"), ("solve_other", "solve other (pass model, tie-break setup)"),
           ("rounding", "rounding"), ("extraction", "extraction (tables)"),
-          ("report", "report write"), ("record", "record write (incl. MPS)"),
+          ("report", "report write"), ("summary", "board summary (PDF)"),
+          ("record", "record write (incl. MPS)"),
           ("e2e", "end to end"))
 
 
@@ -120,6 +121,8 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
             out["report_error"] = f"{type(exc).__name__}: {exc}"
             times["report"] = None
         log(f"[{n}] report write {_fmt(times['report'])} s")
+    times["summary"] = _board_summary_seconds(solution, workdir / f"summary-{n}.pdf")
+    log(f"[{n}] board summary {_fmt(times['summary'])} s")
 
     tick = time.perf_counter()
     record = write_record(solution, workdir / "models", path)
@@ -159,6 +162,19 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
     return out
+
+
+def _board_summary_seconds(solution: Any, path: Path) -> float | None:
+    """Seconds to write the board summary PDF (`run --summary`); None without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401  (the summary extra)
+
+        from allocator.summary import run_board, write_summary
+    except ImportError:
+        return None
+    tick = time.perf_counter()
+    write_summary(run_board(solution), path)
+    return time.perf_counter() - tick
 
 
 def _model_phases_only(out: dict, rnd: Any, start: float) -> dict:

@@ -1,8 +1,9 @@
 """The workbooks as a person prints them: rendered by LibreOffice to PDF, counted and read.
 
 Each workbook (the example round's report, a 6-program round's report, the compare and the
-diagnosis workbooks) is converted with `soffice --headless --convert-to pdf`; the test
-counts its pages, reads its text back with `pdftotext` and asserts that no cell shows `###`
+diagnosis workbooks) is converted with `soffice --headless --convert-to pdf`, as printing the
+whole workbook does (a report prints its finance pack, `report.PRINTED`); the test counts its
+pages, reads its text back with `pdftotext` and asserts that no cell shows `###`
 (a column too narrow for its number) and no number is in scientific notation. PNGs of the
 first pages go to `build/render/` (git-ignored) to be looked at.
 
@@ -23,7 +24,7 @@ import pytest
 from allocator.compare import compare
 from allocator.diagnose import diagnose_infeasible, write_diagnosis
 from allocator.engine import solve_round
-from allocator.report import SHEETS, write_report
+from allocator.report import PRINT_NOTE, PRINTED, SHEETS, write_report
 from allocator.validate import load_round
 from tests import rounds
 
@@ -54,7 +55,7 @@ def render(xlsx: Path, name: str, pngs: int = 99) -> tuple[int, list[str]]:
     assert pdf.is_file(), f"LibreOffice wrote no PDF for {xlsx.name}"
     text = _pdf_text(pdf)
     pages = _pdf_pages(pdf, text)
-    if shutil.which("pdftoppm"):
+    if pngs and shutil.which("pdftoppm"):
         RENDER.mkdir(parents=True, exist_ok=True)
         for old in RENDER.glob(f"{name}-*.png"):
             old.unlink()
@@ -98,9 +99,6 @@ def sheets_per_page(text: list[str]) -> list[str]:
 
 # --- the workbooks ----------------------------------------------------------------------------
 
-# Pages of the example round's sheets that take more than one (every other sheet: one).
-EXAMPLE_PAGES = {"Allocations": 2, "Programs": 2, "Sensitivity": 3, "Disbursements": 4}
-
 SIX = [
     {"program_id": f"P{i}", "name": name, "sector": sector, "stage": "established",
      "regions": regions, "cost_per_trainee": cost, "max_trainees": cap, "targets": targets,
@@ -121,33 +119,50 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("print")
 
 
-def test_example_round_report_prints_each_short_sheet_on_one_page(out):
+def test_example_round_report_prints_the_finance_pack_in_at_most_12_pages(out):
     solution = solve_round(load_round(EXAMPLE).round)
     path = write_report(solution, out / "example.xlsx", run_id="print-test")
     pages, text = render(path, "example-report")
     assert_readable(text, "example report")
     names = sheets_per_page(text)
-    assert names[0] == "Dashboard"  # the board's page comes first
     assert f"Page 1 of {pages}" in text[0]
-    # Every sheet starts a page (one header row per sheet, as the output contract has it), so
-    # the issue's 12 pages cannot hold 15 sheets; each short sheet takes one page, the ledgers
-    # (124 allocation rows, 275 tranches) a few, at no less than 55% of full size.
-    counts = {name: names.count(name) for name in SHEETS}
-    assert set(names) == set(SHEETS), names
-    for name in SHEETS:
-        assert counts[name] <= EXAMPLE_PAGES.get(name, 1), (name, counts[name], names)
-    assert pages == sum(counts.values()) <= len(SHEETS) + sum(EXAMPLE_PAGES.values()) - len(EXAMPLE_PAGES)
+    assert pages <= 12, names
+    # The pack, in the workbook's order, the board's page first; the ledgers (124 allocation
+    # rows, 275 tranches) take a few pages each, every other printed sheet one.
+    assert list(dict.fromkeys(names)) == list(PRINTED), names
+    for name in ("Dashboard", "Summary", "Funds", "Rules"):
+        assert names.count(name) == 1, names
+    # Every sheet of the output contract is still in the workbook, on screen.
+    assert openpyxl.load_workbook(path, read_only=True).sheetnames == list(SHEETS)
 
 
-def test_six_program_round_report_prints_one_page_per_sheet(out):
+def test_six_program_round_report_prints_in_at_most_6_pages(out):
     path = rounds.write(out / "six.xlsx", rounds.sheets(Programs=SIX))
     solution = solve_round(load_round(path).round)
     report = write_report(solution, out / "six-report.xlsx")
     pages, text = render(report, "six-report")
     assert_readable(text, "6-program report")
-    # One page per sheet: nothing of a small round spills onto a second page.
-    assert sheets_per_page(text) == list(SHEETS), sheets_per_page(text)
-    assert pages == len(SHEETS)
+    # One page per printed sheet: nothing of a small round spills onto a second page.
+    assert sheets_per_page(text) == list(PRINTED), sheets_per_page(text)
+    assert pages == len(PRINTED) <= 6
+
+
+def test_a_screen_sheet_prints_whole_once_its_print_range_is_cleared(out):
+    """What the Summary's 'printed sheets' line tells a user to do gives every sheet."""
+    path = rounds.write(out / "six-all.xlsx", rounds.sheets(Programs=SIX))
+    report = write_report(solve_round(load_round(path).round), out / "six-all-report.xlsx")
+    summary = dict(openpyxl.load_workbook(report)["Summary"].iter_rows(values_only=True))
+    assert summary["printed sheets"] == PRINT_NOTE
+    wb = openpyxl.load_workbook(report)
+    for ws in wb.worksheets:
+        if ws.title not in PRINTED:
+            assert ws.print_area, ws.title
+            ws.print_area = None  # Page Layout > Print Area > Clear Print Area
+    cleared = out / "six-cleared.xlsx"
+    wb.save(cleared)
+    _, text = render(cleared, "six-cleared", pngs=0)
+    assert_readable(text, "6-program report, every sheet")
+    assert list(dict.fromkeys(sheets_per_page(text))) == list(SHEETS), sheets_per_page(text)
 
 
 def test_compare_workbook_prints_with_its_charts_whole(out):
