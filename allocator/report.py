@@ -162,7 +162,8 @@ def write_report(solution: Solution, path: Path, *, run_id: str = "", input_dige
     wb = Workbook(write_only=True)
     try:
         footer = solution.round.settings.round_id
-        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles, footer))
+        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles, footer,
+                                                                     t.name in PRINTED))
                   for t in tables}
         _dashboard_charts(wb["Dashboard"], solution.round, {t.name: t for t in tables})
         with atomic_path(path) as tmp:
@@ -1224,9 +1225,10 @@ def _widths(table: Table, formats: Formats) -> list[float]:
     return excel.column_widths(table.columns, sample, codes)
 
 
-def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = "") -> Iterator[RowBlock]:
+def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = "",
+                 printed: bool = True) -> Iterator[RowBlock]:
     """Header, view, widths, filter and print set-up of a table's sheet; the rest as blocks to
-    write later.
+    write later. A sheet not `printed` keeps its page set-up but an empty print range.
 
     The data and total rows are written by allocator.xlsxrows once the workbook is saved;
     the blocks come with the style ids, which are registered here, before the save.
@@ -1248,7 +1250,7 @@ def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = ""
             max(1, len(sample))
         lines = len(table) * per_row + 2
     excel.print_setup(ws, widths, lines, footer=footer)
-    if table.name not in PRINTED:
+    if not printed:
         ws.print_area = excel.nothing_to_print(len(table.columns))
     lines = excel.header_lines(table.columns, widths)
     if lines > 1:  # a long header wraps: the row grows, or its second line hides under row 2

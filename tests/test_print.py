@@ -195,6 +195,22 @@ def test_diagnosis_workbook_prints(out):
     assert pages <= 2
 
 
+def test_settlement_workbook_prints_every_sheet(out):
+    """The settlement workbook is all finance's: each of its sheets prints (none is screen-only)."""
+    from allocator import api
+
+    record = next((ROOT / "models" / "upper-rhine-2026").glob("*/manifest.json")).parent
+    copy = out / "models" / record.parent.name / record.name
+    shutil.copytree(record, copy)
+    run = api.settle(copy, ROOT / "inputs" / "example_results.xlsx",
+                     report=out / "settlement.xlsx")
+    pages, text = render(run.report, "settlement")
+    assert_readable(text, "settlement workbook")
+    names = sheets_per_page(text)
+    assert list(dict.fromkeys(names)) == list(run.tables), names
+    assert pages <= 8, names
+
+
 def test_board_summary_prints_in_at_most_4_pages(out):
     from typer.testing import CliRunner
 
