@@ -27,6 +27,14 @@ ROUNDING_MAX_NODES = 2_000
 # (each free from 0 up) looks for any allocation that keeps every hard row, or proves there is
 # none. Above this many amounts that search is skipped (the miss is then reported unproven).
 WIDE_MAX_AMOUNTS = 5_000
+# The wide search looks first within this many units of the rounding near the optimum (every
+# amount, every on/off decision): an allocation there keeps the LP's shape. Measured on a
+# 100-program round: the best allocation over every whole-unit split moved 260 amounts by up to
+# 1.2 million to gain 0.003 in outcome value, and took 37 s; the one within 2 units, 0.5 s.
+WIDE_NEAR_UNITS = 2
+# Without presolve: on these small MILPs presolve and its sub-MIP heuristics took 11.4 s of a
+# search that needs 0.7 s without them (the 100-program round above).
+WIDE_OPTIONS = {"presolve": "off"}
 # A missed hard rule alone sends rounding to the repair pass only while the amounts in its rows
 # are this few (a share of all money in a 50,000-program round would make a huge MILP).
 REPAIR_MAX_RULE_AMOUNTS = 20_000
@@ -127,20 +135,36 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
                  switch_cols: np.ndarray, time_limit: float) -> tuple[np.ndarray | None, str]:
     """Any whole-unit allocation that keeps every hard row, or why there is none.
 
-    Phase A minimises the total miss of the hard rows over every amount in whole units (each
-    from 0 up, every on/off decision free): a minimum above zero, proven optimal, proves that no
-    rounding keeps them. Phase B then maximises the outcome value with every hard row kept.
+    First the best allocation within `WIDE_NEAR_UNITS` of the rounding near the optimum that
+    keeps every hard row. Failing that, phase A minimises the total miss of the hard rows over
+    every amount in whole units (each from 0 up, every on/off decision free): a minimum above
+    zero, proven optimal, proves that no rounding keeps them. Phase B then takes the best
+    allocation keeping every hard row between phase A's and the rounding near the optimum.
     Returns (columns, "") when found, else (None, "proven" or "not proven").
     """
     n = len(x_cols)
     if n > WIDE_MAX_AMOUNTS:
         return None, "not proven"
+    now = np.rint(full[x_cols] / unit)
+    soft = np.array(sorted(set(soft_rows.tolist()) - hard_rules), dtype=np.int64)
+
+    def best_within(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
+        """The best allocation with every amount (in units) in [lower, upper], every hard row kept."""
+        found = _rounding_milp(program, x_cols, full, zeros, steps, lower, upper, unit, soft,
+                               free_cols, time_limit, switch_cols, strict=True, full_result=True,
+                               options=WIDE_OPTIONS)
+        if found is None or found[0] is None:
+            return None
+        return _apply(full, x_cols, zeros, steps, free_cols, found[0], unit, switch_cols)
+
     steps = np.arange(n)
     zeros = np.zeros(n)
-    upper = np.full(n, INF)
-    soft = np.array(sorted(set(soft_rows.tolist()) - hard_rules), dtype=np.int64)
-    first = _rounding_milp(program, x_cols, full, zeros, steps, zeros, upper, unit, soft,
-                           free_cols, time_limit, switch_cols, value_weight=0.0, full_result=True)
+    near = best_within(np.maximum(now - WIDE_NEAR_UNITS, 0.0), now + WIDE_NEAR_UNITS)
+    if near is not None:
+        return near, ""
+    first = _rounding_milp(program, x_cols, full, zeros, steps, zeros, np.full(n, INF), unit,
+                           soft, free_cols, time_limit, switch_cols, value_weight=0.0,
+                           full_result=True, options=WIDE_OPTIONS)
     if first is None:
         return None, "not proven"
     z, status, objective = first
@@ -148,12 +172,11 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
     if -objective > tol:  # every hard row cannot be kept at once
         return None, "proven" if status == Status.optimal else "not proven"
     candidate = _apply(full, x_cols, zeros, steps, free_cols, z, unit, switch_cols)
-    second = _rounding_milp(program, x_cols, full, zeros, steps, zeros, upper, unit, soft,
-                            free_cols, time_limit, switch_cols, strict=True, full_result=True)
-    if second is not None and second[0] is not None:
-        better = _apply(full, x_cols, zeros, steps, free_cols, second[0], unit, switch_cols)
-        if float(program.c @ better) >= float(program.c @ candidate):
-            candidate = better
+    found = np.rint(z[:n])
+    better = best_within(np.maximum(np.minimum(found, now) - 1.0, 0.0),
+                         np.maximum(found, now) + 1.0)
+    if better is not None and float(program.c @ better) >= float(program.c @ candidate):
+        candidate = better
     return candidate, ""
 
 
@@ -339,7 +362,8 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
                    lo: np.ndarray, steps: np.ndarray, step_lower: np.ndarray, step_upper: np.ndarray,
                    unit: float, soft_rows: np.ndarray, free_cols: np.ndarray,
                    time_limit: float, switches: np.ndarray | None = None, *,
-                   value_weight: float = 1.0, strict: bool = False, full_result: bool = False):
+                   value_weight: float = 1.0, strict: bool = False, full_result: bool = False,
+                   options: dict[str, object] | None = None):
     """Solve the rounding MILP: x_k = unit * (lo_k + z_k) for k in `steps`, z_k integer within
     [step_lower, step_upper]; the other x stay at `unit * lo`; `switches` may go from 1 to 0.
     Returns z, then the free columns, then the switches.
@@ -390,7 +414,7 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     # A node limit, not the clock, ends a long search: the answer must not depend on how
     # busy the machine is (the time limit stays only as a safety net).
     result = solve_program(rounding, "rounding", time_limit=max(time_limit, 120.0), mip_gap=1e-6,
-                           options={"mip_max_nodes": ROUNDING_MAX_NODES})
+                           options={"mip_max_nodes": ROUNDING_MAX_NODES, **(options or {})})
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
     if full_result:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import openpyxl
 import pytest
 from typer.testing import CliRunner
@@ -170,3 +171,29 @@ def _soft(rnd, sol):
     from allocator.checker import soft_shortfalls
 
     return soft_shortfalls(rnd, sol.allocation)
+
+
+def test_a_rule_kept_near_the_optimum_is_kept_there_not_by_moving_money_far(tmp_path):
+    """The 100-program synthetic round of the benchmark: rounding near the optimum misses a
+    hard rule, and an allocation keeping it lies within a few units of the LP's amounts. Every
+    whole-unit allocation that keeps the rules has nearly the same outcome value (the round has
+    many ties), and the best of them over every split moved 260 amounts by up to 12,301 units
+    (EUR 1.2 million); rounding must stay within `WIDE_NEAR_UNITS` of its first rounding (which
+    is itself within 2 units of the LP) and still keep every hard rule exactly."""
+    from allocator.rounding import WIDE_NEAR_UNITS
+    from benchmarks.synthetic import write_synthetic_round
+
+    path = tmp_path / "s100.xlsx"
+    write_synthetic_round(path, 100, 0, 3600, 0.05)
+    rnd = load_round(path).round
+    sol = solve_round(rnd)
+    assert sol.status == Status.optimal
+    assert sol.rounded.method.endswith("+wide")  # the case this test is about
+    distance = np.abs(sol.rounded.units - sol.lp_amounts / float(sol.unit))
+    assert distance.max() <= WIDE_NEAR_UNITS + 2, distance.max()
+    hard = {r.rule_id for r in rnd.rules if r.penalty is None}
+    broken = [v for v in check_allocation(rnd, sol.allocation, tolerance=0)
+              if v.kind != "rule" or v.where.split()[1] in hard]
+    assert broken == []
+    # Staying near costs (almost) nothing: within 1e-5 of the optimum before rounding.
+    assert sol.objective >= sol.optimal_objective * (1 - 1e-5)
