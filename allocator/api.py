@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from allocator.atomic import clean_leftovers, commit, held
-from allocator.engine import Solution, solve_round
+from allocator.diagnose import solve_diagnosed
+from allocator.engine import Solution
 from allocator.progress import phase
 from allocator.record import RecordPaths, solver_settings, versions, write_record
 from allocator.round import Round
@@ -33,12 +34,13 @@ def load(path: str | Path) -> LoadedRound:
 
 
 def solve(rnd: Round | LoadedRound | str | Path, *, threads: int | None = None) -> Solution:
-    """Solve a round (a validated Round, a LoadedRound, or a workbook path)."""
+    """Solve a round (a validated Round, a LoadedRound, or a workbook path). An infeasible
+    round raises InfeasibleRoundError whose `.diagnosis` says which rules conflict."""
     if isinstance(rnd, str | Path):
         rnd = load_round(rnd)
     if isinstance(rnd, LoadedRound):
         rnd = rnd.round
-    return solve_round(rnd, threads=threads)
+    return solve_diagnosed(rnd, threads=threads)
 
 
 def tables(solution: Solution) -> dict[str, pd.DataFrame]:
@@ -78,7 +80,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     phase("reading and validating the workbook")
     loaded = load_round(workbook)
     timings["read"] = time.perf_counter() - tick
-    solution = solve_round(loaded.round, threads=threads)
+    solution = solve_diagnosed(loaded.round, threads=threads)
     timings.update(solution.timings)
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")

@@ -665,7 +665,7 @@ def sweep(
 
 def _require_dask(scheduler: str | None) -> None:
     """Stop with how to install Dask when --scheduler is given and it is missing."""
-    from allocator.sweep import DaskMissingError, require_dask
+    from allocator.pool import DaskMissingError, require_dask
 
     if scheduler:
         try:

@@ -1,7 +1,7 @@
 """`allocator compare`: the round and each of its variants solved, side by side in one workbook.
 
 The variants come from the round workbook's `Variants` sheet (see `allocator.variants`). The
-base and the variants are independent solves and run in parallel (`allocator.sweep.run_tasks`:
+base and the variants are independent solves and run in parallel (`allocator.pool.run_tasks`:
 a local process pool, or a Dask cluster). Each solved one gets its own decision record; the
 base's record holds the workbook, a variant's record holds its canonical round only (the
 workbook is not the variant's round, and `verify` would rightly refuse it).
@@ -69,11 +69,11 @@ class CompareResult:
 # --- solving ---------------------------------------------------------------------------------------
 def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
     """Solve one round (runs in a worker): (solution or None, status, message)."""
-    from allocator.engine import solve_round
-    from allocator.sweep import solver_threads
+    from allocator.diagnose import solve_diagnosed
+    from allocator.pool import solver_threads
 
     try:
-        sol = solve_round(rnd, threads=solver_threads())
+        sol = solve_diagnosed(rnd, threads=solver_threads())
     except InfeasibleRoundError as exc:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
@@ -89,8 +89,8 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     the comparison workbook; returns what was done. Raises InputError for a bad workbook or
     variant, and for a workbook without variants (there is nothing to compare). An infeasible
     variant is reported in the workbook, not raised."""
+    from allocator.pool import default_workers, run_tasks
     from allocator.record import new_run_id, write_record
-    from allocator.sweep import default_workers, run_tasks
     from allocator.validate import load_round
     from allocator.variants import load_variants
 
@@ -343,54 +343,6 @@ def _keys_of(sheet: str, base: Round) -> list[str]:
 
 
 # --- the workbook ----------------------------------------------------------------------------------
-def money_format(rnd: Round) -> str:
-    """Whole units when the rounding unit is whole, else cents."""
-    unit = rnd.settings.rounding_unit
-    return "#,##0" if unit == unit.to_integral_value() else "#,##0.00"
-
-
-def cell_value(value: Any) -> Any:
-    """A Python/numpy/Decimal value as an Excel cell value (blank for None/NaN)."""
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def write_table(wb, title: str, df: pd.DataFrame, *, money_columns: Iterable[str] = (),
-                money_from: int | None = None, percent_from: int | None = None,
-                percent_columns: Iterable[str] = (), number_format: str = "#,##0",
-                kinds: dict[str, str] | None = None, formats: Any = None, total: bool = False,
-                footer: str = "", words: bool = False):
-    """One print-ready table per sheet (allocator.excel): bold frozen filtered header, typed
-    numbers with their formats, widths that show every value, a total row under the money.
-    `words`: headers in words (`outcome value`, not `outcome_value`), so long ones wrap."""
-    from allocator import excel
-
-    columns = [str(c) for c in df.columns]
-    shown = [c.replace("_", " ") for c in columns] if words else columns
-    money = set(money_columns)
-    percent = set(percent_columns)
-    kind_of: dict[str, str] = {}
-    for j, name in enumerate(columns, start=1):
-        if name in money or (money_from is not None and j > money_from):
-            kind_of[name] = "money"
-        elif name in percent or (percent_from is not None and j > percent_from):
-            kind_of[name] = "percent"
-    kind_of.update(kinds or {})
-    formats = formats or excel.Formats()
-    if formats.currency == "" and number_format != "#,##0":
-        formats.codes["money"] = number_format
-    kind_of = {shown[columns.index(c)]: k for c, k in kind_of.items() if c in columns}
-    return excel.write_table(wb, title, shown, df.itertuples(index=False), kind_of,
-                             formats=formats, total=total, footer=footer)
-
-
 def _bar_chart(ws, title: str, label_col: int, first_series_col: int, n_series: int, n_rows: int,
                currency: str, anchor: str) -> None:
     from openpyxl.chart import BarChart, Reference
@@ -429,13 +381,13 @@ def write_comparison(tables: dict[str, pd.DataFrame], runs: list[VariantRun], pa
     names = [r.name for r in runs]
     wb = Workbook()
     wb.remove(wb.active)
-    write_table(wb, "Summary", tables["Summary"], kinds=SUMMARY_KINDS, formats=formats,
+    excel.write_frame(wb, "Summary", tables["Summary"], kinds=SUMMARY_KINDS, formats=formats,
                 footer=footer, words=True)
     for sheet in TOTAL_SHEETS:
         df = tables[sheet]
         first = len(df.columns) - len(names)
         # A program counts toward each of its target groups: the Targets column is no total.
-        ws = write_table(wb, sheet, df, money_from=first, formats=formats,
+        ws = excel.write_frame(wb, sheet, df, money_from=first, formats=formats,
                          total=sheet != "Targets", footer=footer)
         if sheet in ("Jurisdictions", "Funds") and len(df):
             title = f"Money by {'jurisdiction' if sheet == 'Jurisdictions' else 'fund'}, per variant"
@@ -444,7 +396,7 @@ def write_comparison(tables: dict[str, pd.DataFrame], runs: list[VariantRun], pa
             # The chart sits under the table; the sheet prints on one page, so no page
             # break can cut it.
             ws.page_setup.fitToHeight = 1
-    write_table(wb, "Programs", tables["Programs"], money_from=2, formats=formats, total=True,
+    excel.write_frame(wb, "Programs", tables["Programs"], money_from=2, formats=formats, total=True,
                 footer=footer)
     path = Path(path)
     with atomic_path(path) as tmp:

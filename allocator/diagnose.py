@@ -32,6 +32,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.engine import Solution, solve_round
+from allocator.errors import InfeasibleRoundError
 from allocator.formulation import Formulation, RuleGroup, create_model
 from allocator.round import Measure, Op, Round
 from allocator.solve import INF, Columns, MatrixProgram, RowRef, compile_model, new_highs
@@ -354,6 +356,22 @@ def _achieved(g: RuleGroup, x: np.ndarray) -> float | None:
 
 
 # --- the search --------------------------------------------------------------------------------
+def solve_diagnosed(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
+    """`engine.solve_round`; an infeasible round's error then carries `.diagnosis` (a
+    `Diagnosis`: the conflicting rules, budgets and capacities and the smallest change to
+    each) and its message names the rule ids."""
+    try:
+        return solve_round(rnd, threads=threads, method=method)
+    except InfeasibleRoundError as exc:
+        if exc.diagnosis is not None:
+            raise
+        try:
+            diagnosis = diagnose_infeasible(rnd)
+        except Exception as failure:  # the round is still infeasible: say so, and why not more
+            raise InfeasibleRoundError(f"{exc} (the diagnosis failed: {failure})") from exc
+        raise InfeasibleRoundError(diagnosis.render(), diagnosis) from None
+
+
 def diagnose_infeasible(rnd: Round) -> Diagnosis:
     """Find the conflicting rules, budgets and capacities and the smallest change to each."""
     index = allocation_index(rnd)

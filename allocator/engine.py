@@ -36,6 +36,7 @@ from allocator.solve import (
     optimal_face,
     raise_for_status,
     relative_gap,
+    row_name,
     solve_program,
     tiebreak_program,
 )
@@ -81,25 +82,9 @@ class Solution:
 def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
     """Build, solve every stage, round; raises InfeasibleRoundError / SolverStoppedError.
 
-    An infeasible round's error carries `.diagnosis` (allocator.diagnose.Diagnosis): the
-    conflicting rules, budgets and capacities and the smallest change to each; its message
-    names the rule ids.
+    The solve alone: why an infeasible round is infeasible is worked out by
+    `allocator.diagnose.solve_diagnosed`, which the API, the CLI, compare and sweep call.
     """
-    try:
-        return _solve_round(rnd, threads=threads, method=method)
-    except InfeasibleRoundError as exc:
-        if exc.diagnosis is not None:
-            raise
-        from allocator.diagnose import diagnose_infeasible
-
-        try:
-            diagnosis = diagnose_infeasible(rnd)
-        except Exception as failure:  # the round is still infeasible: say so, and why not more
-            raise InfeasibleRoundError(f"{exc} (the diagnosis failed: {failure})") from exc
-        raise InfeasibleRoundError(diagnosis.render(), diagnosis) from None
-
-
-def _solve_round(rnd: Round, *, threads: int | None, method: str) -> Solution:
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     phase("building the model")
@@ -296,8 +281,6 @@ def rounding_breaks(rnd: Round, form: Formulation, refs: list[RowRef], rounded: 
                     soft_rows: np.ndarray) -> list[str]:
     """One sentence per hard row (hard rule, budget, capacity, minimum, cap) the rounded
     allocation misses: the row, the amount, and whether no rounding at all can keep it."""
-    from allocator.report import row_name
-
     hard_rules = set(hard_rule_rows(form, refs).tolist())
     soft = set(soft_rows.tolist()) - hard_rules
     cur = rnd.settings.currency

@@ -22,11 +22,14 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.properties import PageSetupProperties
+
+if TYPE_CHECKING:
+    from allocator.round import Round
 
 # Prices are shown as outcome value per this many currency units (a per-unit price is ~1e-5).
 PRICE_STEP = 10_000
@@ -320,6 +323,39 @@ def _exact_sum(values: Sequence[int | float]) -> int | float:
     return int(s) if s == s.to_integral_value() else float(s)
 
 
+def money_format(rnd: Round) -> str:
+    """Whole units when the rounding unit is whole, else cents."""
+    unit = rnd.settings.rounding_unit
+    return "#,##0" if unit == unit.to_integral_value() else "#,##0.00"
+
+
+def write_frame(wb: Any, title: str, df: Any, *, money_columns: Iterable[str] = (),
+                money_from: int | None = None, percent_from: int | None = None,
+                percent_columns: Iterable[str] = (), number_format: str = "#,##0",
+                kinds: dict[str, str] | None = None, formats: Any = None, total: bool = False,
+                footer: str = "", words: bool = False):
+    """A DataFrame as one print-ready table per sheet (`write_table`): bold frozen filtered header, typed
+    numbers with their formats, widths that show every value, a total row under the money.
+    `words`: headers in words (`outcome value`, not `outcome_value`), so long ones wrap."""
+    columns = [str(c) for c in df.columns]
+    shown = [c.replace("_", " ") for c in columns] if words else columns
+    money = set(money_columns)
+    percent = set(percent_columns)
+    kind_of: dict[str, str] = {}
+    for j, name in enumerate(columns, start=1):
+        if name in money or (money_from is not None and j > money_from):
+            kind_of[name] = "money"
+        elif name in percent or (percent_from is not None and j > percent_from):
+            kind_of[name] = "percent"
+    kind_of.update(kinds or {})
+    formats = formats or Formats()
+    if formats.currency == "" and number_format != "#,##0":
+        formats.codes["money"] = number_format
+    kind_of = {shown[columns.index(c)]: k for c, k in kind_of.items() if c in columns}
+    return write_table(wb, title, shown, df.itertuples(index=False), kind_of,
+                             formats=formats, total=total, footer=footer)
+
+
 def print_ready(target: Any, *, data_rows: int | None = None, footer: str = "",
                 pages: int | None = None, header: bool = True) -> None:
     """Make an ordinary openpyxl sheet (or every sheet of a workbook) print-ready in place:
@@ -401,5 +437,6 @@ def row_lines(values: Sequence[Any], widths: Sequence[float], wraps: Sequence[bo
     return n
 
 
-__all__ = ["PRICE_STEP", "TOTAL_LABEL", "Formats", "column_widths", "is_landscape", "pages_tall",
-           "price_shown", "print_ready", "print_setup", "shown", "wrap_columns", "write_table"]
+__all__ = ["PRICE_STEP", "TOTAL_LABEL", "Formats", "column_widths", "is_landscape", "money_format",
+           "pages_tall", "price_shown", "print_ready", "print_setup", "shown", "wrap_columns",
+           "write_frame", "write_table"]

@@ -67,10 +67,6 @@ class Formulation:
     trivial: list[tuple[RuleGroup, bool]] = field(default_factory=list)  # rows with no variable
     robust_programs: list[str] = field(default_factory=list)  # program of each mu, in order
 
-    @property
-    def is_mip(self) -> bool:
-        return bool(self.binaries)
-
 
 def create_model(rnd: Round, index: AllocationIndex | None = None) -> Formulation:
     """Build the stage-1 model: maximise outcome value subject to every hard rule."""
@@ -79,7 +75,6 @@ def create_model(rnd: Round, index: AllocationIndex | None = None) -> Formulatio
     # over them were half of the build time at 50,000 programs (33 s -> 15 s without).
     with PauseGC():
         m = pyo.ConcreteModel(name=rnd.settings.round_id)
-        m.row_info = {}
         form = Formulation(m, index, value_per_unit(rnd, index), rule_groups(rnd, index), [])
         define_allocations(m, form)
         define_program_switches(m, rnd, form)

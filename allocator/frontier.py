@@ -14,7 +14,7 @@ co-financing cap and hard rule; soft rules keep their penalties in every objecti
    held at its best, maximise A (so each point is efficient, not merely weakly so).
 Every point is a solve of its own. Serially (the default) one HiGHS instance is kept and only
 the level's row bound changes between solves, so each LP starts from the previous basis; with
-`workers` > 1 or a Dask scheduler the points run through `allocator.sweep.run_tasks`.
+`workers` > 1 or a Dask scheduler the points run through `allocator.pool.run_tasks`.
 Amounts are the solver's (before rounding to whole units); run the round for a rounded one.
 """
 
@@ -249,7 +249,7 @@ def _point(for_b: _Solver, for_a: _Solver, level: float) -> np.ndarray:
 
 def _solve_point(shared: tuple[_Problem, int | None], level: float) -> np.ndarray:
     """One point, solved from scratch (for a process pool or Dask)."""
-    from allocator.sweep import solver_threads
+    from allocator.pool import solver_threads
 
     problem, _ = shared
     solver = _Solver(problem, solver_threads())
@@ -290,7 +290,7 @@ def trace_frontier(rnd: Round, a_name: str, b_name: str, *, points: int = DEFAUL
         notes.append(f"{a_name} and {b_name} do not compete in this round: B's best also gives "
                      "A's best, so the frontier is one point")
     if (workers is not None and workers > 1) or scheduler:
-        from allocator.sweep import run_tasks
+        from allocator.pool import run_tasks
 
         xs = run_tasks(_solve_point, list(levels), shared=(problem, None), workers=workers,
                        scheduler=scheduler, progress=progress, label="frontier points")
@@ -356,12 +356,12 @@ def write_frontier(result: FrontierResult, path: str | Path) -> Path:
     from openpyxl.chart import Reference, ScatterChart, Series
 
     from allocator.atomic import atomic_path
-    from allocator.compare import money_format, write_table
+    from allocator.excel import money_format, write_frame
 
     tables = frontier_tables(result)
     wb = Workbook()
     wb.remove(wb.active)
-    ws = write_table(wb, "Frontier", tables["Frontier"], number_format="#,##0.0000",
+    ws = write_frame(wb, "Frontier", tables["Frontier"], number_format="#,##0.0000",
                      money_columns=[c for c in tables["Frontier"].columns if c != "point"])
     n = len(tables["Frontier"])
     chart = ScatterChart()
@@ -376,9 +376,9 @@ def write_frontier(result: FrontierResult, path: str | Path) -> Path:
     series.marker.symbol = "circle"
     chart.series.append(series)
     ws.add_chart(chart, f"A{n + 4}")
-    write_table(wb, "Allocations", tables["Allocations"], money_columns={"amount"},
+    write_frame(wb, "Allocations", tables["Allocations"], money_columns={"amount"},
                 number_format=money_format(result.round))
-    write_table(wb, "Summary", tables["Summary"])
+    write_frame(wb, "Summary", tables["Summary"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -54,7 +54,7 @@ from allocator.explain import (
 from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
-from allocator.solve import RowRef, Status
+from allocator.solve import Status, row_name
 from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
 if TYPE_CHECKING:
@@ -523,25 +523,6 @@ def status_text(solution: Solution) -> str:
     if gap is not None and math.isfinite(gap):
         text += f", gap {gap * 100:.3g}%"
     return text
-
-
-def row_name(ref: RowRef) -> str:
-    """A model row as a person names it: `rule R-INC (group A)`, `budget JIF 2027`, ..."""
-    idx = [str(i) for i in ref.index]
-    if ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")) and idx:
-        rule_id, *rest = idx[0].split(",")
-        return f"rule {rule_id}" + (f" (group {', '.join(rest)})" if rest else "")
-    names = {
-        "spend_fund_period_max": "budget {0} {1}",
-        "spend_fund_cumulative_max": "budget of {0} up to {1} (with carry-over)",
-        "trainees_program_period_max": "capacity of {0} in {1}",
-        "trainees_program_period_min": "all-or-nothing minimum of {0} in {1}",
-        "cofinancing_fund_program_period_max": "co-financing cap of {0} on {1} in {2}",
-    }
-    pattern = names.get(ref.component)
-    if pattern is not None and len(idx) >= pattern.count("{"):
-        return pattern.format(*idx)
-    return ref.name or f"{ref.component}[{', '.join(idx)}]"
 
 
 def rounding_misses(solution: Solution) -> list[tuple[str, str]]:

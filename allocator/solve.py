@@ -64,7 +64,7 @@ class Status(StrEnum):
 
 @dataclass
 class MatrixProgram:
-    """max/min c'x + 0.5 x'Qx s.t. row_lower <= A x <= row_upper, col_lower <= x <= col_upper."""
+    """max/min c'x s.t. row_lower <= A x <= row_upper, col_lower <= x <= col_upper."""
 
     c: np.ndarray
     A: sp.csr_matrix
@@ -76,7 +76,6 @@ class MatrixProgram:
     row_names: list[str]
     col_names: list[str]
     maximize: bool = True
-    hessian_diag: np.ndarray | None = None  # minimise 0.5 * sum(h_i x_i^2) + c'x
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,17 +104,6 @@ class MatrixProgram:
                                highspy.HighsVarType.kContinuous for i in self.integer]
         status = h.passModel(lp)
         _check_call(status, "passing the model to HiGHS")
-        if self.hessian_diag is not None:
-            hess = highspy.HighsHessian()
-            hess.dim_ = n_cols
-            hess.format_ = highspy.HessianFormat.kTriangular
-            nz = np.flatnonzero(self.hessian_diag)
-            start = np.zeros(n_cols + 1, dtype=np.int32)
-            start[1:] = np.cumsum(np.isin(np.arange(n_cols), nz))
-            hess.start_ = start
-            hess.index_ = nz.astype(np.int32)
-            hess.value_ = self.hessian_diag[nz].astype(float)
-            _check_call(h.passHessian(hess), "passing the tie-break objective to HiGHS")
 
 
 def _check_call(status, what: str) -> None:
@@ -161,6 +149,25 @@ class RowRef:
     component: str
     index: tuple
     name: str
+
+
+def row_name(ref: RowRef) -> str:
+    """A model row as a person names it: `rule R-INC (group A)`, `budget JIF 2027`, ..."""
+    idx = [str(i) for i in ref.index]
+    if ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")) and idx:
+        rule_id, *rest = idx[0].split(",")
+        return f"rule {rule_id}" + (f" (group {', '.join(rest)})" if rest else "")
+    names = {
+        "spend_fund_period_max": "budget {0} {1}",
+        "spend_fund_cumulative_max": "budget of {0} up to {1} (with carry-over)",
+        "trainees_program_period_max": "capacity of {0} in {1}",
+        "trainees_program_period_min": "all-or-nothing minimum of {0} in {1}",
+        "cofinancing_fund_program_period_max": "co-financing cap of {0} on {1} in {2}",
+    }
+    pattern = names.get(ref.component)
+    if pattern is not None and len(idx) >= pattern.count("{"):
+        return pattern.format(*idx)
+    return ref.name or f"{ref.component}[{', '.join(idx)}]"
 
 
 def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:

@@ -11,148 +11,25 @@ a pure function of (round, task) run with one solver thread. So the results do n
 where or in which order the solves run: a local process pool and a Dask cluster give identical
 tables (tests check this).
 
-`run_tasks` is the shared runner (also used by `allocator compare`): a local
-ProcessPoolExecutor by default (forkserver: workers never inherit the parent's solver threads),
-a Dask distributed cluster when given a scheduler address, in-process when workers == 1.
+The solves run through `allocator.pool.run_tasks` (shared with `compare` and `frontier`): a
+local ProcessPoolExecutor by default (forkserver: workers never inherit the parent's solver
+threads), a Dask distributed cluster when given a scheduler address, in-process when workers == 1.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
+from allocator.pool import default_workers, run_tasks, solver_threads
 from allocator.round import RATE_COLUMNS, Round
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-# --- the runner ------------------------------------------------------------------------------------
-_SHARED: Any = None  # the payload every task of a local pool shares, set once per worker
-_IN_WORKER = False  # set in worker processes (pool or Dask), never in the calling process
-
-
-def _init_worker(shared: Any) -> None:
-    global _SHARED, _IN_WORKER
-    _SHARED, _IN_WORKER = shared, True
-
-
-def _dask_call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
-    global _IN_WORKER
-    _IN_WORKER = True
-    return fn(shared, item)
-
-
-def solver_threads() -> int | None:
-    """One HiGHS thread in a worker (workers share the cores); the default in this process.
-
-    HiGHS fixes its thread count the first time a process solves: asking for another count
-    later in the same process makes the solve fail, so the calling process never asks.
-    """
-    return 1 if _IN_WORKER else None
-
-
-def _call_shared(fn: Callable[[Any, Any], Any], item: Any) -> Any:
-    return fn(_SHARED, item)
-
-
-def default_workers() -> int:
-    """The number of local worker processes when none is given: the usable cores."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _progress(enabled: bool):
-    """A rich progress bar on stderr (a no-op when disabled)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
-
-
-def run_tasks(fn: Callable[[Any, T], R], items: Sequence[T], *, shared: Any = None,
-              workers: int | None = None, scheduler: str | None = None, progress: bool = False,
-              label: str = "solving") -> list[R]:
-    """`[fn(shared, item) for item in items]`, in parallel; results in the order of `items`.
-
-    `fn` must be a module-level function (it is pickled by reference). With `scheduler` (a Dask
-    address such as tcp://10.0.0.5:8786) the tasks run on that cluster, whose workers must have
-    allocator installed; `shared` is sent to each worker once. Otherwise a local process pool of
-    `workers` processes (default: the usable cores); `workers == 1` runs in this process.
-    An exception raised by a task is raised here.
-    """
-    items = list(items)
-    bar = _progress(progress)
-    results: list[Any] = [None] * len(items)
-    with bar:
-        task = bar.add_task(label, total=len(items))
-        if scheduler:
-            _run_dask(fn, items, shared, scheduler, results, lambda: bar.advance(task))
-            return results
-        n = min(workers or default_workers(), len(items))
-        if n <= 1:
-            for i, item in enumerate(items):
-                results[i] = fn(shared, item)
-                bar.advance(task)
-            return results
-        ctx = multiprocessing.get_context("forkserver")
-        # Imported once in the fork server, so each worker starts without re-importing the engine.
-        ctx.set_forkserver_preload(["allocator.engine", "allocator.sweep"])
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(shared,)) as pool:
-            futures = {pool.submit(_call_shared, fn, item): i for i, item in enumerate(items)}
-            try:
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.advance(task)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-    return results
-
-
-class DaskMissingError(ImportError):
-    """A Dask scheduler was given, but Dask's distributed scheduler is not installed."""
-
-
-def require_dask() -> None:
-    """Raise DaskMissingError, saying how to install it, when dask.distributed cannot be imported."""
-    try:
-        import dask.distributed  # noqa: F401  (an optional extra: allocator[dask])
-    except ImportError as exc:
-        raise DaskMissingError(
-            "--scheduler needs Dask's distributed scheduler, which is not installed; install it "
-            "with: pip install 'allocator[dask]'") from exc
-
-
-def _run_dask(fn: Callable[[Any, Any], Any], items: list[Any], shared: Any, scheduler: str,
-              results: list[Any], advance: Callable[[], None]) -> None:
-    require_dask()
-    from dask.distributed import Client
-
-    with Client(scheduler, set_as_default=False) as client:
-        payload = client.scatter(shared, broadcast=True) if shared is not None else None
-        futures = [client.submit(_dask_call, fn, payload, item, pure=False) for item in items]
-        for fut in futures:  # progress from the client's thread; rich's advance is thread-safe
-            fut.add_done_callback(lambda _f: advance())
-        try:
-            results[:] = client.gather(futures)
-        finally:
-            client.cancel([f for f in futures if not f.done()])
 
 
 # --- sweep tasks -------------------------------------------------------------------------------------
@@ -275,12 +152,12 @@ def task_round(base: Round, task: SweepTask, budget_range: BudgetRange | None) -
 
 def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) -> SweepPoint:
     """Solve one task (in a worker: one solver thread, so workers do not compete)."""
-    from allocator.engine import solve_round
+    from allocator.diagnose import solve_diagnosed
 
     base, budget_range = shared
     rnd = task_round(base, task, budget_range)
     try:
-        sol = solve_round(rnd, threads=solver_threads())
+        sol = solve_diagnosed(rnd, threads=solver_threads())
     except InfeasibleRoundError as exc:
         return SweepPoint(task.level, task.sample, "infeasible", None, None, Decimal(0), 0.0, {},
                           str(exc).splitlines()[0])
@@ -407,7 +284,7 @@ def write_sweep(result: SweepResult, path: str | Path) -> Path:
     from openpyxl.chart import BarChart, Reference
 
     from allocator.atomic import atomic_path
-    from allocator.compare import money_format, write_table
+    from allocator.excel import money_format, write_frame
 
     tables = sweep_tables(result)
     rnd = result.round
@@ -427,8 +304,8 @@ def write_sweep(result: SweepResult, path: str | Path) -> Path:
     money = money_format(rnd)
     wb = Workbook()
     wb.remove(wb.active)
-    write_table(wb, "Summary", summary)
-    ws = write_table(wb, "Levels", tables["Levels"], money_columns={"budget", "allocated_mean"},
+    write_frame(wb, "Summary", summary)
+    ws = write_frame(wb, "Levels", tables["Levels"], money_columns={"budget", "allocated_mean"},
                      number_format=money)
     if len(tables["Levels"]) > 1:
         chart = BarChart()
@@ -440,9 +317,9 @@ def write_sweep(result: SweepResult, path: str | Path) -> Path:
                        titles_from_data=True)
         chart.set_categories(Reference(ws, min_col=4, min_row=2, max_row=len(tables["Levels"]) + 1))
         ws.add_chart(chart, f"A{len(tables['Levels']) + 4}")
-    write_table(wb, "Robustness", tables["Robustness"], percent_from=2)
-    write_table(wb, "Amounts", tables["Amounts"], money_from=2, number_format=money)
-    write_table(wb, "Samples", tables["Samples"], money_columns={"budget", "allocated"},
+    write_frame(wb, "Robustness", tables["Robustness"], percent_from=2)
+    write_frame(wb, "Amounts", tables["Amounts"], money_from=2, number_format=money)
+    write_frame(wb, "Samples", tables["Samples"], money_columns={"budget", "allocated"},
                 number_format=money)
     path = Path(path)
     with atomic_path(path) as tmp:

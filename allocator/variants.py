@@ -165,17 +165,6 @@ def split_overrides(text: str) -> list[str]:
 
 
 # --- reading the sheet ---------------------------------------------------------------------------
-def read_variants(path: str | Path) -> list[Variant]:
-    """The workbook's variants, in sheet order ([] without a Variants sheet).
-
-    Raises InputError for a malformed sheet or override text (not yet checked against a round).
-    """
-    variants, issues = _read(path)
-    if issues:
-        raise InputError(issues)
-    return variants
-
-
 def _read(path: str | Path) -> tuple[list[Variant], list[InputIssue]]:
     tables, _ = read_tables(Path(path), {"variants"})
     table = tables.get("variants")

@@ -22,12 +22,16 @@ the weights too, nonlinearly).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from allocator.engine import Solution
 from allocator.solve import INF, MatrixProgram, Status, solve_program
+
+if TYPE_CHECKING:  # the solution is passed in: no import of the engine (which imports the report)
+    from allocator.engine import Solution
 
 ACTIVE_RTOL = 1e-7  # a row or column within this share of its bound sits on it
 # Two LPs the size of the round's per weight: above this many columns the report leaves the

@@ -48,7 +48,6 @@ MAX_COLUMNS = 256  # last used column (IV) of a sheet the engine reads
 MAX_CELLS_PER_SHEET = 6_000_000  # rows x columns of the used area (A1 to the last cell)
 
 _CHUNK = 1 << 20
-_NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from allocator.cli import app
-from allocator.diagnose import apply_relaxations, cheap_checks, diagnose_infeasible
+from allocator.diagnose import apply_relaxations, cheap_checks, diagnose_infeasible, solve_diagnosed
 from allocator.engine import solve_round
 from allocator.errors import InfeasibleRoundError
 from allocator.solve import Status
@@ -39,7 +39,7 @@ def test_rule_against_capacity(make_round):
     rule = {"rule_id": "R-A", "measure": "amount", "select": "region=A1", "op": ">=", "value": 90000}
     rnd = make_round(variant(Rules=[rule]))
     with pytest.raises(InfeasibleRoundError) as err:
-        solve_round(rnd)
+        solve_diagnosed(rnd)
     diagnosis = err.value.diagnosis
     assert diagnosis is not None and "R-A" in str(err.value)
     assert diagnosis.rule_ids == ["R-A"]
@@ -115,7 +115,7 @@ def test_rule_with_no_eligible_money_is_named(make_round):
             "value": 1000}
     rnd = make_round(variant(Rules=[rule]))
     with pytest.raises(InfeasibleRoundError) as err:
-        solve_round(rnd)
+        solve_diagnosed(rnd)
     assert err.value.diagnosis.rule_ids == ["R-N"]
     assert "R-N" in str(err.value)
     assert_feasible_after(rnd, err.value.diagnosis.fix[0])

@@ -119,8 +119,8 @@ def test_free_text_like_a_formula_is_written_as_text(corpus: dict[str, Path], tm
 
 
 def test_comparison_and_diagnosis_writers_type_text(tmp_path: Path) -> None:
-    """compare.write_table (variant names become headers) and the diagnosis workbook."""
-    from allocator.compare import write_table
+    """excel.write_frame (variant names become headers) and the diagnosis workbook."""
+    from allocator.excel import write_frame as write_table
     from allocator.safetext import append_text_row
 
     wb = openpyxl.Workbook()
