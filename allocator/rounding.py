@@ -23,6 +23,10 @@ NEAR_INTEGER = 1e-6  # in units: an amount this close to a multiple is that mult
 # a greedy pass (floor, then up where every row allows) with a small MILP repair takes over.
 MILP_MAX_STEPS = 1_000
 ROUNDING_MAX_NODES = 2_000
+# Every rounding MILP runs without presolve: on these small MILPs presolve, its root cuts and
+# sub-MIP heuristics were nearly all the time (example round: 0.68 s -> 0.015 s, the same
+# outcome value; the wide search of a 100-program round: 11.4 s -> 0.7 s).
+ROUNDING_OPTIONS = {"mip_max_nodes": ROUNDING_MAX_NODES, "presolve": "off"}
 # When rounding near the optimum misses a hard row, a MILP over every amount in whole units
 # (each free from 0 up) looks for any allocation that keeps every hard row, or proves there is
 # none. Above this many amounts that search is skipped (the miss is then reported unproven).
@@ -32,9 +36,6 @@ WIDE_MAX_AMOUNTS = 5_000
 # 100-program round: the best allocation over every whole-unit split moved 260 amounts by up to
 # 1.2 million to gain 0.003 in outcome value, and took 37 s; the one within 2 units, 0.5 s.
 WIDE_NEAR_UNITS = 2
-# Without presolve: on these small MILPs presolve and its sub-MIP heuristics took 11.4 s of a
-# search that needs 0.7 s without them (the 100-program round above).
-WIDE_OPTIONS = {"presolve": "off"}
 # A missed hard rule alone sends rounding to the repair pass only while the amounts in its rows
 # are this few (a share of all money in a 50,000-program round would make a huge MILP).
 REPAIR_MAX_RULE_AMOUNTS = 20_000
@@ -151,8 +152,7 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
     def best_within(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
         """The best allocation with every amount (in units) in [lower, upper], every hard row kept."""
         found = _rounding_milp(program, x_cols, full, zeros, steps, lower, upper, unit, soft,
-                               free_cols, time_limit, switch_cols, strict=True, full_result=True,
-                               options=WIDE_OPTIONS)
+                               free_cols, time_limit, switch_cols, strict=True, full_result=True)
         if found is None or found[0] is None:
             return None
         return _apply(full, x_cols, zeros, steps, free_cols, found[0], unit, switch_cols)
@@ -164,7 +164,7 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
         return near, ""
     first = _rounding_milp(program, x_cols, full, zeros, steps, zeros, np.full(n, INF), unit,
                            soft, free_cols, time_limit, switch_cols, value_weight=0.0,
-                           full_result=True, options=WIDE_OPTIONS)
+                           full_result=True)
     if first is None:
         return None, "not proven"
     z, status, objective = first
@@ -362,8 +362,7 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
                    lo: np.ndarray, steps: np.ndarray, step_lower: np.ndarray, step_upper: np.ndarray,
                    unit: float, soft_rows: np.ndarray, free_cols: np.ndarray,
                    time_limit: float, switches: np.ndarray | None = None, *,
-                   value_weight: float = 1.0, strict: bool = False, full_result: bool = False,
-                   options: dict[str, object] | None = None):
+                   value_weight: float = 1.0, strict: bool = False, full_result: bool = False):
     """Solve the rounding MILP: x_k = unit * (lo_k + z_k) for k in `steps`, z_k integer within
     [step_lower, step_upper]; the other x stay at `unit * lo`; `switches` may go from 1 to 0.
     Returns z, then the free columns, then the switches.
@@ -414,7 +413,7 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     # A node limit, not the clock, ends a long search: the answer must not depend on how
     # busy the machine is (the time limit stays only as a safety net).
     result = solve_program(rounding, "rounding", time_limit=max(time_limit, 120.0), mip_gap=1e-6,
-                           options={"mip_max_nodes": ROUNDING_MAX_NODES, **(options or {})})
+                           options=ROUNDING_OPTIONS)
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
     if full_result:
