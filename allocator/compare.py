@@ -89,8 +89,9 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     the comparison workbook; returns what was done. Raises InputError for a bad workbook or
     variant, and for a workbook without variants (there is nothing to compare). An infeasible
     variant is reported in the workbook, not raised."""
+    from allocator.manifest import new_run_id
     from allocator.pool import default_workers, run_tasks
-    from allocator.record import new_run_id, write_record
+    from allocator.record import write_record
     from allocator.validate import load_round
     from allocator.variants import load_variants
 

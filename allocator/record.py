@@ -16,7 +16,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
@@ -26,14 +26,20 @@ import pandas as pd
 import allocator
 from allocator.atomic import atomic_dir
 from allocator.engine import Solution
+from allocator.manifest import (
+    ALLOCATION_COLUMNS,
+    Verification,
+    check_digests,
+    new_run_id,
+    sha256_file,
+)
 from allocator.round import Round
 from allocator.safetext import csv_text, csv_value
-from allocator.signing import SIGNATURE_FILE, SigningKey, key_from_env, load_private, sign_record
+from allocator.signing import SigningKey, key_from_env, load_private, sign_record
 from allocator.solve import SOLVER_OPTIONS, Status, new_highs
 
 RECORD_FORMAT = 1
 RECORD_KINDS = ("decision", "settlement")  # what a manifest's `kind` may say
-ALLOCATION_COLUMNS = ["program_id", "region_id", "fund_id", "period", "amount"]
 
 
 def versions() -> dict[str, str]:
@@ -49,13 +55,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def new_run_id(input_digest: str) -> str:
-    """A sortable, unique-enough run id: UTC time to the microsecond plus the input digest."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    micro = f"{time.time_ns() // 1000 % 1_000_000:06d}"
-    return f"{stamp}{micro}Z-{input_digest[:8]}"
-
-
 def allocation_csv(solution: Solution) -> str:
     """The allocation as CSV text with exact decimal amounts (whole rounding units)."""
     unit = solution.round.settings.rounding_unit
@@ -68,14 +67,6 @@ def allocation_csv(solution: Solution) -> str:
         writer.writerow([csv_text(row.program_id), csv_text(row.region_id), csv_text(row.fund_id),
                          csv_text(row.period), format(amount.normalize(), "f")])
     return buf.getvalue()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -158,20 +149,6 @@ def _json(data: object) -> str:
 
 
 # --- verification ------------------------------------------------------------------------------
-@dataclass
-class Verification:
-    """The outcome of `verify_record`: VERIFIED when `problems` is empty."""
-
-    record: Path
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what was checked and found in order
-
-    @property
-    def verified(self) -> bool:
-        return not self.problems
-
-
 def verify_record(folder: Path, *, threads: int | None = None,
                   trusted_keys: list[Path] | None = None) -> Verification:
     """Check digests and signature, re-solve the canonical round, and compare its meaning.
@@ -269,7 +246,7 @@ def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification,
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         out.problems.append(f"manifest.json is not readable ({exc})")
         return out, None
-    _check_digests(folder, files, out)
+    check_digests(folder, files, out)
     check_signature(folder, trusted_keys, out)
     kind = manifest.get("kind")
     if kind is None:
@@ -405,25 +382,6 @@ def _verify_settlement(out: Verification) -> Verification:
     return out
 
 
-def _check_digests(folder: Path, files: dict[str, str], out: Verification) -> None:
-    # signature.json signs manifest.json, so the manifest cannot list it
-    present = {p.name for p in folder.iterdir()
-               if p.is_file() and p.name not in ("manifest.json", SIGNATURE_FILE)}
-    for name, expected in sorted(files.items()):
-        if not _plain_name(name):  # a manifest must not make verify read outside the record
-            out.problems.append(f"manifest.json lists {name!r}, which is not a file name inside the record")
-            continue
-        path = folder / name
-        if path.is_symlink():  # a record holds its own files; a link can point anywhere
-            out.problems.append(f"{name}: a symbolic link, not a file of the record")
-        elif not path.is_file():
-            out.problems.append(f"{name}: listed in the manifest but missing")
-        elif sha256_file(path) != expected:
-            out.problems.append(f"{name}: its SHA-256 differs from the manifest (the file was changed)")
-    for name in sorted(present - set(files)):
-        out.problems.append(f"{name}: not listed in the manifest (added after the run)")
-
-
 def _load_canonical(folder: Path, manifest: dict, out: Verification) -> Round | None:
     try:
         rnd = Round.model_validate_json((folder / "round.json").read_text(encoding="utf-8"))
@@ -480,11 +438,6 @@ def _check_workbook_copy(folder: Path, rnd: Round | None, out: Verification) -> 
         return
     if original.digest() != rnd.digest():
         out.problems.append("workbook.xlsx: the round it holds differs from round.json")
-
-
-def _plain_name(name: object) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
-        and "\\" not in name and "\0" not in name
 
 
 def _check_versions(folder: Path, out: Verification) -> bool:

@@ -39,9 +39,10 @@ from openpyxl import Workbook
 from allocator import chain
 from allocator.atomic import atomic_dir, atomic_path
 from allocator.errors import InputError
-from allocator.record import (
+from allocator.manifest import (
     ALLOCATION_COLUMNS,
     Verification,
+    check_digests,
     new_run_id,
     sha256_file,
 )
@@ -534,8 +535,6 @@ def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
 # --- verification ---------------------------------------------------------------------------------
 def verify_settlement(folder: Path) -> Verification:
     """Digests, the settled decision record and its digest, the chain, and every amount re-computed."""
-    from allocator.record import _check_digests
-
     folder = Path(folder)
     out = Verification(folder)
     try:
@@ -545,7 +544,7 @@ def verify_settlement(folder: Path) -> Verification:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         out.problems.append(f"manifest.json is not a readable settlement manifest ({exc})")
         return out
-    _check_digests(folder, files, out)
+    check_digests(folder, files, out)
     _check_chain(folder, manifest, out)
     decision_folder = folder.parent / str(settles.get("run_id"))
     if not (decision_folder / chain.MANIFEST).is_file():
