@@ -8,25 +8,35 @@ no number is shown in scientific notation. The print set-up fits the table to on
 (landscape when it is wide), repeats the header row on every page and puts the sheet name and
 "Page n of m" in the footer.
 
-Two ways in:
-- `Formats`, `column_widths`, `print_setup`: for a sheet written row by row (the report streams
-  its large ledgers; nothing here reads the rows back);
-- `write_table` and `print_ready`: for an ordinary openpyxl workbook (compare, diagnosis, a
-  settlement workbook): write a table, or make an already written sheet print-ready.
+Two ways in, both here (the one module that writes Excel for the engine):
+- `Table` and `write_tables`: streamed workbooks (the result report, the settlement workbook):
+  each sheet's header, widths and print set-up first, its rows after the save, block by block;
+- `write_table`, `write_frame` and `print_ready`: an ordinary openpyxl workbook (compare,
+  sweep, frontier, diagnosis): write a table, or make an already written sheet print-ready.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.properties import PageSetupProperties
+
+from allocator.atomic import atomic_path
+from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
 if TYPE_CHECKING:
     from allocator.round import Round
@@ -435,6 +445,251 @@ def row_lines(values: Sequence[Any], widths: Sequence[float], wraps: Sequence[bo
             # proportional text: a character is about 0.8 of a digit's width
             n = max(n, math.ceil(len(v) * 0.82 / max(1.0, w - 1.5)))
     return n
+
+
+# --- streamed workbooks (the result report, the settlement workbook) -------------------
+
+# A column's format is a kind (resolved per workbook, see Formats) or a function of the row.
+# The function gets the row's position and the row.
+FormatSpec = str | Callable[[int, Sequence[Any]], str | None] | None
+
+
+# Rows of a large table are made and written this many at a time: memory stays flat.
+BLOCK_ROWS = 5_000
+
+
+class Rows:
+    """A large table's rows, made block by block while they are written (never all at once).
+
+    `make(size)` returns a fresh iterator over blocks (lists of rows) of about `size` rows;
+    `count` is known before any row is made, so the sheet's filter can be set up front.
+    """
+
+    def __init__(self, count: int, make: Callable[[int], Iterator[list[Sequence[Any]]]]):
+        self.count = count
+        self.make = make
+
+
+class Table:
+    """One sheet: header, data rows, optional total row, and a number format per column.
+
+    `rows` is a list, or `Rows` made while they are written (the large ledgers, so their
+    memory stays flat).
+    """
+
+    def __init__(self, name: str, columns: list[str], rows: list[list[Any]] | Rows,
+                 formats: dict[str, FormatSpec] | None = None, total: list[Any] | None = None):
+        self.name = name
+        self.columns = columns
+        self._rows = rows
+        self.formats = formats or {}
+        self.total = total
+        self.extra_widths: dict[int, float] = {}  # widths of columns right of the table
+
+    def __len__(self) -> int:
+        return len(self._rows) if isinstance(self._rows, list) else self._rows.count
+
+    def blocks(self, size: int | None = None) -> Iterator[Sequence[Sequence[Any]]]:
+        size = size or BLOCK_ROWS
+        if isinstance(self._rows, Rows):
+            return self._rows.make(size)
+        return (self._rows[i:i + size] for i in range(0, len(self._rows), size))
+
+    def iter_rows(self) -> Iterator[Sequence[Any]]:
+        return itertools.chain.from_iterable(self.blocks())
+
+    def frame(self) -> pd.DataFrame:
+        """The sheet as a DataFrame: data rows, then the total row (first cell `Total`) if any."""
+        rows = [list(r) for r in self.iter_rows()] + ([self.total] if self.total is not None else [])
+        return pd.DataFrame(rows, columns=self.columns)
+
+
+def row_kinds(kinds: list[str | None]) -> Callable[[int, Sequence[Any]], str | None]:
+    """Format of a key/value table's value cell: one kind per row."""
+    return lambda i, _row: kinds[i]
+
+
+def write_tables(path: Path, tables: Sequence[Table], formats: Formats, *, footer: str = "",
+                 printed: Callable[[str], bool] = lambda _name: True,
+                 before_save: Callable[[Any], None] | None = None) -> Path:
+    """Write `tables`, a sheet each, to `path` atomically (an old file survives any failure).
+
+    The sheets are streamed: header, widths and print set-up first, the rows after the save
+    (allocator.xlsxrows), so a ledger of millions of rows never sits in memory. A sheet for
+    which `printed(name)` is false keeps its page set-up but prints nothing until its print
+    range is cleared. `before_save(workbook)` may add to the sheets (charts) before the save."""
+    styles = StyleIds(formats)
+    wb = Workbook(write_only=True)
+    try:
+        bodies = {t.name: rows_xml(2, len(t.columns), write_sheet(wb, t, styles, footer,
+                                                                  printed(t.name)))
+                  for t in tables}
+        if before_save is not None:
+            before_save(wb)
+        with atomic_path(path) as tmp:
+            wb.save(tmp)
+            fill_sheets(tmp, bodies)
+    except BaseException:
+        discard(wb)
+        raise
+    return path
+
+
+def discard(wb: Any) -> None:
+    """Close and delete the streamed sheets of a workbook that will never be saved.
+
+    A write-only sheet streams into its own temporary file; left to the garbage collector it
+    would write into a closed file (noise on stderr) and stay on disk until exit.
+    """
+    for ws in wb.worksheets:
+        with contextlib.suppress(Exception):
+            if not ws.closed:
+                ws.close()
+        writer = getattr(ws, "_writer", None)  # openpyxl keeps the stream's file here
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.cleanup()
+
+
+HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+
+
+def _text(value: str) -> str:
+    # Characters XML 1.0 cannot hold would make openpyxl refuse the whole workbook.
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+
+
+def _header_cell(ws: Any, name: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, _text(name))
+    cell.data_type = "s"  # literal text, never a formula or an error value
+    cell.font = HEADER_FONT
+    cell.fill = HEADER_FILL
+    cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    return cell
+
+
+class StyleIds:
+    """Style ids of the workbook (a cell's `s`), one per number format and weight.
+
+    openpyxl registers a style when a cell asks for its id; the data rows are written after
+    the workbook is saved, so every style they use is asked for before.
+    """
+
+    def __init__(self, formats: Formats):
+        self.formats = formats
+        self._ids: dict[tuple[str | None, bool, bool], int] = {}
+
+    def of(self, ws: Any, kind: str | None, bold: bool = False, wrap: bool = False) -> int:
+        code = self.formats.code(kind)
+        key = (code, bold, wrap)
+        if key not in self._ids:
+            cell = WriteOnlyCell(ws)
+            if code:
+                cell.number_format = code
+            if bold:
+                cell.font = TOTAL_FONT
+            # Top-aligned, so a row whose text wraps reads as one line across.
+            cell.alignment = WRAP_ALIGNMENT if wrap else TOP_ALIGNMENT
+            self._ids[key] = cell.style_id
+        return self._ids[key]
+
+
+def _widths(table: Table, formats: Formats) -> list[float]:
+    """Column widths from the header and the first few hundred rows (and the total row):
+    every number as its format shows it, so no cell shows `###`."""
+    sample = list(itertools.islice(itertools.chain.from_iterable(table.blocks(500)), 500))
+    sample += [table.total] if table.total else []
+    codes = []
+    for c in table.columns:
+        spec = table.formats.get(c)
+        if callable(spec):
+            codes.append(lambda n, row, spec=spec: formats.code(spec(n, row)))
+        else:
+            codes.append(formats.code(spec))
+    return column_widths(table.columns, sample, codes)
+
+
+def write_sheet(wb: Workbook, table: Table, styles: StyleIds, footer: str = "",
+                 printed: bool = True) -> Iterator[RowBlock]:
+    """Header, view, widths, filter and print set-up of a table's sheet; the rest as blocks to
+    write later. A sheet not `printed` keeps its page set-up but an empty print range.
+
+    The data and total rows are written by allocator.xlsxrows once the workbook is saved;
+    the blocks come with the style ids, which are registered here, before the save.
+    """
+    ws = wb.create_sheet(table.name)
+    # A write-only sheet takes its view, column widths and page set-up before the first row.
+    ws.freeze_panes = "A2"
+    widths = _widths(table, styles.formats)
+    for i, width in enumerate(widths):
+        ws.column_dimensions[get_column_letter(i + 1)].width = width
+    for col, width in table.extra_widths.items():  # at least: the Dashboard's chart grid
+        widths[col - 1] = max(widths[col - 1], width)
+        ws.column_dimensions[get_column_letter(col)].width = widths[col - 1]
+    wraps = wrap_columns(widths)
+    lines = len(table) + 2.0
+    if any(wraps):  # wrapped text: rows as tall as their lines (a large ledger: as its first)
+        sample = list(itertools.islice(table.iter_rows(), 1000))
+        per_row = sum(rows_of(row_lines(r, widths, wraps)) for r in sample) / \
+            max(1, len(sample))
+        lines = len(table) * per_row + 2
+    print_setup(ws, widths, lines, footer=footer)
+    if not printed:
+        ws.print_area = nothing_to_print(len(table.columns))
+    lines = header_lines(table.columns, widths)
+    if lines > 1:  # a long header wraps: the row grows, or its second line hides under row 2
+        ws.row_dimensions[1].height = line_height(lines)
+    ws.append([_header_cell(ws, name) for name in table.columns])
+    # The filter covers header and data rows only, so sorting never moves the total row.
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(table.columns))}{len(table) + 1}"
+    return _row_blocks(ws, table, styles, wraps)
+
+
+def _row_blocks(ws: Any, table: Table, styles: StyleIds,
+                wraps: Sequence[bool] = ()) -> Iterator[RowBlock]:
+    specs = [table.formats.get(c) for c in table.columns]
+    text_ids = [styles.of(ws, None, wrap=w) for w in wraps] or _PLAIN_TEXT * len(specs)
+    blocks: Iterable[RowBlock]
+    if any(callable(s) for s in specs):
+        blocks = _styled_per_row(ws, table, specs, styles, text_ids)
+    else:
+        ids = [styles.of(ws, s if isinstance(s, str) else None) for s in specs]
+        blocks = ((block, ids, text_ids) for block in table.blocks())
+    if any(wraps):
+        blocks = _with_heights(blocks, _widths_of(ws, len(specs)), wraps)
+    if table.total is None:
+        return iter(blocks)
+    bold = styles.of(ws, None, bold=True)
+    total_ids = [styles.of(ws, s if isinstance(s, str) else None, bold=True) for s in specs]
+    return itertools.chain(blocks, [([table.total], total_ids, [bold] * len(specs))])
+
+
+_PLAIN_TEXT = [0]  # text of a data row has no style of its own
+
+
+def _widths_of(ws: Any, ncols: int) -> list[float]:
+    return [float(ws.column_dimensions[get_column_letter(i + 1)].width or 8) for i in range(ncols)]
+
+
+def _with_heights(blocks: Iterable[RowBlock], widths: list[float],
+                  wraps: Sequence[bool]) -> Iterator[RowBlock]:
+    """Each row's height from the lines its wrapped text takes (None: one line)."""
+    for rows, nums, texts, *_ in blocks:
+        heights = []
+        for row in rows:
+            n = row_lines(row, widths, wraps)
+            heights.append(line_height(n) if n > 1 else None)
+        yield rows, nums, texts, heights
+
+
+def _styled_per_row(ws: Any, table: Table, specs: list[FormatSpec],
+                    styles: StyleIds, text_ids: list[int]) -> list[RowBlock]:
+    """Blocks of consecutive rows that share their formats (the small key/value tables)."""
+    rows = list(table.iter_rows())
+    ids = [tuple(styles.of(ws, s(n, row) if callable(s) else s) for s in specs)
+           for n, row in enumerate(rows)]
+    return [([row for _, row in group], list(key), text_ids)
+            for key, group in itertools.groupby(zip(ids, rows, strict=True), key=lambda x: x[0])]
 
 
 __all__ = ["PRICE_STEP", "TOTAL_LABEL", "Formats", "column_widths", "is_landscape", "money_format",

@@ -18,12 +18,10 @@ cell: a program called `=HYPERLINK(...)` stays a name and never becomes a formul
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import math
 import platform
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from importlib import metadata
@@ -32,17 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, PatternFill
-from openpyxl.utils import get_column_letter
 
 import allocator
 from allocator import dashboard, excel
-from allocator.atomic import atomic_path
 from allocator.errors import Normalisation
-from allocator.excel import Formats, price_shown
+from allocator.excel import Formats, FormatSpec, Rows, Table, price_shown, row_kinds
 from allocator.explain import (
     MIP_NOTE,
     add_shortfalls,
@@ -55,7 +47,6 @@ from allocator.formulation import RuleGroup, rule_groups
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
 from allocator.solve import Status, row_name
-from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
 if TYPE_CHECKING:
     from allocator.engine import Solution
@@ -72,64 +63,9 @@ PRINTED = ("Dashboard", "Summary", "Allocations", "Funds", "Rules", "Disbursemen
 PRINT_NOTE = (f"Printing this workbook gives {', '.join(PRINTED[:-1])} and {PRINTED[-1]}. The other "
               "sheets are for the screen; to print one, clear its print range (Excel: Page Layout, "
               "Print Area, Clear Print Area; LibreOffice: Format, Print Ranges, Clear).")
-TOTAL_LABEL = "Total"  # first cell of the total row of the aggregate sheets
+TOTAL_LABEL = excel.TOTAL_LABEL  # first cell of the total row of the aggregate sheets
 
 _SHARE_MEASURES = ("share", "share_within")
-
-# A column's format is a kind (resolved per workbook, see _Formats) or a function of the row.
-# The function gets the row's position and the row.
-FormatSpec = str | Callable[[int, Sequence[Any]], str | None] | None
-
-
-# Rows of a large table are made and written this many at a time: memory stays flat.
-BLOCK_ROWS = 5_000
-
-
-class Rows:
-    """A large table's rows, made block by block while they are written (never all at once).
-
-    `make(size)` returns a fresh iterator over blocks (lists of rows) of about `size` rows;
-    `count` is known before any row is made, so the sheet's filter can be set up front.
-    """
-
-    def __init__(self, count: int, make: Callable[[int], Iterator[list[Sequence[Any]]]]):
-        self.count = count
-        self.make = make
-
-
-class Table:
-    """One sheet: header, data rows, optional total row, and a number format per column.
-
-    `rows` is a list, or `Rows` made while they are written (the large ledgers, so their
-    memory stays flat).
-    """
-
-    def __init__(self, name: str, columns: list[str], rows: list[list[Any]] | Rows,
-                 formats: dict[str, FormatSpec] | None = None, total: list[Any] | None = None):
-        self.name = name
-        self.columns = columns
-        self._rows = rows
-        self.formats = formats or {}
-        self.total = total
-        self.extra_widths: dict[int, float] = {}  # widths of columns right of the table
-
-    def __len__(self) -> int:
-        return len(self._rows) if isinstance(self._rows, list) else self._rows.count
-
-    def blocks(self, size: int | None = None) -> Iterator[Sequence[Sequence[Any]]]:
-        size = size or BLOCK_ROWS
-        if isinstance(self._rows, Rows):
-            return self._rows.make(size)
-        return (self._rows[i:i + size] for i in range(0, len(self._rows), size))
-
-    def iter_rows(self) -> Iterator[Sequence[Any]]:
-        return itertools.chain.from_iterable(self.blocks())
-
-    def frame(self) -> pd.DataFrame:
-        """The sheet as a DataFrame: data rows, then the total row (first cell `Total`) if any."""
-        rows = [list(r) for r in self.iter_rows()] + ([self.total] if self.total is not None else [])
-        return pd.DataFrame(rows, columns=self.columns)
-
 
 # --- public API ----------------------------------------------------------------------------
 
@@ -158,21 +94,12 @@ def write_report(solution: Solution, path: Path, *, run_id: str = "", input_dige
     tables = _build(solution, run_id=run_id, input_digest=input_digest,
                     output_digest=output_digest, notes=notes, record_dir=record_dir,
                     versions=versions, solver_options=solver_options)
-    styles = _StyleIds(_Formats(solution.round))
-    wb = Workbook(write_only=True)
-    try:
-        footer = solution.round.settings.round_id
-        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles, footer,
-                                                                     t.name in PRINTED))
-                  for t in tables}
-        _dashboard_charts(wb["Dashboard"], solution.round, {t.name: t for t in tables})
-        with atomic_path(path) as tmp:
-            wb.save(tmp)
-            fill_sheets(tmp, bodies)
-    except BaseException:
-        _discard(wb)
-        raise
-    return path
+    footer = solution.round.settings.round_id
+    return excel.write_tables(
+        path, tables, Formats.of_round(solution.round), footer=footer,
+        printed=lambda name: name in PRINTED,
+        before_save=lambda wb: _dashboard_charts(wb["Dashboard"], solution.round,
+                                                 {t.name: t for t in tables}))
 
 
 def _dashboard_charts(ws: Any, rnd: Round, tables: Mapping[str, Table]) -> None:
@@ -192,22 +119,6 @@ def _dashboard_charts(ws: Any, rnd: Round, tables: Mapping[str, Table]) -> None:
     ws.print_area = dashboard.print_area(len(dash), len(made))
     ws.page_setup.orientation = "portrait"
     ws.page_setup.fitToHeight = 1
-
-
-def _discard(wb: Workbook) -> None:
-    """Close and delete the streamed sheets of a workbook that will never be saved.
-
-    A write-only sheet streams into its own temporary file; left to the garbage collector it
-    would write into a closed file (noise on stderr) and stay on disk until exit.
-    """
-    for ws in wb.worksheets:
-        with contextlib.suppress(Exception):
-            if not ws.closed:
-                ws.close()
-        writer = getattr(ws, "_writer", None)  # openpyxl keeps the stream's file here
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.cleanup()
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -375,7 +286,7 @@ def _dashboard(solution: Solution, ledger: _Ledger) -> Table:
         rows.append([*rec, "percent"])
     kinds = [r[3] for r in rows]
     table = Table("Dashboard", DASHBOARD_COLUMNS, [r[:3] for r in rows],
-                  {"value": _row_kinds(kinds), "target": _row_kinds(kinds)})
+                  {"value": row_kinds(kinds), "target": row_kinds(kinds)})
     table.extra_widths = dict(dashboard.MIN_WIDTHS)
     return table
 
@@ -502,7 +413,7 @@ def _summary(solution: Solution, ledger: _Ledger, run_id: str, input_digest: str
         ["round digest (canonical JSON)", round_digest, None],
     ]
     return Table("Summary", ["item", "value"], [r[:2] for r in rows],
-                 {"value": _row_kinds([r[2] for r in rows])})
+                 {"value": row_kinds([r[2] for r in rows])})
 
 
 def _before(solution: Solution) -> str:
@@ -535,11 +446,6 @@ def rounding_misses(solution: Solution) -> list[tuple[str, str]]:
         shown = f"{a:,.0f}" if abs(a - round(a)) < 1e-6 else f"{a:,.2f}"
         out.append((name, f"rounding misses {name} by {cur} {shown}"))
     return out
-
-
-def _row_kinds(kinds: list[str | None]) -> Callable[[int, Sequence[Any]], str | None]:
-    """Format of a key/value table's value cell: one kind per row."""
-    return lambda i, _row: kinds[i]
 
 
 def _allocations(rnd: Round, ledger: _Ledger) -> Table:
@@ -1078,7 +984,7 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
         ["record folder", record_dir, None],
     ]
     return Table("Audit", ["item", "value"], [r[:2] for r in rows],
-                 {"value": _row_kinds([r[2] for r in rows])})
+                 {"value": row_kinds([r[2] for r in rows])})
 
 
 # What each solver stage does, in words (Audit sheet): the one place the tie-break is explained.
@@ -1136,154 +1042,3 @@ def _notes(notes: Sequence[object]) -> Table:
         else:
             rows.append(["", "", str(n), "", ""])
     return Table("Notes", ["cell", "header", "found", "used", "why"], rows)
-
-
-# --- writing -------------------------------------------------------------------------------
-
-
-def _Formats(rnd: Round) -> Formats:
-    """Number format codes of one workbook (currency code and decimals of the round)."""
-    return Formats.of_round(rnd)
-
-
-_HEADER_FONT = excel.HEADER_FONT
-_HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-_TOTAL_FONT = excel.TOTAL_FONT
-
-
-def _text(value: str) -> str:
-    # Characters XML 1.0 cannot hold would make openpyxl refuse the whole workbook.
-    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
-
-
-def _header_cell(ws: Any, name: str) -> WriteOnlyCell:
-    cell = WriteOnlyCell(ws, _text(name))
-    cell.data_type = "s"  # literal text, never a formula or an error value
-    cell.font = _HEADER_FONT
-    cell.fill = _HEADER_FILL
-    cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-    return cell
-
-
-class _StyleIds:
-    """Style ids of the workbook (a cell's `s`), one per number format and weight.
-
-    openpyxl registers a style when a cell asks for its id; the data rows are written after
-    the workbook is saved, so every style they use is asked for before.
-    """
-
-    def __init__(self, formats: _Formats):
-        self.formats = formats
-        self._ids: dict[tuple[str | None, bool, bool], int] = {}
-
-    def of(self, ws: Any, kind: str | None, bold: bool = False, wrap: bool = False) -> int:
-        code = self.formats.code(kind)
-        key = (code, bold, wrap)
-        if key not in self._ids:
-            cell = WriteOnlyCell(ws)
-            if code:
-                cell.number_format = code
-            if bold:
-                cell.font = _TOTAL_FONT
-            # Top-aligned, so a row whose text wraps reads as one line across.
-            cell.alignment = excel.WRAP_ALIGNMENT if wrap else excel.TOP_ALIGNMENT
-            self._ids[key] = cell.style_id
-        return self._ids[key]
-
-
-def _widths(table: Table, formats: Formats) -> list[float]:
-    """Column widths from the header and the first few hundred rows (and the total row):
-    every number as its format shows it, so no cell shows `###`."""
-    sample = list(itertools.islice(itertools.chain.from_iterable(table.blocks(500)), 500))
-    sample += [table.total] if table.total else []
-    codes = []
-    for c in table.columns:
-        spec = table.formats.get(c)
-        if callable(spec):
-            codes.append(lambda n, row, spec=spec: formats.code(spec(n, row)))
-        else:
-            codes.append(formats.code(spec))
-    return excel.column_widths(table.columns, sample, codes)
-
-
-def _write_sheet(wb: Workbook, table: Table, styles: _StyleIds, footer: str = "",
-                 printed: bool = True) -> Iterator[RowBlock]:
-    """Header, view, widths, filter and print set-up of a table's sheet; the rest as blocks to
-    write later. A sheet not `printed` keeps its page set-up but an empty print range.
-
-    The data and total rows are written by allocator.xlsxrows once the workbook is saved;
-    the blocks come with the style ids, which are registered here, before the save.
-    """
-    ws = wb.create_sheet(table.name)
-    # A write-only sheet takes its view, column widths and page set-up before the first row.
-    ws.freeze_panes = "A2"
-    widths = _widths(table, styles.formats)
-    for i, width in enumerate(widths):
-        ws.column_dimensions[get_column_letter(i + 1)].width = width
-    for col, width in table.extra_widths.items():  # at least: the Dashboard's chart grid
-        widths[col - 1] = max(widths[col - 1], width)
-        ws.column_dimensions[get_column_letter(col)].width = widths[col - 1]
-    wraps = excel.wrap_columns(widths)
-    lines = len(table) + 2.0
-    if any(wraps):  # wrapped text: rows as tall as their lines (a large ledger: as its first)
-        sample = list(itertools.islice(table.iter_rows(), 1000))
-        per_row = sum(excel.rows_of(excel.row_lines(r, widths, wraps)) for r in sample) / \
-            max(1, len(sample))
-        lines = len(table) * per_row + 2
-    excel.print_setup(ws, widths, lines, footer=footer)
-    if not printed:
-        ws.print_area = excel.nothing_to_print(len(table.columns))
-    lines = excel.header_lines(table.columns, widths)
-    if lines > 1:  # a long header wraps: the row grows, or its second line hides under row 2
-        ws.row_dimensions[1].height = excel.line_height(lines)
-    ws.append([_header_cell(ws, name) for name in table.columns])
-    # The filter covers header and data rows only, so sorting never moves the total row.
-    ws.auto_filter.ref = f"A1:{get_column_letter(len(table.columns))}{len(table) + 1}"
-    return _row_blocks(ws, table, styles, wraps)
-
-
-def _row_blocks(ws: Any, table: Table, styles: _StyleIds,
-                wraps: Sequence[bool] = ()) -> Iterator[RowBlock]:
-    specs = [table.formats.get(c) for c in table.columns]
-    text_ids = [styles.of(ws, None, wrap=w) for w in wraps] or _PLAIN_TEXT * len(specs)
-    blocks: Iterable[RowBlock]
-    if any(callable(s) for s in specs):
-        blocks = _styled_per_row(ws, table, specs, styles, text_ids)
-    else:
-        ids = [styles.of(ws, s if isinstance(s, str) else None) for s in specs]
-        blocks = ((block, ids, text_ids) for block in table.blocks())
-    if any(wraps):
-        blocks = _with_heights(blocks, _widths_of(ws, len(specs)), wraps)
-    if table.total is None:
-        return iter(blocks)
-    bold = styles.of(ws, None, bold=True)
-    total_ids = [styles.of(ws, s if isinstance(s, str) else None, bold=True) for s in specs]
-    return itertools.chain(blocks, [([table.total], total_ids, [bold] * len(specs))])
-
-
-_PLAIN_TEXT = [0]  # text of a data row has no style of its own
-
-
-def _widths_of(ws: Any, ncols: int) -> list[float]:
-    return [float(ws.column_dimensions[get_column_letter(i + 1)].width or 8) for i in range(ncols)]
-
-
-def _with_heights(blocks: Iterable[RowBlock], widths: list[float],
-                  wraps: Sequence[bool]) -> Iterator[RowBlock]:
-    """Each row's height from the lines its wrapped text takes (None: one line)."""
-    for rows, nums, texts, *_ in blocks:
-        heights = []
-        for row in rows:
-            n = excel.row_lines(row, widths, wraps)
-            heights.append(excel.line_height(n) if n > 1 else None)
-        yield rows, nums, texts, heights
-
-
-def _styled_per_row(ws: Any, table: Table, specs: list[FormatSpec],
-                    styles: _StyleIds, text_ids: list[int]) -> list[RowBlock]:
-    """Blocks of consecutive rows that share their formats (the small key/value tables)."""
-    rows = list(table.iter_rows())
-    ids = [tuple(styles.of(ws, s(n, row) if callable(s) else s) for s in specs)
-           for n, row in enumerate(rows)]
-    return [([row for _, row in group], list(key), text_ids)
-            for key, group in itertools.groupby(zip(ids, rows, strict=True), key=lambda x: x[0])]

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from openpyxl import Workbook
 
-from allocator import chain
-from allocator.atomic import atomic_dir, atomic_path
+from allocator import chain, excel
+from allocator.atomic import atomic_dir
 from allocator.errors import InputError
+from allocator.excel import Formats, Table, row_kinds
 from allocator.manifest import (
     ALLOCATION_COLUMNS,
     Verification,
@@ -48,21 +48,14 @@ from allocator.manifest import (
 )
 from allocator.report import (
     TOTAL_LABEL,
-    Table,
-    _discard,
-    _Formats,
     _money,
-    _row_kinds,
-    _StyleIds,
     _tranches_of,
-    _write_sheet,
     due_label,
     split_units,
 )
 from allocator.results import Funded, Results, exact, load_results
 from allocator.round import Basis, ProgramRow, Round
 from allocator.safetext import csv_text
-from allocator.xlsxrows import fill_sheets, rows_xml
 
 SETTLEMENT_FORMAT = 1
 SETTLEMENT_COLUMNS = ["program_id", "fund_id", "period", "tranche", "basis", "due_period",
@@ -419,7 +412,7 @@ def _summary_sheet(s: Settlement, settlement_id: str) -> Table:
          f"({rnd.settings.rounding_unit}); the rest is withheld", None],
     ]
     return Table("Summary", ["item", "value"], [r[:2] for r in rows],
-                 {"value": _row_kinds([r[2] for r in rows])})
+                 {"value": row_kinds([r[2] for r in rows])})
 
 
 def frames(tables: Sequence[Table]) -> dict[str, pd.DataFrame]:
@@ -430,17 +423,7 @@ def write_settlement_workbook(s: Settlement, path: Path, *, settlement_id: str =
     """The settlement workbook, formatted as the allocation report, written atomically."""
     path = Path(path)
     tables = settlement_tables(s, settlement_id=settlement_id)
-    styles = _StyleIds(_Formats(s.round))
-    wb = Workbook(write_only=True)
-    try:
-        bodies = {t.name: rows_xml(2, len(t.columns), _write_sheet(wb, t, styles)) for t in tables}
-        with atomic_path(path) as tmp:
-            wb.save(tmp)
-            fill_sheets(tmp, bodies)
-    except BaseException:
-        _discard(wb)
-        raise
-    return path
+    return excel.write_tables(path, tables, Formats.of_round(s.round))
 
 
 # --- the settlement record --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-import allocator.report as report_module
+import allocator.excel as excel_module
 from allocator.atomic import atomic_dir, current_umask, is_leftover
 from allocator.engine import solve_round
 from allocator.errors import CellRef, InputError, Normalisation
@@ -498,13 +498,13 @@ def test_a_failure_while_streaming_rows_keeps_the_old_report(r1, tmp_path, monke
     target = tmp_path / "R1.xlsx"
     write_report(solution, target)
     before = target.read_bytes()
-    real = report_module.rows_xml
+    real = excel_module.rows_xml
 
     def half_then_fail(*args, **kwargs):
         yield from itertools.islice(real(*args, **kwargs), 1)
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module, "rows_xml", half_then_fail)
+    monkeypatch.setattr(excel_module, "rows_xml", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_report(solution, target, run_id="second")
     assert target.read_bytes() == before
@@ -648,7 +648,7 @@ def _cent_round(n_programs: int) -> dict:
 
 def test_cent_totals_add_up_to_the_cent_in_every_sheet(tmp_path, monkeypatch):
     # Blocks of 4 rows: the streamed ledgers cross block boundaries several times.
-    monkeypatch.setattr("allocator.report.BLOCK_ROWS", 4)
+    monkeypatch.setattr("allocator.excel.BLOCK_ROWS", 4)
     solution = _solve(tmp_path, _cent_round(12))
     wb = openpyxl.load_workbook(write_report(solution, tmp_path / "C1.xlsx"))
     cents = Decimal("0.01")
@@ -676,7 +676,7 @@ def test_cent_totals_add_up_to_the_cent_in_every_sheet(tmp_path, monkeypatch):
 
 def test_block_size_does_not_change_the_workbook(r1, tmp_path, monkeypatch):
     solution, _, wb = r1
-    monkeypatch.setattr("allocator.report.BLOCK_ROWS", 1)
+    monkeypatch.setattr("allocator.excel.BLOCK_ROWS", 1)
     small = openpyxl.load_workbook(write_report(solution, tmp_path / "R1.xlsx", run_id="run-1",
                                                 input_digest="abc", output_digest="def",
                                                 record_dir="models/R1/run-1",
