@@ -331,28 +331,15 @@ class _Model:
 
 def _factor_rhs(g: RuleGroup, value: float) -> tuple[float, float]:
     """Coefficient on the reference money and right-hand side of a rule row for a rule value."""
-    m = g.rule.measure
-    if m in (Measure.share, Measure.share_within):
-        return value, 0.0
-    if m == Measure.contribution_share:
-        return value * float(g.contribution or 0.0), 0.0
-    if m == Measure.per_capita:
-        return 0.0, value * float(g.population or 0.0)
-    return 0.0, value
+    return g.measure.row(value, g.scale)
 
 
 def _achieved(g: RuleGroup, x: np.ndarray) -> float | None:
     """The rule value at which the allocation x holds this row with equality (None: any)."""
     sel = float(x[g.sel].sum()) if len(g.sel) else 0.0
     rel = float(x[g.rel].sum()) if len(g.rel) else 0.0
-    m = g.rule.measure
-    if m in (Measure.share, Measure.share_within):
-        return sel / rel if rel > 1e-9 else None
-    if m == Measure.contribution_share:
-        return sel / (rel * g.contribution) if rel > 1e-9 and g.contribution else None
-    if m == Measure.per_capita:
-        return sel / g.population if g.population else None
-    return sel
+    # x is a solver's point: a reference total within its noise of 0 is no reference.
+    return g.measure.achieved(sel, rel if rel > 1e-9 else 0.0, g.scale)
 
 
 # --- the search --------------------------------------------------------------------------------
@@ -673,7 +660,7 @@ def cheap_checks(rnd: Round) -> list[str]:
         rule = g.rule
         if rule.penalty is not None or rule.op == Op.le:
             continue
-        if rule.measure not in (Measure.amount, Measure.per_capita):
+        if g.measure.has_reference:  # a share-type row's rhs is 0, not money needed
             continue
         need = g.rhs
         if need <= 0:

@@ -597,27 +597,17 @@ def _rule_record(g: RuleGroup, amounts: np.ndarray, dual: float | None, trivial:
     sel = float(amounts[g.sel].sum()) if len(g.sel) else 0.0
     rel = float(amounts[g.rel].sum()) if len(g.rel) else 0.0
     lhs = sel - g.factor * rel
-    measure = g.rule.measure.value
-    if measure == "amount":
-        achieved, target = sel, g.rule.value
-    elif measure in ("share", "share_within"):
-        achieved, target = (sel / rel if rel > 0 else None), g.rule.value
-    elif measure == "per_capita":
-        achieved, target = sel / g.population if g.population else None, g.rule.value
-    else:  # contribution_share: money delivered in j over all selected, against value * c_j
-        achieved = (sel / rel) / g.contribution if rel > 0 and g.contribution else None
-        target = g.rule.value
     slack = {Op.ge: lhs - g.rhs, Op.le: g.rhs - lhs, Op.eq: -abs(lhs - g.rhs)}[g.rule.op]
     tol = 1e-6 * max(1.0, abs(g.rhs), sel, rel)
     return {
         "rule_id": g.rule.rule_id,
         "description": g.rule.description,
-        "measure": measure,
+        "measure": g.rule.measure.value,
         "group": g.group or "",
         "jurisdiction": g.jurisdiction or "",
         "op": g.rule.op.value,
-        "target": target,
-        "achieved": achieved,
+        "target": g.rule.value,  # in the rule's own unit, as the Rules sheet states it
+        "achieved": g.measure.achieved(sel, rel, g.scale),
         "slack": slack,
         "binding": bool(not trivial and abs(slack) <= max(tol, 1.0)),
         "shadow_price": dual,

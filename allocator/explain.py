@@ -17,9 +17,9 @@ import pandas as pd
 
 from allocator.eligibility import CapBlock, cap_block_lines, cap_blocks, gate_reasons
 from allocator.formulation import RuleGroup, rule_groups
-from allocator.round import FundKind, Measure, Op, Round
+from allocator.measures import MONEY_STEP
+from allocator.round import FundKind, Op, Round
 
-MONEY_STEP = 10_000.0  # amounts and budgets are priced per this many currency units
 MIP_NOTE = ("prices are worked out with every all-or-nothing program kept on or off as in the "
             "allocation: they hold for changes that do not switch a program on or off")
 _TOL = 1e-9
@@ -51,19 +51,21 @@ def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame
     row_of = {(r.component, r.index): i for i, r in enumerate(solution.row_refs)}
     if groups is None:
         groups = rule_groups(rnd, solution.index)
-    for g, (_, rrow) in zip(groups, solution.rules.iterrows(), strict=True):
+    binding_of = _binding_by_key(solution.rules)
+    for g in groups:
         row = row_of.get((g.family, (g.label,)))
         if row is None:
             continue
         dual = float(prices.row_dual[row])
-        if not (bool(rrow["binding"]) or abs(dual) > _TOL):
+        binding = binding_of[g.key]
+        if not (binding or abs(dual) > _TOL):
             continue
         step, step_text, rhs_per_step = _rule_step(g, x, cur)
         per_step = dual * rhs_per_step
         records.append({
             "kind": "rule", "id": g.rule.rule_id, "group": g.group or "",
             "jurisdiction": g.jurisdiction or "", "period": "", "op": g.rule.op.value,
-            "value": g.rule.value, "binding": bool(rrow["binding"]), "shadow_price": dual,
+            "value": g.rule.value, "binding": binding, "shadow_price": dual,
             "step": step_text, "per_step": per_step,
             "trainees_per_step": per_step / per_trainee if per_trainee else None,
             "sentence": _rule_sentence(g, step, per_step, per_trainee),
@@ -96,6 +98,14 @@ def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame
                 "note": note,
             })
     return pd.DataFrame(records, columns=PRICE_COLUMNS)
+
+
+def _binding_by_key(rules: pd.DataFrame) -> dict[tuple[str, str, str], bool]:
+    """The rules table's `binding` by (rule_id, group, jurisdiction): a rule group's `key`."""
+    if not len(rules):
+        return {}
+    keys = zip(rules["rule_id"], rules["group"], rules["jurisdiction"], strict=True)
+    return {k: bool(b) for k, b in zip(keys, rules["binding"], strict=True)}
 
 
 def _lp_amounts(solution) -> np.ndarray:
@@ -138,26 +148,9 @@ def _binding_rows(solution) -> np.ndarray:
 
 def _rule_step(g: RuleGroup, x: np.ndarray, cur: str) -> tuple[float, str, float]:
     """(step of the rule's value, its text, change of the row's rhs per step)."""
-    m = g.rule.measure
+    m = g.measure
     rel = float(x[g.rel].sum()) if len(g.rel) else 0.0
-    sel = float(x[g.sel].sum()) if len(g.sel) else 0.0
-    if m in (Measure.share, Measure.share_within):
-        # S_sel - v S_rel >= 0: moving v by dv moves the rhs by dv * S_rel at the optimum.
-        return 0.01, "1 percentage point", 0.01 * rel
-    if m == Measure.contribution_share:
-        return 0.01, "0.01 of the value", 0.01 * float(g.contribution or 0.0) * rel
-    if m == Measure.per_capita:
-        return 1.0, f"{cur} 1 per inhabitant", float(g.population or 0.0)
-    del sel
-    return MONEY_STEP, f"{cur} {MONEY_STEP:,.0f}", MONEY_STEP
-
-
-def _fmt_value(g: RuleGroup, v: float) -> str:
-    if g.rule.measure in (Measure.share, Measure.share_within):
-        return f"{v * 100:.4g}%"
-    if g.rule.measure == Measure.amount:
-        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
-    return f"{v:.4g}"
+    return m.step, m.step_words(cur), m.rhs_per_step(rel, g.scale)
 
 
 def _rule_sentence(g: RuleGroup, step: float, per_step: float, per_trainee: float) -> str:
@@ -174,7 +167,7 @@ def _rule_sentence(g: RuleGroup, step: float, per_step: float, per_trainee: floa
     label = f"the {desc} {kind} {g.rule.rule_id}" if short else f"the {kind} {g.rule.rule_id}"
     v = g.rule.value
     effect = _effect(per_step, per_trainee)
-    return f"Raising {label}{where} from {_fmt_value(g, v)} to {_fmt_value(g, v + step)} {effect}"
+    return f"Raising {label}{where} from {g.measure.text(v)} to {g.measure.text(v + step)} {effect}"
 
 
 def _effect(per_step: float, per_trainee: float) -> str:
@@ -227,7 +220,7 @@ def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataF
         return pd.DataFrame(records, columns=SOFT_COLUMNS)
     if groups is None:
         groups = rule_groups(solution.round, solution.index)
-    by_key = {(g.rule.rule_id, g.group or "", g.jurisdiction or ""): g for g in groups}
+    by_key = {g.key: g for g in groups}
     cur = solution.round.settings.currency
     for _, r in soft.iterrows():
         g = by_key[(r["rule_id"], r["group"], r["jurisdiction"])]
@@ -249,16 +242,9 @@ def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataF
 
 
 def _in_rule_unit(g: RuleGroup, short: float, row) -> float:
-    m = g.rule.measure
     ref = row["reference_amount"]
     ref = float(ref) if ref is not None and not pd.isna(ref) else 0.0
-    if m in (Measure.share, Measure.share_within):
-        return short / ref if ref > 0 else 0.0
-    if m == Measure.contribution_share:
-        return short / (ref * g.contribution) if ref > 0 and g.contribution else 0.0
-    if m == Measure.per_capita:
-        return short / g.population if g.population else 0.0
-    return short
+    return g.measure.in_rule_unit(short, ref, g.scale)
 
 
 # --- a reason per program ----------------------------------------------------------------------

@@ -21,7 +21,8 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from allocator.eligibility import AllocationIndex, allocation_index
 from allocator.filters import DIMENSIONS, conditioned_dimensions, groups, intersect, passing
 from allocator.filters import resolve_key as _resolve
-from allocator.round import Measure, Op, Round, RuleRow
+from allocator.measures import MEASURES, Measure, Reference, Scale
+from allocator.round import Op, Round, RuleRow
 
 
 @dataclass
@@ -35,8 +36,18 @@ class RuleGroup:
     rel: np.ndarray  # variable indices of the reference money (share rules), else empty
     factor: float  # coefficient on the reference money
     rhs: float  # constant right-hand side (amount, per_capita)
-    population: float | None = None  # per_capita: inhabitants the rule divides by
-    contribution: float | None = None  # contribution_share: the contributor's share c_j
+    # What the measure divides by besides the reference total (allocator.measures): the
+    # inhabitants (per_capita), the contributor's share c_j (contribution_share), else 1.
+    scale: float = 1.0
+
+    @property
+    def measure(self) -> Measure:
+        return MEASURES[self.rule.measure]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(rule_id, group, jurisdiction) as the rules table holds them ("" when none)."""
+        return self.rule.rule_id, self.group or "", self.jurisdiction or ""
 
     @property
     def label(self) -> str:
@@ -271,6 +282,7 @@ def rule_groups(rnd: Round, index: AllocationIndex) -> list[RuleGroup]:
 
 
 def _expand_rule(rnd: Round, index: AllocationIndex, rule: RuleRow) -> list[RuleGroup]:
+    measure = MEASURES[rule.measure]
     selected = passing(rule.select, rnd)
     relative = passing(rule.relative_to, rnd)
     each_dim = _resolve(rule.each, rnd).dimension if rule.each else None
@@ -278,21 +290,19 @@ def _expand_rule(rnd: Round, index: AllocationIndex, rule: RuleRow) -> list[Rule
     for value, group in groups(rule.each, rule.select, rnd):
         sel_dims = intersect(selected, group)
         sel = np.flatnonzero(index.mask(sel_dims))
-        empty = np.zeros(0, dtype=np.int64)
-        if rule.measure == Measure.amount:
-            rows.append(RuleGroup(rule, value, None, sel, empty, 0.0, rule.value))
-        elif rule.measure == Measure.share:
-            rel = np.flatnonzero(index.mask(relative))
-            rows.append(RuleGroup(rule, value, None, sel, rel, rule.value, 0.0))
-        elif rule.measure == Measure.share_within:
-            rel = np.flatnonzero(index.mask(intersect(relative, group)))
-            rows.append(RuleGroup(rule, value, None, sel, rel, rule.value, 0.0))
-        elif rule.measure == Measure.per_capita:
-            pop = _population(rnd, rule, sel_dims, each_dim)
-            rows.append(RuleGroup(rule, value, None, sel, empty, 0.0, rule.value * pop,
-                                  population=pop))
-        elif rule.measure == Measure.contribution_share:
+        if measure.scale == Scale.contribution:
             rows.extend(_contribution_rows(rnd, index, rule, value, sel_dims, sel))
+            continue
+        if measure.reference == Reference.relative_to:
+            rel = np.flatnonzero(index.mask(relative))
+        elif measure.reference == Reference.relative_to_in_group:
+            rel = np.flatnonzero(index.mask(intersect(relative, group)))
+        else:
+            rel = np.zeros(0, dtype=np.int64)
+        scale = _population(rnd, rule, sel_dims, each_dim) \
+            if measure.scale == Scale.population else 1.0
+        factor, rhs = measure.row(rule.value, scale)
+        rows.append(RuleGroup(rule, value, None, sel, rel, factor, rhs, scale))
     return rows
 
 
@@ -318,11 +328,13 @@ def _contribution_rows(rnd: Round, index: AllocationIndex, rule: RuleRow, value:
     shares = contribution_shares(rnd, sel_dims["fund"])
     region_of = {r.region_id: r.jurisdiction for r in rnd.regions}
     jur = np.array([region_of[index.regions[c]] for c in index.r[sel]], dtype=object)
+    measure = MEASURES[rule.measure]
     rows = []
     for j, c_j in shares.items():
         sel_j = sel[jur == j] if len(sel) else sel
-        rows.append(RuleGroup(rule, value, j, sel_j, sel, rule.value * c_j, 0.0,
-                              contribution=c_j))
+        # The reference total is all the selected money; the row is sel_j - v c_j sel (op) 0.
+        factor, rhs = measure.row(rule.value, c_j)
+        rows.append(RuleGroup(rule, value, j, sel_j, sel, factor, rhs, c_j))
     return rows
 
 

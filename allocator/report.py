@@ -44,6 +44,7 @@ from allocator.explain import (
     unspent_note,
 )
 from allocator.formulation import RuleGroup, rule_groups
+from allocator.measures import cell_format_of
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
 from allocator.solve import Status, row_name
@@ -697,14 +698,7 @@ def _rules(solution: Solution, groups: list[RuleGroup]) -> Table:
     price = price_header(solution.round)
 
     def by_measure(_i: int, row: Sequence[Any]) -> str | None:
-        measure = row[m] if m is not None else None
-        if measure == "amount":
-            return "money"
-        if measure in _SHARE_MEASURES:
-            return "percent"
-        if measure == "per_capita":
-            return "money2"
-        return "ratio"
+        return cell_format_of(row[m] if m is not None else None)
 
     formats: dict[str, FormatSpec] = {"target": by_measure, "achieved": by_measure,
                                       "slack": "money", price: "price",
