@@ -44,7 +44,7 @@ from allocator.explain import (
     unspent_note,
 )
 from allocator.formulation import RuleGroup, rule_groups
-from allocator.measures import cell_format_of
+from allocator.measures import MEASURES, cell_format_of
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
 from allocator.solve import Status, row_name
@@ -66,7 +66,6 @@ PRINT_NOTE = (f"Printing this workbook gives {', '.join(PRINTED[:-1])} and {PRIN
               "Print Area, Clear Print Area; LibreOffice: Format, Print Ranges, Clear).")
 TOTAL_LABEL = excel.TOTAL_LABEL  # first cell of the total row of the aggregate sheets
 
-_SHARE_MEASURES = ("share", "share_within")
 
 # --- public API ----------------------------------------------------------------------------
 
@@ -299,7 +298,8 @@ def _share_rules(solution: Solution) -> list[list[Any]]:
     if not len(df) or "measure" not in df.columns:
         return out
     for rec in df.to_dict("records"):
-        if rec.get("measure") not in _SHARE_MEASURES or rec.get("op") != ">=":
+        kind = MEASURES.get(rec.get("measure"))
+        if kind is None or kind.cell_format != "percent" or rec.get("op") != ">=":
             continue  # floors only: a cap (e.g. a sector's share) is not an inclusion target
         where = rec.get("group") or rec.get("jurisdiction") or ""
         name = f"{rec['rule_id']} {where}".strip()
@@ -742,9 +742,7 @@ def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
         # A budget's value is money; a rule's value is in the rule's own unit.
         if row[0] == "budget":
             return "money"
-        m = measure.get(row[1])
-        return {"amount": "money", "share": "percent", "share_within": "percent",
-                "per_capita": "money2"}.get(m or "", "ratio")
+        return cell_format_of(measure.get(row[1]))
 
     price = price_header(solution.round)
     formats: dict[str, FormatSpec] = {"value": value_kind, price: "price", **_PRICE_KINDS}
