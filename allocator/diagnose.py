@@ -23,7 +23,7 @@ Works on the stage-1 matrix (the same one `solve_round` solves), never on Excel.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import highspy
@@ -264,8 +264,8 @@ class _Model:
             A = sp.csr_matrix((np.concatenate([v[keep], new_v]),
                                (np.concatenate([r[keep], new_r]), np.concatenate([c[keep], new_c]))),
                               shape=base.A.shape)
-        return MatrixProgram(np.zeros_like(base.c), A, lower, upper, base.col_lower, base.col_upper,
-                             base.integer, base.row_names, base.col_names, True)
+        return replace(base, c=np.zeros_like(base.c), A=A, row_lower=lower, row_upper=upper,
+                       maximize=True)
 
     def _budget_rows_from(self, item: _Item) -> np.ndarray:
         """Money added to a carry-over fund in period t is available in t and every later period."""
@@ -309,10 +309,7 @@ class _Model:
     def lp_iis_rows(self, params: dict[int, float | None]) -> set[int] | None:
         """Rows of HiGHS's IIS of the LP relaxation, or None when the LP is feasible / no IIS."""
         program = self.build(params)
-        program = MatrixProgram(program.c, program.A, program.row_lower, program.row_upper,
-                                program.col_lower, program.col_upper,
-                                np.zeros_like(program.integer), program.row_names,
-                                program.col_names, True)
+        program = replace(program, integer=np.zeros_like(program.integer), maximize=True)
         h = new_highs()
         program.to_highs(h)
         h.setOptionValue("iis_strategy", 4)  # the default (0) only runs a light test, often empty

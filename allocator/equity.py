@@ -20,7 +20,7 @@ fairness does not need. Groups with no eligible money at all cannot be raised an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -172,11 +172,10 @@ def _group_matrix(groups: EquityGroups, cols: Columns, n_cols: int) -> sp.csr_ma
 
 def _with_rows(program: MatrixProgram, rows: sp.csr_matrix, lower: list[float],
                upper: list[float], names: list[str]) -> MatrixProgram:
-    return MatrixProgram(program.c, sp.vstack([program.A, rows], format="csr"),
-                         np.concatenate([program.row_lower, lower]),
-                         np.concatenate([program.row_upper, upper]), program.col_lower,
-                         program.col_upper, program.integer, [*program.row_names, *names],
-                         program.col_names, program.maximize)
+    return replace(program, A=sp.vstack([program.A, rows], format="csr"),
+                   row_lower=np.concatenate([program.row_lower, lower]),
+                   row_upper=np.concatenate([program.row_upper, upper]),
+                   row_names=[*program.row_names, *names])
 
 
 def _maxmin_stage(base: MatrixProgram, G: sp.csr_matrix, divisors: np.ndarray,
@@ -193,14 +192,16 @@ def _maxmin_stage(base: MatrixProgram, G: sp.csr_matrix, divisors: np.ndarray,
     c = np.zeros(n_cols + 1)
     c[-1] = 1.0
     return MatrixProgram(
-        c, sp.vstack([A, fixed_block, free_block], format="csr"),
-        np.concatenate([base.row_lower, held * divisors[fixed_rows], np.zeros(len(free_rows))]),
-        np.concatenate([base.row_upper, np.full(len(fixed_rows) + len(free_rows), INF)]),
-        np.append(base.col_lower, 0.0), np.append(base.col_upper, INF),
-        np.append(base.integer, False),
-        [*base.row_names, *[f"equity_level_min[{g}]" for g in fixed_rows],
-         *[f"equity_maxmin_round{round_no}[{g}]" for g in free_rows]],
-        [*base.col_names, "z_equity"], maximize=True)
+        c=c, A=sp.vstack([A, fixed_block, free_block], format="csr"),
+        row_lower=np.concatenate([base.row_lower, held * divisors[fixed_rows],
+                                  np.zeros(len(free_rows))]),
+        row_upper=np.concatenate([base.row_upper,
+                                  np.full(len(fixed_rows) + len(free_rows), INF)]),
+        col_lower=np.append(base.col_lower, 0.0), col_upper=np.append(base.col_upper, INF),
+        integer=np.append(base.integer, False),
+        row_names=[*base.row_names, *[f"equity_level_min[{g}]" for g in fixed_rows],
+                   *[f"equity_maxmin_round{round_no}[{g}]" for g in free_rows]],
+        col_names=[*base.col_names, "z_equity"], maximize=True)
 
 
 __all__ = ["EquityResult", "equity_groups", "run_equity_stages"]

@@ -21,7 +21,7 @@ Amounts are the solver's (before rounding to whole units); run the round for a r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import highspy
@@ -138,13 +138,14 @@ def _equity_column(rnd: Round, index: AllocationIndex, program: MatrixProgram,
     block = sp.hstack([G, sp.csr_matrix(-groups.divisors.reshape(-1, 1))], format="csr")
     A = sp.vstack([sp.hstack([program.A, sp.csr_matrix((n_rows, 1))], format="csr"), block],
                   format="csr")
-    out = MatrixProgram(np.append(program.c, 0.0), A,
-                        np.concatenate([program.row_lower, np.zeros(len(groups.names))]),
-                        np.concatenate([program.row_upper, np.full(len(groups.names), INF)]),
-                        np.append(program.col_lower, 0.0), np.append(program.col_upper, INF),
-                        np.append(program.integer, False),
-                        [*program.row_names, *[f"equity_group_min[{g}]" for g in groups.names]],
-                        [*program.col_names, "z_equity"], maximize=True)
+    out = MatrixProgram(
+        c=np.append(program.c, 0.0), A=A,
+        row_lower=np.concatenate([program.row_lower, np.zeros(len(groups.names))]),
+        row_upper=np.concatenate([program.row_upper, np.full(len(groups.names), INF)]),
+        col_lower=np.append(program.col_lower, 0.0), col_upper=np.append(program.col_upper, INF),
+        integer=np.append(program.integer, False),
+        row_names=[*program.row_names, *[f"equity_group_min[{g}]" for g in groups.names]],
+        col_names=[*program.col_names, "z_equity"], maximize=True)
     unit = f"{groups.objective.value}: lowest group, {groups.unit}"
     return out, n_cols, unit
 
@@ -186,12 +187,11 @@ def _problem(rnd: Round, a_name: str, b_name: str) -> tuple[_Problem, Allocation
     b = b_total if b_name == OUTCOME else b_total + penalties
     rows = sp.csr_matrix(np.vstack([a_total, b]))
     m = program.shape[0]
-    base = MatrixProgram(b, sp.vstack([program.A, rows], format="csr"),
-                         np.concatenate([program.row_lower, [-INF, -INF]]),
-                         np.concatenate([program.row_upper, [INF, INF]]),
-                         program.col_lower, program.col_upper, program.integer,
-                         [*program.row_names, "frontier_metric_a_min", "frontier_metric_b_min"],
-                         program.col_names, maximize=True)
+    base = replace(program, c=b, A=sp.vstack([program.A, rows], format="csr"),
+                   row_lower=np.concatenate([program.row_lower, [-INF, -INF]]),
+                   row_upper=np.concatenate([program.row_upper, [INF, INF]]),
+                   row_names=[*program.row_names, "frontier_metric_a_min",
+                              "frontier_metric_b_min"], maximize=True)
     s = rnd.settings
     return (_Problem(base, cols, a, a_total, b, b_total, own, m, m + 1, s.mip_gap,
                      s.time_limit_s), index, notes)

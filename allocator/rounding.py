@@ -406,10 +406,11 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
                                 np.ones(n_s), miss_upper[has_lo], miss_upper[has_up]])
     integer = np.concatenate([np.ones(n_z, bool), np.zeros(n_f - n_s, bool), np.ones(n_s, bool),
                               np.zeros(n_lo + n_up, bool)])
-    rounding = MatrixProgram(c, A_full, np.where(has_lo, lower, -INF), np.where(has_up, upper, INF),
-                             col_lower, col_upper, integer,
-                             [f"r{i}" for i in range(n_r)],
-                             [f"z{i}" for i in range(A_full.shape[1])], maximize=True)
+    rounding = MatrixProgram(c=c, A=A_full, row_lower=np.where(has_lo, lower, -INF),
+                             row_upper=np.where(has_up, upper, INF), col_lower=col_lower,
+                             col_upper=col_upper, integer=integer,
+                             row_names=[f"r{i}" for i in range(n_r)],
+                             col_names=[f"z{i}" for i in range(A_full.shape[1])], maximize=True)
     # A node limit, not the clock, ends a long search: the answer must not depend on how
     # busy the machine is (the time limit stays only as a safety net).
     result = solve_program(rounding, "rounding", time_limit=max(time_limit, 120.0), mip_gap=1e-6,

@@ -23,7 +23,7 @@ print numbers that do not hold).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import highspy
@@ -200,8 +200,9 @@ class _Face:
         if self._rows_lp is None:
             n = self.A.shape[1]
             self._rows_lp = _WarmLP(MatrixProgram(
-                np.zeros(n), self.A, self.row_lo, self.row_hi, self.col_lo, self.col_hi,
-                np.zeros(n, dtype=bool), [], [], True))
+                c=np.zeros(n), A=self.A, row_lower=self.row_lo, row_upper=self.row_hi,
+                col_lower=self.col_lo, col_upper=self.col_hi, integer=np.zeros(n, dtype=bool),
+                row_names=[], col_names=[], maximize=True))
         lp = self._rows_lp
         row = self.A.getrow(i)
         lp.cost(row.indices, row.data)
@@ -249,9 +250,11 @@ class _Face:
         g_lo[both], g_hi[both] = -np.inf, np.inf
         y_lo = np.where(_at(self.act, p.row_lower, tol), -np.inf, 0.0)
         y_hi = np.where(_at(self.act, p.row_upper, tol), np.inf, 0.0)
-        return MatrixProgram(np.zeros(m + 1), M, g_lo, g_hi,
-                             np.concatenate([y_lo, [-np.inf]]), np.concatenate([y_hi, [np.inf]]),
-                             np.zeros(m + 1, dtype=bool), [], [], True)
+        return MatrixProgram(c=np.zeros(m + 1), A=M, row_lower=g_lo, row_upper=g_hi,
+                             col_lower=np.concatenate([y_lo, [-np.inf]]),
+                             col_upper=np.concatenate([y_hi, [np.inf]]),
+                             integer=np.zeros(m + 1, dtype=bool), row_names=[], col_names=[],
+                             maximize=True)
 
 
 def _finite(v: float) -> float:
@@ -340,14 +343,15 @@ def _with_program_columns(program: MatrixProgram, solution: Solution,
     extra = sp.csr_matrix((vals, (rows, cols)), shape=(m + k, n + k))
     A = sp.vstack([sp.hstack([program.A, sp.csr_matrix((m, k))]),
                    sp.csr_matrix((k, n + k))]).tocsr() + extra
-    out = MatrixProgram(
-        np.concatenate([c, z_cost]), A,
-        np.concatenate([program.row_lower, np.zeros(k)]),
-        np.concatenate([program.row_upper, np.zeros(k)]),
-        np.concatenate([program.col_lower, np.full(k, -np.inf)]),
-        np.concatenate([program.col_upper, np.full(k, np.inf)]),
-        np.zeros(n + k, dtype=bool), [*program.row_names, *(f"z_row_{p}" for p in z_of)],
-        [*program.col_names, *(f"z_{p}" for p in z_of)], program.maximize)
+    out = replace(
+        program, c=np.concatenate([c, z_cost]), A=A,
+        row_lower=np.concatenate([program.row_lower, np.zeros(k)]),
+        row_upper=np.concatenate([program.row_upper, np.zeros(k)]),
+        col_lower=np.concatenate([program.col_lower, np.full(k, -np.inf)]),
+        col_upper=np.concatenate([program.col_upper, np.full(k, np.inf)]),
+        integer=np.zeros(n + k, dtype=bool),
+        row_names=[*program.row_names, *(f"z_row_{p}" for p in z_of)],
+        col_names=[*program.col_names, *(f"z_{p}" for p in z_of)])
     return out, z_of
 
 

@@ -22,6 +22,7 @@ the weights too, nonlinearly).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,9 +65,7 @@ def _dual_conditions(program: MatrixProgram, x: np.ndarray, g: np.ndarray) -> Ma
     on them let delta run a third too far on a 1,900-program round.
     """
     scale = 1.0 / max(float(np.abs(program.c).max(initial=0.0)), 1e-12)
-    program = MatrixProgram(program.c * scale, program.A, program.row_lower, program.row_upper,
-                            program.col_lower, program.col_upper, program.integer,
-                            program.row_names, program.col_names, program.maximize)
+    program = replace(program, c=program.c * scale)
     g = g * scale
     A = sp.csr_matrix(program.A)
     m = A.shape[0]
@@ -89,10 +88,11 @@ def _dual_conditions(program: MatrixProgram, x: np.ndarray, g: np.ndarray) -> Ma
     # max c'x: y <= 0 on a row held at its lower bound, y >= 0 at its upper bound, 0 off them
     y_lower = np.where(free | (row_lo & ~row_up), -INF, 0.0)
     y_upper = np.where(free | (row_up & ~row_lo), INF, 0.0)
-    return MatrixProgram(np.zeros(m + 1), rows, lo, up, np.append(y_lower, -INF),
-                         np.append(y_upper, INF), np.zeros(m + 1, dtype=bool),
-                         [f"d{j}" for j in range(rows.shape[0])],
-                         [*(f"y{i}" for i in range(m)), "delta"], maximize=True)
+    return MatrixProgram(c=np.zeros(m + 1), A=rows, row_lower=lo, row_upper=up,
+                         col_lower=np.append(y_lower, -INF), col_upper=np.append(y_upper, INF),
+                         integer=np.zeros(m + 1, dtype=bool),
+                         row_names=[f"d{j}" for j in range(rows.shape[0])],
+                         col_names=[*(f"y{i}" for i in range(m)), "delta"], maximize=True)
 
 
 def _delta(dual: MatrixProgram, sense: float) -> float | None:
@@ -100,9 +100,7 @@ def _delta(dual: MatrixProgram, sense: float) -> float | None:
     dual solution exists (the allocation is not optimal to the tolerances used)."""
     c = np.zeros(dual.shape[1])
     c[-1] = sense
-    result = solve_program(MatrixProgram(c, dual.A, dual.row_lower, dual.row_upper, dual.col_lower,
-                                         dual.col_upper, dual.integer, dual.row_names,
-                                         dual.col_names, maximize=True),
+    result = solve_program(replace(dual, c=c, maximize=True),
                            "weight_range", time_limit=60.0, mip_gap=0.0, method="simplex")
     if result.status == Status.unbounded:
         return float("inf") * sense
