@@ -351,7 +351,17 @@ def size_table(result: dict, bare: dict[str, list[dict]] | None) -> str:
         lines.append(f"\nratio engine end-to-end / bare HiGHS (engine options) = "
                      f"{e2e:.2f} / {bare_total:.2f} = **{e2e / bare_total:.2f}x**"
                      if bare_total > 0 else "")
+        first = stage_one_seconds(bare["engine"])
+        if first:
+            lines.append(f"ratio engine end-to-end / bare HiGHS on the stage-1 MPS alone = "
+                         f"{e2e:.2f} / {first:.2f} = **{e2e / first:.2f}x**")
     return "\n".join(lines)
+
+
+def stage_one_seconds(runs: list[dict]) -> float | None:
+    """Bare HiGHS on the stage-1 (outcome) MPS file alone: the one solve a round needs."""
+    got = [x.get("seconds") for x in runs if str(x.get("file", "")).startswith("stage1_")]
+    return got[0] if got and got[0] else None
 
 
 def _short(status: str) -> str:
@@ -360,15 +370,17 @@ def _short(status: str) -> str:
 
 def summary_table(results: list[dict], bares: dict[int, dict]) -> str:
     """All sizes in one markdown table, a row per size."""
-    head = ["programs", "variables", "constraints"] + [k for k, _ in PHASES] + ["peak MB"]
+    head = ["programs", "variables", "constraints", "nonzeros per program"] + \
+        [k for k, _ in PHASES] + ["peak MB"]
     if bares:
-        head += ["bare HiGHS", "ratio"]
+        head += ["bare HiGHS", "ratio", "bare stage 1", "ratio to stage 1"]
     lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
     for r in results:
         if "error" in r:
             lines.append(f"| {r.get('n')} | failed: {r['error']} |")
             continue
-        cells = [f"{r['n']:,}", f"{r['variables']:,}", f"{r['constraints']:,}"]
+        cells = [f"{r['n']:,}", f"{r['variables']:,}", f"{r['constraints']:,}",
+                 f"{r['nonzeros'] / r['n']:.1f}"]
         cells += [_fmt(r["times"].get(k)) for k, _ in PHASES]
         cells.append(f"{r['peak_mb']:.0f}")
         if bares:
@@ -376,8 +388,10 @@ def summary_table(results: list[dict], bares: dict[int, dict]) -> str:
             if bare:
                 total = sum(x.get("seconds", 0.0) for x in bare["engine"])
                 cells += [f"{total:.2f}", f"{r['times']['e2e'] / total:.2f}x" if total else "n/a"]
+                first = stage_one_seconds(bare["engine"])
+                cells += [_fmt(first), f"{r['times']['e2e'] / first:.2f}x" if first else "n/a"]
             else:
-                cells += ["", ""]
+                cells += ["", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ def test_benchmark_smoke_run_times_every_phase_and_replays_the_record(tmp_path: 
                  str(tmp_path / "work")]) == 0
     printed = capsys.readouterr().out
     assert "ratio engine end-to-end / bare HiGHS" in printed
+    assert "bare HiGHS on the stage-1 MPS alone" in printed
     data = json.loads(out.read_text())
     (result,) = data["results"]
     assert all(result["times"].get(key) is not None for key, _ in PHASES)
