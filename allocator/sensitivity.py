@@ -295,13 +295,8 @@ def _program_table_exact(solution: Solution, funded: list[str],
         lo, hi, coef = ranges[pid]
         lo_v = None if lo is None else max(0.0, lo) * value / coef
         hi_v = None if hi is None else hi * value / coef
-        records.append({
-            "program_id": pid, "program": prog.name, "amount": float(amounts.get(pid, 0.0)),
-            "value_per_trainee": value, "lowest": lo_v, "highest": hi_v,
-            "allowable_increase": None if hi_v is None else max(0.0, hi_v - value),
-            "allowable_decrease": None if lo_v is None else max(0.0, value - lo_v),
-            "meaning": _program_words(prog.name or pid, value, lo_v, hi_v, True),
-        })
+        records.append(_program_record(pid, prog.name, float(amounts.get(pid, 0.0)), value,
+                                       lo_v, hi_v, True))
     return pd.DataFrame(records, columns=PROGRAM_COLUMNS)
 
 
@@ -512,14 +507,20 @@ def _program_table(solution: Solution, funded: list[str], z_of: dict[str, int],
         lo, hi = _end(dn[z]), _end(up[z])
         lo_v = None if lo is None else lo * scale
         hi_v = None if hi is None else hi * scale
-        records.append({
-            "program_id": pid, "program": prog.name, "amount": float(amounts.get(pid, 0.0)),
-            "value_per_trainee": value, "lowest": lo_v, "highest": hi_v,
+        records.append(_program_record(pid, prog.name, float(amounts.get(pid, 0.0)), value,
+                                       lo_v, hi_v, False))
+    return pd.DataFrame(records, columns=PROGRAM_COLUMNS)
+
+
+def _program_record(pid: str, name: str | None, amount: float, value: float,
+                    lo_v: float | None, hi_v: float | None, exact: bool) -> dict:
+    """One row of the programs' sensitivity table: the range of the value per trainee over
+    which the program's funding holds, as allowable increase and decrease, and in words."""
+    return {"program_id": pid, "program": name, "amount": amount, "value_per_trainee": value,
+            "lowest": lo_v, "highest": hi_v,
             "allowable_increase": None if hi_v is None else max(0.0, hi_v - value),
             "allowable_decrease": None if lo_v is None else max(0.0, value - lo_v),
-            "meaning": _program_words(prog.name or pid, value, lo_v, hi_v, False),
-        })
-    return pd.DataFrame(records, columns=PROGRAM_COLUMNS)
+            "meaning": _program_words(name or pid, value, lo_v, hi_v, exact)}
 
 
 def _program_words(name: str, value: float, lo: float | None, hi: float | None,
