@@ -132,7 +132,7 @@ def _exact(solution: Solution, program: MatrixProgram, funded: list[str]) -> Sen
     return Sensitivity(True, "", rows, _program_table_exact(solution, funded, ranges), exact=True)
 
 
-class _WarmLP:
+class WarmLP:
     """One HiGHS model solved many times with small changes: each solve starts from the last
     basis (a few simplex steps instead of a solve from scratch)."""
 
@@ -187,8 +187,8 @@ class _Face:
         self.held_rows = np.abs(y) > self.tol_d
         self.row_lo = np.where(self.held_rows, self.act, program.row_lower)
         self.row_hi = np.where(self.held_rows, self.act, program.row_upper)
-        self._rows_lp: _WarmLP | None = None
-        self._cost_lp: _WarmLP | None = None
+        self._rows_lp: WarmLP | None = None
+        self._cost_lp: WarmLP | None = None
         self._e: np.ndarray = np.zeros(0, dtype=np.int32)
 
     def row_range(self, i: int) -> tuple[float | None, float | None] | bool:
@@ -199,7 +199,7 @@ class _Face:
         optimal, none outside does."""
         if self._rows_lp is None:
             n = self.A.shape[1]
-            self._rows_lp = _WarmLP(MatrixProgram(
+            self._rows_lp = WarmLP(MatrixProgram(
                 c=np.zeros(n), A=self.A, row_lower=self.row_lo, row_upper=self.row_hi,
                 col_lower=self.col_lo, col_upper=self.col_hi, integer=np.zeros(n, dtype=bool),
                 row_names=[], col_names=[], maximize=True))
@@ -222,7 +222,7 @@ class _Face:
         c_j + t e_j - a_j'y is 0 for a column between its bounds, <= 0 at its lower, >= 0 at its
         upper; y_k is 0 for a slack row, >= 0 at its upper limit, <= 0 at its lower."""
         if self._cost_lp is None:
-            self._cost_lp = _WarmLP(self._cost_program())
+            self._cost_lp = WarmLP(self._cost_program())
             self._cost_lp.cost(np.array([self.A.shape[0]]), np.array([1.0]))
         lp = self._cost_lp
         t = self.A.shape[0]

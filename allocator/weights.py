@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from allocator.solve import INF, MatrixProgram, Status, solve_program
+from allocator.sensitivity import WarmLP
+from allocator.solve import INF, MatrixProgram, Status
 
 if TYPE_CHECKING:  # the solution is passed in: no import of the engine (which imports the report)
     from allocator.engine import Solution
@@ -95,18 +96,33 @@ def _dual_conditions(program: MatrixProgram, x: np.ndarray, g: np.ndarray) -> Ma
                          col_names=[*(f"y{i}" for i in range(m)), "delta"], maximize=True)
 
 
-def _delta(dual: MatrixProgram, sense: float) -> float | None:
-    """The largest (sense 1) or smallest (sense -1) delta; +-inf when unbounded, None when no
-    dual solution exists (the allocation is not optimal to the tolerances used)."""
-    c = np.zeros(dual.shape[1])
-    c[-1] = sense
-    result = solve_program(replace(dual, c=c, maximize=True),
-                           "weight_range", time_limit=60.0, mip_gap=0.0, method="simplex")
-    if result.status == Status.unbounded:
-        return float("inf") * sense
-    if result.status != Status.optimal or result.x is None:
-        return None
-    return float(result.x[-1])
+class _DeltaLP:
+    """The dual conditions of every weight in one warm HiGHS model: the weights' LPs differ
+    only in the delta column (the metric's values), so each starts from the last basis."""
+
+    def __init__(self, dual: MatrixProgram):
+        self.lp = WarmLP(dual)
+        self.delta = dual.shape[1] - 1
+        self.lp.cost(np.array([self.delta]), np.array([1.0]))
+        self.column = _column(dual, self.delta)
+
+    def use(self, dual: MatrixProgram) -> None:
+        """Take another weight's dual conditions (the same but for the delta column)."""
+        column = _column(dual, self.delta)
+        for i in np.flatnonzero(column != self.column):
+            self.lp.h.changeCoeff(int(i), self.delta, float(column[i]))
+        self.column = column
+
+    def ends(self) -> tuple[float | None, float | None]:
+        """(smallest, largest) delta: +-inf when unbounded, None when no dual solution exists
+        (the allocation is not optimal to the tolerances used)."""
+        low, high = self.lp.optimum(False), self.lp.optimum(True)
+        return (None if low is False else -np.inf if low is None else float(low),
+                None if high is False else np.inf if high is None else float(high))
+
+
+def _column(program: MatrixProgram, j: int) -> np.ndarray:
+    return np.asarray(sp.csc_matrix(program.A)[:, j].toarray()).ravel()
 
 
 def weight_ranges(solution: Solution) -> pd.DataFrame:
@@ -125,14 +141,18 @@ def weight_ranges(solution: Solution) -> pd.DataFrame:
     cost = np.array([p.round_cost_per_trainee for p in rnd.programs], dtype=float)
     index = solution.index
     out = []
+    warm: _DeltaLP | None = None
     for o in rnd.objective:
         g = np.zeros(program.shape[1])
         per_unit = np.array([p.outcomes.get(o.metric, 0.0) for p in rnd.programs]) / cost
         if len(index):
             g[cols.x] = per_unit[index.p]
         dual = _dual_conditions(program, x, g)
-        up = _delta(dual, 1.0)
-        down = _delta(dual, -1.0)
+        if warm is None:
+            warm = _DeltaLP(dual)
+        else:
+            warm.use(dual)
+        down, up = warm.ends()
         out.append({"metric": o.metric, "weight": o.weight,
                     "lowest": None if down is None or down == -np.inf else o.weight + down,
                     "highest": None if up is None or up == np.inf else o.weight + up,
