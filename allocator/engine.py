@@ -62,6 +62,9 @@ class Solution:
     warnings: list[str] = field(default_factory=list)
     fairness: dict | None = None  # the price of fairness, when the round has an equity objective
     robustness: dict | None = None  # guaranteed/expected value, price of robustness (Gamma > 0)
+    # The rule groups the model was built with (each with its measure): the report,
+    # explanations and prices read them here, never expanding the rules again.
+    rule_groups: list[RuleGroup] = field(default_factory=list)
 
     @property
     def objective(self) -> float:
@@ -199,7 +202,7 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
                                if robustness["nominal_optimum"] is not None else "not known"))
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness,
-                    robustness)
+                    robustness, form.rule_groups)
 
 
 def nominal_program(program: MatrixProgram, cols: Columns) -> MatrixProgram:

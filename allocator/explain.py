@@ -11,14 +11,18 @@ do not switch a program on or off.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from allocator.eligibility import CapBlock, cap_block_lines, cap_blocks, gate_reasons
-from allocator.formulation import RuleGroup, rule_groups
 from allocator.measures import MONEY_STEP
 from allocator.round import FundKind, Op, Round
+
+if TYPE_CHECKING:  # read from the solution: the explanations never build the model
+    from allocator.engine import Solution
+    from allocator.formulation import RuleGroup
 
 MIP_NOTE = ("prices are worked out with every all-or-nothing program kept on or off as in the "
             "allocation: they hold for changes that do not switch a program on or off")
@@ -29,7 +33,7 @@ PRICE_COLUMNS = ["kind", "id", "group", "jurisdiction", "period", "op", "value",
 
 
 # --- prices ------------------------------------------------------------------------------------
-def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame:
+def price_table(solution: Solution) -> pd.DataFrame:
     """Shadow price of every binding rule group and every fund budget per period.
 
     `shadow_price` is outcome value per currency unit of the row's right-hand side;
@@ -37,7 +41,6 @@ def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame
     (0.01 * the reference total), a per-capita rule per currency unit per inhabitant
     (the population), an amount rule or a budget per 10,000 currency units, a
     contribution_share rule per 0.01 of its value (0.01 * c_j * the selected total).
-    `groups` are the round's `rule_groups`, when the caller has them already.
     """
     rnd: Round = solution.round
     prices = solution.prices
@@ -49,10 +52,8 @@ def price_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame
         return pd.DataFrame(records, columns=PRICE_COLUMNS)
     x = _lp_amounts(solution)
     row_of = {(r.component, r.index): i for i, r in enumerate(solution.row_refs)}
-    if groups is None:
-        groups = rule_groups(rnd, solution.index)
     binding_of = _binding_by_key(solution.rules)
-    for g in groups:
+    for g in solution.rule_groups:
         row = row_of.get((g.family, (g.label,)))
         if row is None:
             continue
@@ -208,19 +209,16 @@ SOFT_COLUMNS = ["rule_id", "group", "jurisdiction", "op", "target", "achieved", 
                 "shortfall", "shortfall_in_rule_unit", "sentence"]
 
 
-def soft_rule_table(solution, groups: list[RuleGroup] | None = None) -> pd.DataFrame:
+def soft_rule_table(solution: Solution) -> pd.DataFrame:
     """Each group of a soft rule: its penalty, and the shortfall in currency and in its own unit.
 
-    `groups` are the round's `rule_groups`, when the caller has them already.
     """
     rules = add_shortfalls(solution.rules)
     soft = rules[rules["penalty"].notna()]
     records: list[dict] = []
-    if soft.empty:  # expanding the rule groups takes ~0.4 s at 10,000 programs: only when needed
+    if soft.empty:
         return pd.DataFrame(records, columns=SOFT_COLUMNS)
-    if groups is None:
-        groups = rule_groups(solution.round, solution.index)
-    by_key = {g.key: g for g in groups}
+    by_key = {g.key: g for g in solution.rule_groups}
     cur = solution.round.settings.currency
     for _, r in soft.iterrows():
         g = by_key[(r["rule_id"], r["group"], r["jurisdiction"])]

@@ -43,7 +43,6 @@ from allocator.explain import (
     soft_rule_table,
     unspent_note,
 )
-from allocator.formulation import RuleGroup, rule_groups
 from allocator.measures import MEASURES, cell_format_of
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
@@ -236,9 +235,6 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
     rnd: Round = solution.round
     ledger = _Ledger(rnd, solution.allocation)
     round_digest = rnd.digest()  # canonical JSON of the whole round: made once, shown twice
-    # Prices and soft rules both need the rule groups; expanding them takes ~0.3 s at 10,000
-    # programs, so once.
-    groups = rule_groups(rnd, solution.index) if rnd.rules else []
     split = _Split(rnd, ledger)
     return [
         _dashboard(solution, ledger),
@@ -248,8 +244,8 @@ def _build(solution: Solution, *, run_id: str, input_digest: str, output_digest:
         _regions(rnd, ledger),
         _jurisdictions(rnd, ledger),
         _funds(rnd, ledger),
-        _rules(solution, groups),
-        _prices(solution, groups),
+        _rules(solution),
+        _prices(solution),
         _sensitivity(solution),
         _weight_ranges(solution),
         _disbursements(rnd, ledger, split),
@@ -642,11 +638,10 @@ _RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "
 _RULE_FAMILY_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
 
 
-def _rule_notes(solution: Solution, df: pd.DataFrame,
-                groups: list[RuleGroup]) -> tuple[list[str], list[str]]:
+def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Per rule row: soft yes/no, and a note: a soft rule's shortfall, or a rounding miss."""
     soft = {(r.rule_id, r.group, r.jurisdiction): r.sentence
-            for r in soft_rule_table(solution, groups).itertuples(index=False)}
+            for r in soft_rule_table(solution).itertuples(index=False)}
     missed: dict[str, float] = {}
     for i, amount in solution.rounded.row_misses.items():
         ref = solution.row_refs[i]
@@ -670,11 +665,11 @@ def _rule_notes(solution: Solution, df: pd.DataFrame,
     return flags, notes
 
 
-def _rules(solution: Solution, groups: list[RuleGroup]) -> Table:
+def _rules(solution: Solution) -> Table:
     df = solution.rules.copy()
     if "shortfall" not in df.columns:
         df = add_shortfalls(df)
-    df["soft"], df["note"] = _rule_notes(solution, df, groups) if len(df) else ([], [])
+    df["soft"], df["note"] = _rule_notes(solution, df) if len(df) else ([], [])
     cols = [c for c in _RULE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _RULE_COLUMNS]
     currency_cols = ("slack", "selected_amount", "reference_amount", "shortfall")
@@ -715,9 +710,9 @@ def price_header(rnd: Round) -> str:
 _PRICE_KINDS = {"per_step": "price", "trainees_per_step": "trainees"}
 
 
-def _prices(solution: Solution, groups: list[RuleGroup]) -> Table:
+def _prices(solution: Solution) -> Table:
     """Every binding rule group and every fund budget per period: its price, and in words."""
-    table = price_table(solution, groups)
+    table = price_table(solution)
     cols = list(table.columns)
     rows = []
     for rec in table.to_dict("records"):
