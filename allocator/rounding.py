@@ -148,6 +148,8 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
         return None, "not proven"
     now = np.rint(full[x_cols] / unit)
     soft = np.array(sorted(set(soft_rows.tolist()) - hard_rules), dtype=np.int64)
+    steps = np.arange(n)
+    zeros = np.zeros(n)
 
     def best_within(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
         """The best allocation with every amount (in units) in [lower, upper], every hard row kept."""
@@ -157,8 +159,6 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
             return None
         return _apply(full, x_cols, zeros, steps, free_cols, found[0], unit, switch_cols)
 
-    steps = np.arange(n)
-    zeros = np.zeros(n)
     near = best_within(np.maximum(now - WIDE_NEAR_UNITS, 0.0), now + WIDE_NEAR_UNITS)
     if near is not None:
         return near, ""

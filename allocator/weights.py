@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from allocator.sensitivity import WarmLP
 from allocator.solve import INF, MatrixProgram, Status
 
-if TYPE_CHECKING:  # the solution is passed in: no import of the engine (which imports the report)
+if TYPE_CHECKING:  # the solution is passed in: the report reads weights without the engine
     from allocator.engine import Solution
 
 ACTIVE_RTOL = 1e-7  # a row or column within this share of its bound sits on it
