@@ -147,7 +147,7 @@ def choose_plan(columns: int, integer_columns: int, *, time_limit_s: float, equi
 
 # How the plan reads in the report's Audit sheet: words for a person, not solver options.
 METHOD_WORDS = {"simplex": "the simplex method", "ipm": "the interior point method",
-                "choose": "the solver's own choice of method", "pdlp": "first-order PDLP"}
+                "choose": "the solver's default method", "pdlp": "first-order PDLP"}
 
 
 def plan_lines(plan: SolvePlan) -> list[tuple[str, str]]:
@@ -160,7 +160,7 @@ def plan_lines(plan: SolvePlan) -> list[tuple[str, str]]:
         how += ", without simplifying the model first (so a stop keeps its last point)"
     if plan.relaxation_first:
         outcome = ("the best outcome with all-or-nothing programs allowed in part, then those "
-                   "decisions rounded (the round is too large to search them exactly)")
+                   f"decisions rounded (too many to search them exactly), by {how}")
     elif plan.milp:
         outcome = "an exact search over the all-or-nothing programs (branch and bound)"
     else:

@@ -6,14 +6,17 @@ interface keeps the hand-over cheap and gives direct access to what the report n
 duals, reduced costs, MPS files of each stage, and the IIS of an infeasible round.
 
 Stages, in order (DESIGN.md "The model"):
-1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist; above
-   250,000 columns its LP relaxation, whose rounded on/off decisions the next stage fixes);
+1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist; for large
+   rounds its LP relaxation, whose rounded on/off decisions the next stage fixes);
 2. `outcome_lp`: for a MILP, the same LP with the on/off decisions fixed, for prices;
 3. `tiebreak`: hold the outcome value at its optimum, keep programs that are equal in every
    respect equal, and minimise the money spent with a distinct weight per variable (in the
    canonical order of ids), so the optimum is one vertex and every machine returns it. (A
    strictly convex quadratic tie-break was tried first: HiGHS's QP solver did not finish a
    2,000-program round in 60 s.)
+
+Which of these run, and with which HiGHS method, crossover and presolve, is the round's
+`allocator.plan.SolvePlan`, chosen once from its size.
 """
 
 from __future__ import annotations
