@@ -18,11 +18,11 @@ from allocator.eligibility import AllocationIndex, allocation_index, cap_block_l
 from allocator.equity import EquityResult, run_equity_stages
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation, RuleGroup, create_model
+from allocator.plan import SolvePlan, choose_plan
 from allocator.progress import phase
 from allocator.round import EquityObjective, Op, Round
 from allocator.rounding import Rounded, round_allocation
 from allocator.solve import (
-    CROSSOVER_COLUMNS,
     INF,
     TIEBREAK_OPTIONS,
     Columns,
@@ -32,7 +32,6 @@ from allocator.solve import (
     Status,
     compile_model,
     fix_integers,
-    is_interior,
     optimal_face,
     raise_for_status,
     relative_gap,
@@ -65,6 +64,7 @@ class Solution:
     # The rule groups the model was built with (each with its measure): the report,
     # explanations and prices read them here, never expanding the rules again.
     rule_groups: list[RuleGroup] = field(default_factory=list)
+    plan: SolvePlan | None = None  # how the round was solved, chosen once from its size
 
     @property
     def objective(self) -> float:
@@ -101,15 +101,16 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     program, cols, refs = compile_model(form)
     timings["handover"] = time.perf_counter() - tick
     settings = rnd.settings
+    plan = round_plan(rnd, program, method)
     stages: list[StageResult] = []
     tick = time.perf_counter()
-    relax = relaxation_first(program)
+    relax = plan.relaxation_first
     # In words: how many amounts are decided, and against how many limits.
     phase(f"finding the best outcome ({program.shape[1]:,} amounts to decide, "
           f"{program.shape[0]:,} limits)")
     first = solve_program(relaxed(program) if relax else program, "outcome",
-                          time_limit=settings.time_limit_s, mip_gap=settings.mip_gap,
-                          method=method, threads=threads)
+                          time_limit=plan.time_limit_s, mip_gap=settings.mip_gap,
+                          threads=threads, plan=plan)
     stages.append(first)
     warnings: list[str] = list(blocked)
     stopped = stopped_before_any_allocation(first, program)
@@ -118,11 +119,10 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     prices, fixed = first, program
     if program.integer.any():
         phase("pricing the budgets and rules")
-        for switches in switch_candidates(program, first, stopped):
+        for switches in switch_candidates(program, first, stopped, relax):
             fixed = fix_integers(program, switches)
-            prices = solve_program(fixed, "outcome_lp",
-                                   time_limit=follow_up_limit(settings.time_limit_s),
-                                   mip_gap=settings.mip_gap, method=method, threads=threads)
+            prices = solve_program(fixed, "outcome_lp", time_limit=plan.follow_up_time_limit_s,
+                                   mip_gap=settings.mip_gap, threads=threads, plan=plan)
             stages.append(prices)
             if prices.status == Status.optimal:
                 break
@@ -138,21 +138,21 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     held, hold_value, equity = fixed, prices.objective, None
     if settings.equity_objective != EquityObjective.none:
         phase(f"sharing out more evenly ({settings.equity_objective.value.replace('_', ' ')})")
-        equity = run_equity_stages(rnd, index, fixed, cols, prices.objective, method=method,
+        equity = run_equity_stages(rnd, index, fixed, cols, prices.objective, plan=plan,
                                    threads=threads)
         stages.extend(equity.stages)
         held, hold_value = equity.program, equity.outcome_after
     warnings.extend(equity.warnings if equity else [])
-    if equity is None and is_interior(prices):
+    if plan.uniqueness == "interior_centre":
         # The interior point method without crossover ends at the analytic centre of the optimal
-        # face: already one well-defined optimum, with equal money for equal programs. A
-        # tie-break LP on top stalled (50,000 programs: 400 s without an optimum), so none runs.
+        # face: already one well-defined optimum, with equal money for equal programs (see
+        # allocator.plan.choose_plan for why no tie-break LP runs then).
         solution_x = even_out_twins(prices.x, twin_pairs(rnd, index, cols, y_values))
         warnings.append(interior_warning(prices))
     else:
         phase("making the allocation unique (equal programs get equal money)")
         tie = _tiebreak(rnd, index, cols, held, hold_value, y_values, prices, equity is None,
-                        settings.time_limit_s, settings.mip_gap, method, threads)
+                        plan, settings.mip_gap, threads)
         stages.append(tie)
         if tie.status == Status.optimal:
             solution_x = tie.x
@@ -190,8 +190,8 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     if len(cols.robust):
         phase("solving: nominal outcome (for the price of robustness)")
         nominal = solve_program(nominal_program(relaxed(program) if relax else program, cols),
-                                "outcome_nominal", time_limit=settings.time_limit_s,
-                                mip_gap=settings.mip_gap, method=method, threads=threads)
+                                "outcome_nominal", time_limit=plan.time_limit_s,
+                                mip_gap=settings.mip_gap, threads=threads, plan=plan)
         stages.append(nominal)
         robustness = price_of_robustness(rnd, index, nominal, program, cols, solution_x,
                                          rounded.units * float(settings.rounding_unit))
@@ -202,7 +202,15 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
                                if robustness["nominal_optimum"] is not None else "not known"))
     return Solution(rnd, status, allocation, stages, rules, index, solution_x[cols.x], rounded,
                     refs, prices, timings, bool(program.integer.any()), cols, warnings, fairness,
-                    robustness, form.rule_groups)
+                    robustness, form.rule_groups, plan)
+
+
+def round_plan(rnd: Round, program: MatrixProgram, method: str = "choose") -> SolvePlan:
+    """The solve plan of a round whose matrix is `program` (the one call of choose_plan)."""
+    return choose_plan(program.shape[1], int(program.integer.sum()),
+                       time_limit_s=rnd.settings.time_limit_s,
+                       equity=rnd.settings.equity_objective != EquityObjective.none,
+                       method=method)
 
 
 def nominal_program(program: MatrixProgram, cols: Columns) -> MatrixProgram:
@@ -326,31 +334,20 @@ def stopped_before_any_allocation(stage: StageResult, program: MatrixProgram) ->
         and stage.solver_log.get("model_status") == "Time limit reached"
 
 
-# Above this many columns a MILP's outcome stage is its LP relaxation, solved by interior point,
-# with the on/off decisions rounded: at 50,000 programs (519,307 columns) HiGHS's branch and
-# bound had not finished its root LP (dual simplex) after 10 minutes, while interior point
-# solved the relaxation in 499 s with 18 of 7,024 on/off decisions fractional.
-RELAXATION_COLUMNS = CROSSOVER_COLUMNS
-
-
-def relaxation_first(program: MatrixProgram) -> bool:
-    """Whether the outcome stage solves the LP relaxation instead of the MILP."""
-    return bool(program.integer.any()) and program.shape[1] > RELAXATION_COLUMNS
-
-
 def relaxed(program: MatrixProgram) -> MatrixProgram:
     """The same program with every integer column continuous within its bounds."""
     return dataclasses.replace(program, integer=np.zeros_like(program.integer))
 
 
-def switch_candidates(program: MatrixProgram, first: StageResult,
-                      stopped: bool) -> list[np.ndarray]:
+def switch_candidates(program: MatrixProgram, first: StageResult, stopped: bool,
+                      relaxation_first: bool) -> list[np.ndarray]:
     """On/off decisions to fix for the prices LP, in order of preference: the MILP's own; for
-    a relaxation, rounded, then only those fully on, then all off; all off after a stop."""
+    a relaxation (the plan's `relaxation_first`), rounded, then only those fully on, then all
+    off; all off after a stop."""
     off = np.zeros(program.shape[1])
     if stopped:
         return [off]
-    if not relaxation_first(program):
+    if not relaxation_first:
         return [first.x]
     ints = program.integer
     rounded, floored = off.copy(), off.copy()
@@ -416,16 +413,16 @@ def overall_status(stages: list[StageResult]) -> Status:
 
 def _tiebreak(rnd: Round, index: AllocationIndex, cols: Columns, held: MatrixProgram,
               hold_value: float | None, y_values: dict[tuple[str, str], float],
-              prices: StageResult, on_face: bool, time_limit_s: float, mip_gap: float,
-              method: str, threads: int | None) -> StageResult:
+              prices: StageResult, on_face: bool, plan: SolvePlan, mip_gap: float,
+              threads: int | None) -> StageResult:
     """Solve the tie-break: least weighted money among the optima, twins equal; on the optimal
     face of `prices` unless an equity stage has left it on purpose."""
     tb = tiebreak_program(held, hold_value, _tiebreak_weights(held, cols),
                           twin_pairs(rnd, index, cols, y_values))
     if on_face:
         tb = optimal_face(tb, prices)
-    return solve_program(tb, "tiebreak", time_limit=follow_up_limit(time_limit_s),
-                         mip_gap=mip_gap, method=method, threads=threads, options=TIEBREAK_OPTIONS)
+    return solve_program(tb, "tiebreak", time_limit=plan.follow_up_time_limit_s, mip_gap=mip_gap,
+                         threads=threads, options=TIEBREAK_OPTIONS, plan=plan)
 
 
 def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
@@ -468,15 +465,6 @@ def _raise_for_trivial_rows(form: Formulation) -> None:
 
 
 TIEBREAK_SEED = 20261125
-# `time_limit_s` bounds the search for the best outcome (where a gap can be reported). The LP
-# stages after it (prices, equity, tie-break) have no useful answer short of their optimum,
-# so they get at least this long each.
-FOLLOW_UP_MIN_SECONDS = 600.0
-
-
-def follow_up_limit(time_limit_s: float) -> float:
-    """Time limit of each stage after the outcome stage."""
-    return max(time_limit_s, FOLLOW_UP_MIN_SECONDS)
 
 
 def _tiebreak_weights(program: MatrixProgram, cols: Columns) -> np.ndarray:

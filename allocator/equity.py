@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from allocator.eligibility import AllocationIndex
+from allocator.plan import SolvePlan
 from allocator.round import EquityObjective, Round
 from allocator.solve import (
     INF,
@@ -113,7 +114,7 @@ def equity_groups(rnd: Round, index: AllocationIndex) -> EquityGroups:
 
 
 def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, cols: Columns,
-                      best: float, *, method: str, threads: int | None) -> EquityResult:
+                      best: float, *, plan: SolvePlan, threads: int | None) -> EquityResult:
     """Lexicographic max-min of the groups' measures, outcome held within the tolerance."""
     settings = rnd.settings
     groups = equity_groups(rnd, index)
@@ -132,8 +133,8 @@ def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, 
         if not free.any():
             break
         stage = _maxmin_stage(base, G, groups.divisors, levels, free, round_no)
-        result = solve_program(stage, f"equity_{round_no}", time_limit=max(settings.time_limit_s, 600.0),
-                               mip_gap=settings.mip_gap, method=method, threads=threads)
+        result = solve_program(stage, f"equity_{round_no}", time_limit=plan.follow_up_time_limit_s,
+                               mip_gap=settings.mip_gap, threads=threads, plan=plan)
         stages.append(result)
         raise_for_status(result)
         z = float(result.x[-1])
@@ -155,8 +156,8 @@ def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, 
     held = levels - LEVEL_RTOL * np.maximum(1.0, np.abs(levels))
     final = _with_rows(base, G, list(held * groups.divisors), [INF] * n_groups,
                        [f"equity_level_min[{g}]" for g in groups.names])
-    again = solve_program(final, "outcome_given_equity", time_limit=max(settings.time_limit_s, 600.0),
-                          mip_gap=settings.mip_gap, method=method, threads=threads)
+    again = solve_program(final, "outcome_given_equity", time_limit=plan.follow_up_time_limit_s,
+                          mip_gap=settings.mip_gap, threads=threads, plan=plan)
     stages.append(again)
     raise_for_status(again)
     return EquityResult(groups, final, stages, best, float(again.objective), levels, warnings)

@@ -84,6 +84,10 @@ def solver_settings(rnd: Round, method: str = "choose") -> dict[str, object]:
             "time_limit_s": rnd.settings.time_limit_s, "mip_gap": rnd.settings.mip_gap}
 
 
+# How the round was solved (allocator.plan.SolvePlan); records written before it hold none.
+PLAN_FILE = "plan.json"
+
+
 def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *,
                  run_id: str | None = None, after_write=None,
                  sign_key: Path | SigningKey | None = None) -> RecordPaths:
@@ -112,6 +116,8 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
             shutil.copyfile(workbook, tmp / "workbook.xlsx")
         (tmp / "settings.json").write_text(_json(solver_settings(rnd)), encoding="utf-8")
         (tmp / "versions.json").write_text(_json(versions()), encoding="utf-8")
+        if solution.plan is not None:
+            (tmp / PLAN_FILE).write_text(_json(solution.plan.as_dict()), encoding="utf-8")
         stages = []
         for i, stage in enumerate(solution.stages, start=1):
             name = f"stage{i}_{stage.name}.mps"
@@ -201,6 +207,7 @@ def verify_record(folder: Path, *, threads: int | None = None,
     if solution.status == Status.rounding_infeasible:  # VERIFIED means "re-run alike", not "kept"
         out.warnings.extend(f"the decision is marked rounding_infeasible: {w}"
                             for w in solution.warnings if w.startswith("rounding breaks"))
+    _check_plan(folder, solution, out, exact=same_versions)
     _check_stages(folder, solution, out)
     if recorded is not None:
         before = len(out.problems)
@@ -290,6 +297,36 @@ def _check_settings(folder: Path, rnd: Round, out: Verification) -> None:
         if recorded.get(key) != expected.get(key):
             out.problems.append(f"settings.json {key}: recorded {recorded.get(key)!r}, the engine "
                                 f"uses {expected.get(key)!r}")
+
+
+def _check_plan(folder: Path, solution: Solution, out: Verification, *, exact: bool) -> None:
+    """plan.json must be the plan the engine chooses for the canonical round, field by field.
+
+    On the recording's versions a difference is a problem; on others a warning (a newer engine
+    may solve the same round another way; its stages and allocation are checked regardless).
+    A record without plan.json (written before plans were recorded) is solved as planned now.
+    """
+    path = folder / PLAN_FILE
+    if solution.plan is None:
+        return
+    expected = json.loads(_json(solution.plan.as_dict()))
+    if not path.is_file():
+        out.notes.append(f"no {PLAN_FILE} (recorded before solve plans were): the re-run "
+                         "followed the plan the engine chooses now")
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        out.problems.append(f"{PLAN_FILE} is not readable")
+        return
+    if not isinstance(recorded, dict):
+        out.problems.append(f"{PLAN_FILE}: not an object (a solve plan)")
+        return
+    found = out.problems if exact else out.warnings
+    for key in sorted(set(recorded) | set(expected)):
+        if recorded.get(key) != expected.get(key):
+            found.append(f"{PLAN_FILE} {key}: recorded {recorded.get(key)!r}, the engine "
+                         f"chooses {expected.get(key)!r}")
 
 
 def _close(a: object, b: object) -> bool:

@@ -44,6 +44,7 @@ from allocator.explain import (
     unspent_note,
 )
 from allocator.measures import MEASURES, cell_format_of
+from allocator.plan import plan_lines
 from allocator.round import FundRow, Round, TrancheRow
 from allocator.sensitivity import sensitivity
 from allocator.solve import Status, row_name
@@ -950,6 +951,8 @@ def _audit(solution: Solution, run_id: str, input_digest: str, output_digest: st
     for k, v in options.items():
         rows.append([f"solver option: {k}", *_audit_value(v)])
     rows.append(["mixed-integer model", _yes(getattr(solution, "mip", False)), None])
+    plan = getattr(solution, "plan", None)
+    rows += [[item, words, None] for item, words in (plan_lines(plan) if plan else [])]
     rows += _stage_rows(solution)
     rows.append(["rounding method", str(getattr(solution.rounded, "method", "")), None])
     for stage in solution.stages:

@@ -6,14 +6,17 @@ interface keeps the hand-over cheap and gives direct access to what the report n
 duals, reduced costs, MPS files of each stage, and the IIS of an infeasible round.
 
 Stages, in order (DESIGN.md "The model"):
-1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist; above
-   250,000 columns its LP relaxation, whose rounded on/off decisions the next stage fixes);
+1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist; for large
+   rounds its LP relaxation, whose rounded on/off decisions the next stage fixes);
 2. `outcome_lp`: for a MILP, the same LP with the on/off decisions fixed, for prices;
 3. `tiebreak`: hold the outcome value at its optimum, keep programs that are equal in every
    respect equal, and minimise the money spent with a distinct weight per variable (in the
    canonical order of ids), so the optimum is one vertex and every machine returns it. (A
    strictly convex quadratic tie-break was tried first: HiGHS's QP solver did not finish a
    2,000-program round in 60 s.)
+
+Which of these run, and with which HiGHS method, crossover and presolve, is the round's
+`allocator.plan.SolvePlan`, chosen once from its size.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.formulation import Formulation
+from allocator.plan import SolvePlan, stage_options
 from allocator.progress import detail_reporter
 
 INF = highspy.kHighsInf
@@ -255,32 +259,6 @@ def new_highs() -> highspy.Highs:
     return h
 
 
-# LP stages above this many columns use the interior point method (with crossover, so the
-# answer is still a vertex with a basis to warm-start from): dual simplex took 368 s on the
-# fixed LP of a 10,000-program round.
-IPM_COLUMNS = 60_000
-# Above this many columns crossover costs more than the interior point solve itself (50,000
-# programs: still in crossover after 15 minutes); the optimum of each stage after the first is
-# unique, so the interior point solution without a basis is the same allocation to 1e-8.
-CROSSOVER_COLUMNS = 250_000
-
-
-def lp_method(program: MatrixProgram, method: str) -> str:
-    """The HiGHS method for a stage: as asked, except 'choose' picks IPM for large LPs."""
-    if method == "choose" and not program.integer.any() and program.shape[1] > IPM_COLUMNS:
-        return "ipm"
-    return method
-
-
-# Without crossover, an interior point stage stopped by its time limit still holds IPX's last
-# iterate, an allocation with a bound on the optimum once IPX is a few iterations in -- but
-# only without presolve: HiGHS does not map a non-optimal interior point back through
-# presolve (its values come back invalid). LP stages above this many columns run without it:
-# at 200,000 programs (2 million columns) IPX needs hours, so the time limit is what ends it.
-# Below, presolve pays: at 50,000 programs (512,283 columns) the bare solve took 548 s with it
-# and 686 s without (85 against 99 iterations, but dearer ones), well inside a default limit.
-STOPPABLE_COLUMNS = 1_000_000
-
 # HiGHS's presolve rule "dependent equations" (bit 10 of presolve_rule_off): on the optimal
 # face, whose binding rows are equations, its search took 61 s of a 10,000-program tie-break
 # that interior point then solved in 8 s.
@@ -289,8 +267,13 @@ TIEBREAK_OPTIONS: dict[str, object] = {"presolve_rule_off": 1 << 10}
 
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None,
-                  options: dict[str, object] | None = None) -> StageResult:
-    """Solve one stage with HiGHS; the run and model status are checked before any value."""
+                  options: dict[str, object] | None = None,
+                  plan: SolvePlan | None = None) -> StageResult:
+    """Solve one stage with HiGHS; the run and model status are checked before any value.
+
+    How (HiGHS method, crossover, presolve) comes from the round's `plan` when given (then
+    `method` is not read), else from this program's own size (`allocator.plan.stage_options`).
+    """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
         return StageResult(name, program, Status.optimal, 0.0, empty, np.zeros(program.shape[0]),
@@ -306,23 +289,20 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
         h.setOptionValue("threads", int(threads))
     if _THREADS is None:
         _THREADS = int(threads) if threads is not None else 0
-    chosen = lp_method(program, method)
+    lp = not program.integer.any()
+    how = plan.options(lp, options) if plan is not None else \
+        stage_options(program.shape[1], lp, method, options)
+    chosen = str(how["solver"])
     # What a stage was solved with beyond SOLVER_OPTIONS; the record keeps it per stage, so an
     # auditor (or the benchmark's bare solve) can replay each MPS file exactly.
-    stage_options: dict[str, object] = {"time_limit": float(time_limit),
-                                        "mip_rel_gap": float(mip_gap), "solver": chosen}
-    if chosen == "ipm":
-        stage_options["run_crossover"] = "on" if program.shape[1] <= CROSSOVER_COLUMNS else "off"
-    stage_options.update(options or {})
-    if stage_options.get("solver") == "ipm" and stage_options.get("run_crossover") == "off" \
-            and not program.integer.any() and program.shape[1] > STOPPABLE_COLUMNS:
-        stage_options.setdefault("presolve", "off")
-    for key, value in stage_options.items():
+    used: dict[str, object] = {"time_limit": float(time_limit), "mip_rel_gap": float(mip_gap),
+                               **how}
+    for key, value in used.items():
         h.setOptionValue(key, value)
     program.to_highs(h)
     result = _run(h, name, program)
     result.solver_log["method"] = chosen
-    result.solver_log["options"] = stage_options
+    result.solver_log["options"] = used
     return result
 
 

@@ -222,9 +222,12 @@ def test_interior_point_short_of_accuracy_does_not_blame_the_time_limit():
 @pytest.fixture
 def relaxation_first(monkeypatch):
     """Every MILP takes the large-round path: LP relaxation, on/off decisions rounded."""
-    import allocator.engine
+    import dataclasses
 
-    monkeypatch.setattr(allocator.engine, "RELAXATION_COLUMNS", 0)
+    import allocator.plan
+
+    monkeypatch.setattr(allocator.plan, "THRESHOLDS", dataclasses.replace(
+        allocator.plan.THRESHOLDS, relaxation_columns=0))
 
 
 def test_integral_relaxation_is_proven_optimal(make_round, relaxation_first):

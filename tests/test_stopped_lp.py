@@ -10,6 +10,7 @@ reference formulation of tests/reference.py for the whole round).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
+import allocator.plan
 import allocator.solve
 from allocator.checker import check_allocation
 from allocator.eligibility import allocation_index
@@ -67,7 +69,8 @@ def independent_optimum(program: MatrixProgram) -> float:
 def stoppable_at_any_size(monkeypatch):
     """Every interior point LP stage without crossover runs as the largest rounds' do: without
     presolve, so a stop leaves its iterate."""
-    monkeypatch.setattr(allocator.solve, "STOPPABLE_COLUMNS", 0)
+    monkeypatch.setattr(allocator.plan, "THRESHOLDS", dataclasses.replace(
+        allocator.plan.THRESHOLDS, stoppable_columns=0))
 
 
 def stopped_after(program: MatrixProgram, iterations: int):
@@ -83,8 +86,8 @@ def stop_at_gap_below(gap: float, program: MatrixProgram, monkeypatch) -> None:
         return stage.status == Status.time_limit and stage.mip_gap < gap
 
     stop_at = next(k for k in range(1, 60) if near(k))
-    monkeypatch.setattr(allocator.solve, "IPM_COLUMNS", 0)
-    monkeypatch.setattr(allocator.solve, "CROSSOVER_COLUMNS", 0)
+    monkeypatch.setattr(allocator.plan, "THRESHOLDS", dataclasses.replace(
+        allocator.plan.THRESHOLDS, ipm_columns=0, crossover_columns=0))
     monkeypatch.setattr(allocator.solve, "SOLVER_OPTIONS",
                         {**allocator.solve.SOLVER_OPTIONS, "ipm_iteration_limit": stop_at})
 
@@ -221,7 +224,8 @@ def test_bound_by_hand():
 def test_below_the_stoppable_size_presolve_stays_on(lp_program, monkeypatch):
     # Presolve saves a fifth of a 50,000-program solve, which ends well inside its limit; a
     # stop there ends without an allocation, as the README says.
-    monkeypatch.setattr(allocator.solve, "STOPPABLE_COLUMNS", lp_program.shape[1])
+    monkeypatch.setattr(allocator.plan, "THRESHOLDS", dataclasses.replace(
+        allocator.plan.THRESHOLDS, stoppable_columns=lp_program.shape[1]))
     stage = stopped_after(lp_program, 20)
     assert "presolve" not in stage.solver_log["options"]
     assert stage.status == Status.no_solution and stage.x is None

@@ -84,11 +84,13 @@ def test_interior_point_and_simplex_paths_agree(tmp_path, monkeypatch):
     # Large rounds solve their LP stages by interior point (with crossover), small ones by
     # simplex; the duals differ, but the optimal face they fix for the tie-break is the same,
     # and the tie-break's optimum on it is unique, so both paths give the same allocation.
-    import allocator.solve as solve
+    import dataclasses
+
+    import allocator.plan as plan
 
     rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round
     simplex = solve_round(rnd)
-    monkeypatch.setattr(solve, "IPM_COLUMNS", 0)
+    monkeypatch.setattr(plan, "THRESHOLDS", dataclasses.replace(plan.THRESHOLDS, ipm_columns=0))
     interior = solve_round(rnd)
     assert "ipm" in [s.solver_log.get("method") for s in interior.stages]
     assert simplex.allocation.to_dict("records") == interior.allocation.to_dict("records")
@@ -98,13 +100,15 @@ def test_interior_point_without_crossover_is_a_reproducible_optimum(tmp_path, mo
     # The largest rounds skip crossover and the tie-break LP: the allocation is the interior
     # point optimum (the centre of the optimal face). It must be as good as the simplex path's,
     # keep every rule, give twins equal money, and come out the same for shuffled rows.
-    import allocator.solve as solve
+    import dataclasses
+
+    import allocator.plan as plan
     from allocator.checker import check_allocation
 
     rnd = load_round(write(tmp_path / "a.xlsx", sheets())).round
     simplex = solve_round(rnd)
-    monkeypatch.setattr(solve, "IPM_COLUMNS", 0)
-    monkeypatch.setattr(solve, "CROSSOVER_COLUMNS", 0)
+    monkeypatch.setattr(plan, "THRESHOLDS", dataclasses.replace(plan.THRESHOLDS, ipm_columns=0,
+                                                                crossover_columns=0))
     interior = solve_round(rnd)
     assert [s.name for s in interior.stages][-1] != "tiebreak"
     assert any("interior-point optimum" in w for w in interior.warnings)
