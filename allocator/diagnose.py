@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from allocator.eligibility import AllocationIndex, allocation_index
+from allocator.eligibility import allocation_index
 from allocator.engine import Solution, solve_round
 from allocator.errors import InfeasibleRoundError
-from allocator.formulation import Formulation, RuleGroup, create_model
+from allocator.formulation import RuleGroup
 from allocator.round import Measure, Op, Round
-from allocator.solve import INF, Columns, MatrixProgram, RowRef, compile_model, new_highs
+from allocator.solve import INF, MatrixProgram, new_highs
+from allocator.stages.model import BuiltModel, build_model
 
 BUDGET_ROWS = ("spend_fund_period_max", "spend_fund_cumulative_max")
 CAPACITY_ROW = "trainees_program_period_max"
@@ -153,9 +154,10 @@ class _Item:
 class _Model:
     """The stage-1 matrix, and builders for it with items changed or dropped."""
 
-    def __init__(self, rnd: Round, form: Formulation, program: MatrixProgram, cols: Columns,
-                 refs: list[RowRef]):
-        self.rnd, self.form, self.base, self.cols, self.refs = rnd, form, program, cols, refs
+    def __init__(self, built: BuiltModel):
+        rnd, program = built.round, built.program
+        self.rnd, self.base, self.cols, self.refs = rnd, program, built.columns, built.row_refs
+        self.rule_groups = built.rule_groups
         self.time_limit = rnd.settings.time_limit_s
         coo = program.A.tocoo()
         self.coo = (coo.row, coo.col, coo.data)
@@ -172,7 +174,7 @@ class _Model:
         rnd, refs = self.rnd, self.refs
         rows_by: dict[tuple, list[int]] = {}
         row_of = {(r.component, r.index): i for i, r in enumerate(refs)}
-        for g in self.form.rule_groups:
+        for g in self.rule_groups:
             row = row_of.get((g.family, (g.label,)))
             if row is not None:
                 rows_by.setdefault(("rule", g.rule.rule_id), []).append(row)
@@ -196,7 +198,7 @@ class _Model:
                     items.append(_Item("budget", f.fund_id, t, np.array(rows),
                                        float(rnd.budget(f.fund_id, t)), what))
         by_rule: dict[str, list[RuleGroup]] = {}
-        for g in self.form.rule_groups:
+        for g in self.rule_groups:
             by_rule.setdefault(g.rule.rule_id, []).append(g)
         for rule in rnd.rules:
             rows = rows_by.get(("rule", rule.rule_id))
@@ -358,12 +360,10 @@ def solve_diagnosed(rnd: Round, *, threads: int | None = None, method: str = "ch
 
 def diagnose_infeasible(rnd: Round) -> Diagnosis:
     """Find the conflicting rules, budgets and capacities and the smallest change to each."""
-    index = allocation_index(rnd)
-    form = create_model(rnd, index)
-    program, cols, refs = compile_model(form)
-    model = _Model(rnd, form, program, cols, refs)
+    built = build_model(rnd)
+    model = _Model(built)
     notes: list[str] = []
-    trivial = _trivial_conflicts(rnd, form, index)
+    trivial = _trivial_conflicts(built.trivial)
     fix = [c.relaxations[0] for c in trivial]
     conflicts: list[Conflict] = list(trivial)
     found: list[list[int]] = []
@@ -581,11 +581,11 @@ def _amount(v: float) -> str:
 
 
 # --- trivial rows, verification, edits ---------------------------------------------------------
-def _trivial_conflicts(rnd: Round, form: Formulation, index: AllocationIndex) -> list[Conflict]:
+def _trivial_conflicts(trivial: list[tuple[RuleGroup, bool]]) -> list[Conflict]:
     """Rules whose selection holds no eligible allocation and whose target is not 0."""
     out = []
     seen: set[str] = set()
-    for g, holds in form.trivial:
+    for g, holds in trivial:
         rule = g.rule
         if holds or rule.rule_id in seen or rule.penalty is not None:
             continue
@@ -602,12 +602,10 @@ def _trivial_conflicts(rnd: Round, form: Formulation, index: AllocationIndex) ->
 def _verify(rnd: Round, fix: list[Relaxation]) -> bool:
     """Stage-1 feasibility of the round with the changes made, rebuilt from the Round."""
     edited = apply_relaxations(rnd, fix)
-    index = allocation_index(edited)
-    form = create_model(edited, index)
-    if any(not holds for _, holds in form.trivial):
+    built = build_model(edited)
+    if any(not holds for _, holds in built.trivial):
         return False
-    program, cols, refs = compile_model(form)
-    return _Model(edited, form, program, cols, refs).feasible({})
+    return _Model(built).feasible({})
 
 
 def apply_relaxations(rnd: Round, changes: list[Relaxation]) -> Round:

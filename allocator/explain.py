@@ -537,7 +537,7 @@ def _holding(solution, rows: dict[int, float], binding: np.ndarray
         ref = refs[i]
         if ref.component in ("spend_fund_period_max", "spend_fund_cumulative_max"):
             budgets.append(" ".join(ref.index))
-        elif ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")):
+        elif ref.is_rule:
             rules.append(str(ref.index[0]).split(",")[0])
         elif ref.component == "cofinancing_fund_program_period_max":
             cofin.append(ref.index[0])

@@ -21,7 +21,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from allocator.eligibility import AllocationIndex, allocation_index
 from allocator.filters import DIMENSIONS, conditioned_dimensions, groups, intersect, passing
 from allocator.filters import resolve_key as _resolve
-from allocator.measures import MEASURES, Measure, Reference, Scale
+from allocator.measures import MEASURES, Measure, Reference, Scale, rule_family
 from allocator.round import Op, Round, RuleRow
 
 
@@ -60,10 +60,7 @@ class RuleGroup:
 
     @property
     def family(self) -> str:
-        return f"{self.rule.measure.value}_rule_{_BOUND[self.rule.op]}"
-
-
-_BOUND = {Op.ge: "min", Op.le: "max", Op.eq: "equal"}
+        return rule_family(self.rule.measure.value, self.rule.op.value)
 
 
 @dataclass

@@ -30,12 +30,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from allocator import cells
-from allocator.eligibility import AllocationIndex, allocation_index
-from allocator.equity import equity_groups
+from allocator.eligibility import AllocationIndex
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.formulation import create_model
 from allocator.round import EquityObjective, Round
 from allocator.solve import INF, SOLVER_OPTIONS, Columns, MatrixProgram, new_highs
+from allocator.stages.equity import equity_groups
 
 OUTCOME, EQUITY = "outcome", "equity"
 DEFAULT_POINTS = 11
@@ -151,15 +150,13 @@ def _equity_column(rnd: Round, index: AllocationIndex, program: MatrixProgram,
 
 
 def _problem(rnd: Round, a_name: str, b_name: str) -> tuple[_Problem, AllocationIndex, list[str]]:
-    from allocator.engine import _raise_for_trivial_rows
-    from allocator.solve import compile_model
+    from allocator.stages.model import build_model, raise_for_trivial_rows
 
     if a_name == b_name:
         raise FrontierSpecError(f"--between needs two different metrics, got {a_name!r} twice")
-    index = allocation_index(rnd)
-    form = create_model(rnd, index)
-    _raise_for_trivial_rows(form)  # a hard rule no allocation can reach: as `run` says it
-    program, cols, _ = compile_model(form)
+    built = build_model(rnd)
+    raise_for_trivial_rows(built.trivial)  # a hard rule no allocation can reach: as `run` says it
+    index, program, cols = built.index, built.program, built.columns
     notes: list[str] = []
     z_col = None
     if EQUITY in (a_name, b_name):

@@ -24,6 +24,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 MONEY_STEP = 10_000.0  # money is priced per this many currency units
+# A rule's rows are the family `<measure>_rule_<bound>`, the bound word by its operator.
+RULE_BOUNDS = {">=": "min", "<=": "max", "=": "equal"}
+
+
+def rule_family(measure: str, op: str) -> str:
+    """The row family of a rule of `measure` with operator `op` (">=", "<=", "=")."""
+    return f"{measure}_rule_{RULE_BOUNDS[op]}"
+
+
+def is_rule_family(component: str) -> bool:
+    """Whether a model row family holds rules (rather than budgets, capacities, ...)."""
+    return component.rpartition("_rule_")[2] in RULE_BOUNDS.values() and "_rule_" in component
 
 
 class Reference(StrEnum):

@@ -636,7 +636,6 @@ def _funds(rnd: Round, ledger: _Ledger) -> Table:
 _RULE_COLUMNS = ["rule_id", "description", "measure", "group", "jurisdiction", "op", "target",
                  "achieved", "slack", "binding", "shadow_price", "selected_amount",
                  "reference_amount", "penalty", "shortfall", "soft", "note"]
-_RULE_FAMILY_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
 
 
 def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -646,7 +645,7 @@ def _rule_notes(solution: Solution, df: pd.DataFrame) -> tuple[list[str], list[s
     missed: dict[str, float] = {}
     for i, amount in solution.rounded.row_misses.items():
         ref = solution.row_refs[i]
-        if ref.component.endswith(_RULE_FAMILY_ENDS) and ref.index:
+        if ref.is_rule:
             missed[str(ref.index[0])] = float(amount)
     cur = solution.round.settings.currency
     flags, notes = [], []

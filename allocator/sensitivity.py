@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 RANGING_COLUMNS = 250_000
 # Without the prices LP's basis, the LP is solved again by simplex only up to this size.
 SCRATCH_COLUMNS = 5_000
-RULE_ENDS = ("_rule_min", "_rule_max", "_rule_equal")
 BUDGET_ROWS = ("spend_fund_period_max", "spend_fund_cumulative_max")
 INF = 1e20  # HiGHS's infinity: a range end at or beyond it is "no limit"
 
@@ -273,7 +272,7 @@ def _is_reported(ref: Any, solution: Solution) -> bool:
     comp = ref.component
     if comp in BUDGET_ROWS:
         return True
-    if comp.endswith(RULE_ENDS) and ref.index:
+    if ref.is_rule:
         soft = {r.rule_id for r in solution.round.rules if r.penalty is not None}
         return str(ref.index[0]).split(",")[0] not in soft
     return False
@@ -415,7 +414,7 @@ def _row_table(solution: Solution, program: MatrixProgram, ranged: _Ranged | Non
             kind = "budget"
             fund, period = (str(v) for v in ref.index[:2])
             ident, group = fund, ""
-        elif comp.endswith(RULE_ENDS) and ref.index:
+        elif ref.is_rule:
             rule_id, *rest = str(ref.index[0]).split(",")
             if rule_id in soft:
                 continue

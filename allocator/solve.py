@@ -1,28 +1,15 @@
-"""Handing the Pyomo model to HiGHS as a matrix, and solving it in stages.
+"""HiGHS for every stage: the matrix a stage is (`MatrixProgram`), and one way to solve it.
 
-Stage 4 of the data flow: Pyomo model -> standard-form matrix (Pyomo's
-LinearStandardFormCompiler) -> highspy. Going through the matrix rather than a per-component
-interface keeps the hand-over cheap and gives direct access to what the report needs: row
-duals, reduced costs, MPS files of each stage, and the IIS of an infeasible round.
-
-Stages, in order (DESIGN.md "The model"):
-1. `outcome`: maximise outcome value (a MILP when all-or-nothing programs exist; for large
-   rounds its LP relaxation, whose rounded on/off decisions the next stage fixes);
-2. `outcome_lp`: for a MILP, the same LP with the on/off decisions fixed, for prices;
-3. `tiebreak`: hold the outcome value at its optimum, keep programs that are equal in every
-   respect equal, and minimise the money spent with a distinct weight per variable (in the
-   canonical order of ids), so the optimum is one vertex and every machine returns it. (A
-   strictly convex quadratic tie-break was tried first: HiGHS's QP solver did not finish a
-   2,000-program round in 60 s.)
-
-Which of these run, and with which HiGHS method, crossover and presolve, is the round's
-`allocator.plan.SolvePlan`, chosen once from its size.
+`solve_program` hands a `MatrixProgram` to highspy with the round's plan's options, checks the
+run and model status before reading any value (HiGHS returns zeros after an error), and
+returns a typed `StageResult`: status, objective, x, row and column duals, the basis where
+there is one. The stages that build these programs are `allocator.stages`; which HiGHS method,
+crossover and presolve each uses is the round's `allocator.plan.SolvePlan`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,12 +20,10 @@ from typing import Any
 import highspy
 import numpy as np
 import scipy.sparse as sp
-from pyomo.common.gc_manager import PauseGC
-from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.formulation import Formulation
+from allocator.measures import is_rule_family
 from allocator.plan import SolvePlan, stage_options
 from allocator.progress import detail_reporter
 
@@ -50,10 +35,6 @@ SOLVER_OPTIONS: dict[str, object] = {
     "primal_feasibility_tolerance": 1e-7,
     "dual_feasibility_tolerance": 1e-7,
 }
-# The tie-break stage may give up this share of the outcome value to stay numerically feasible.
-OBJECTIVE_HOLD_RTOL = 1e-7
-
-
 class Status(StrEnum):
     optimal = "optimal"
     time_limit = "time_limit_feasible"  # stopped with a feasible, not proven optimal, solution
@@ -154,11 +135,16 @@ class RowRef:
     index: tuple
     name: str
 
+    @property
+    def is_rule(self) -> bool:
+        """Whether the row is a rule's (its label, the first index, starts with the rule id)."""
+        return is_rule_family(self.component) and bool(self.index)
+
 
 def row_name(ref: RowRef) -> str:
     """A model row as a person names it: `rule R-INC (group A)`, `budget JIF 2027`, ..."""
     idx = [str(i) for i in ref.index]
-    if ref.component.endswith(("_rule_min", "_rule_max", "_rule_equal")) and idx:
+    if ref.is_rule:
         rule_id, *rest = idx[0].split(",")
         return f"rule {rule_id}" + (f" (group {', '.join(rest)})" if rest else "")
     names = {
@@ -172,67 +158,6 @@ def row_name(ref: RowRef) -> str:
     if pattern is not None and len(idx) >= pattern.count("{"):
         return pattern.format(*idx)
     return ref.name or f"{ref.component}[{', '.join(idx)}]"
-
-
-def compile_model(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
-    """Compile the Pyomo model into a standard-form matrix (one row per constraint side)."""
-    # As for the build: a row reference per row, none of them garbage, and the collector's
-    # passes over them were a third of the hand-over (5,000 programs: 1.2 of 3.3 s).
-    with PauseGC():
-        return _compile(form)
-
-
-def _compile(form: Formulation) -> tuple[MatrixProgram, Columns, list[RowRef]]:
-    m = form.model
-    repn = LinearStandardFormCompiler().write(m, mixed_form=True, set_sense=None)
-    n_cols = len(repn.columns)
-    col_of = {id(v): j for j, v in enumerate(repn.columns)}
-    x_cols = np.array([col_of.get(id(m.x[k]), -1) for k in range(len(form.index))], dtype=np.int64)
-    y_cols = np.array([col_of.get(id(m.y[j]), -1) for j in range(len(m.y))], dtype=np.int64)
-    s_cols = np.array([col_of.get(id(m.s[j]), -1) for j in range(len(m.s))], dtype=np.int64)
-    t_cols = np.array([col_of.get(id(m.t[j]), -1) for j in range(len(m.t))], dtype=np.int64)
-    robust_vars = ([m.robust_lambda[0], *(m.robust_mu[j] for j in range(len(m.robust_mu)))]
-                   if form.robust_programs else [])
-    r_cols = np.array([col_of.get(id(v), -1) for v in robust_vars], dtype=np.int64)
-    A = repn.A.tocsr()
-    rhs = np.asarray(repn.rhs, dtype=float)
-    kinds = np.array([r.bound_type for r in repn.rows], dtype=np.int8)
-    row_lower = np.where(kinds <= 0, rhs, -INF)
-    row_upper = np.where(kinds >= 0, rhs, INF)
-    refs = []
-    for r in repn.rows:
-        con = r.constraint
-        comp = con.parent_component().local_name
-        idx = con.index()
-        idx = idx if isinstance(idx, tuple) else (idx,)
-        refs.append(RowRef(comp, idx, _mps_name(f"{comp}[{','.join(map(str, idx))}]")))
-    c = np.asarray(repn.c.toarray()).ravel() if repn.c.shape[0] else np.zeros(n_cols)
-    # Every column is an x, y or s of ours: bounds and names follow from which one it is,
-    # which is much cheaper than asking Pyomo for each variable's name.
-    col_lower = np.zeros(n_cols)
-    col_upper = np.full(n_cols, INF)
-    integer = np.zeros(n_cols, dtype=bool)
-    col_upper[y_cols[y_cols >= 0]] = 1.0
-    integer[y_cols[y_cols >= 0]] = True
-    col_names = [""] * n_cols
-    for prefix, cols_ in (("x", x_cols), ("y", y_cols), ("s", s_cols), ("t", t_cols)):
-        for k, j in enumerate(cols_.tolist()):
-            if j >= 0:
-                col_names[j] = f"{prefix}{k}"
-    for k, j in enumerate(r_cols.tolist()):
-        if j >= 0:
-            col_names[j] = "lambda" if k == 0 else f"mu{k - 1}"
-    program = MatrixProgram(c, A, row_lower, row_upper, col_lower, col_upper, integer,
-                            [r.name for r in refs], col_names, maximize=True)
-    return program, Columns(x_cols, y_cols, s_cols, t_cols, r_cols), refs
-
-
-_NOT_IN_NAMES = re.compile(r"[\s\x00-\x1f\x7f]")
-
-
-def _mps_name(name: str) -> str:
-    """MPS names cannot hold spaces or control characters; keep everything else readable."""
-    return _NOT_IN_NAMES.sub("_", name)
 
 
 _BANNER_SHOWN = False
@@ -257,12 +182,6 @@ def new_highs() -> highspy.Highs:
         _BANNER_SHOWN = True
     h.setOptionValue("output_flag", False)
     return h
-
-
-# HiGHS's presolve rule "dependent equations" (bit 10 of presolve_rule_off): on the optimal
-# face, whose binding rows are equations, its search took 61 s of a 10,000-program tie-break
-# that interior point then solved in 8 s.
-TIEBREAK_OPTIONS: dict[str, object] = {"presolve_rule_off": 1 << 10}
 
 
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
@@ -306,7 +225,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     return result
 
 
-# Stages whose simplex basis is kept (the prices LP is one of them; see engine.py).
+# Stages whose simplex basis is kept (the prices LP is one of them; see stages/prices.py).
 BASIS_STAGES = ("outcome", "outcome_lp")
 
 
@@ -428,95 +347,11 @@ def _status(run_status, model_status, info) -> Status:
     return Status.no_solution
 
 
-def fix_integers(program: MatrixProgram, x: np.ndarray) -> MatrixProgram:
-    """The same program with every integer column fixed at its (rounded) solution value."""
-    lower, upper = program.col_lower.copy(), program.col_upper.copy()
-    ints = np.flatnonzero(program.integer)
-    values = np.round(x[ints])
-    lower[ints] = values
-    upper[ints] = values
-    return MatrixProgram(program.c, program.A, program.row_lower, program.row_upper, lower, upper,
-                         np.zeros_like(program.integer), program.row_names, program.col_names,
-                         program.maximize)
-
-
-def tiebreak_program(program: MatrixProgram, objective: float, weights: np.ndarray,
-                     equal_pairs: list[tuple[int, int]]) -> MatrixProgram:
-    """Hold c'x at its optimum, keep twin columns equal, and minimise sum(w_j x_j).
-
-    The weights are all different, so the optimum is a single vertex: the same allocation on
-    every machine and for every row order of the workbook.
-    """
-    hold = objective - OBJECTIVE_HOLD_RTOL * max(1.0, abs(objective))
-    n_cols = program.shape[1]
-    blocks = [program.A, sp.csr_matrix(program.c.reshape(1, -1))]
-    if equal_pairs:
-        rows = np.repeat(np.arange(len(equal_pairs)), 2)
-        cols = np.array(equal_pairs, dtype=np.int64).ravel()
-        vals = np.tile([1.0, -1.0], len(equal_pairs))
-        blocks.append(sp.csr_matrix((vals, (rows, cols)), shape=(len(equal_pairs), n_cols)))
-    A = sp.vstack(blocks, format="csr")
-    zeros = np.zeros(len(equal_pairs))
-    row_lower = np.concatenate([program.row_lower, [hold], zeros])
-    row_upper = np.concatenate([program.row_upper, [INF], zeros])
-    names = [*program.row_names, "outcome_value_min",
-             *[f"twins_equal[{a},{b}]" for a, b in equal_pairs]]
-    return MatrixProgram(weights.astype(float), A, row_lower, row_upper, program.col_lower,
-                         program.col_upper, np.zeros_like(program.integer), names,
-                         program.col_names, maximize=False)
-
-
 def is_interior(result: StageResult) -> bool:
     """Whether the stage ended at an interior-point solution without crossover (no vertex)."""
     options = result.solver_log.get("options")
     return isinstance(options, dict) and options.get("solver") == "ipm" \
         and options.get("run_crossover") == "off"
-
-
-# A reduced cost or row price below this share of the largest objective coefficient counts as
-# zero. On the synthetic rounds the outcome LP's duals lie either below 1e-14 or above 1e-6 of
-# it, so the face found does not hinge on the threshold.
-FACE_DUAL_RTOL = 1e-9
-FACE_PRIMAL_RTOL = 1e-6
-
-
-def optimal_face(program: MatrixProgram, solved: StageResult) -> MatrixProgram:
-    """`program` with its columns and first rows held on the optimal face of the `solved` LP.
-
-    Complementary slackness: for any optimal dual, every optimal solution keeps each column
-    with a non-zero reduced cost at its bound and each row with a non-zero price at its bound.
-    Fixing them leaves exactly the optimal solutions (whichever optimal dual HiGHS returned),
-    so the tie-break chooses among true optima, not among near-optima that the objective-hold
-    row's tolerance would admit, and its LP shrinks to the columns that can still move.
-    A bound is only fixed where the solved point also lies on it, and only from a vertex: the
-    duals of an interior-point solution without crossover are small but not zero on rows that
-    merely come close to a bound (at 50,000 programs they made 70,000 rows equations, and the
-    tie-break's interior point solve stalled at a 3% gap).
-    """
-    base = solved.program
-    if solved.x is None or solved.col_dual is None or solved.row_dual is None \
-            or not solved.solver_log.get("basis"):
-        return program
-    sense = 1.0 if base.maximize else -1.0
-    tol = FACE_DUAL_RTOL * max(float(np.abs(base.c).max(initial=0.0)), 1e-12)
-    col_lower, col_upper = program.col_lower.copy(), program.col_upper.copy()
-    _hold_at_bounds(solved.x, sense * solved.col_dual, tol, col_lower, col_upper)
-    m = base.shape[0]
-    row_lower, row_upper = program.row_lower.copy(), program.row_upper.copy()
-    _hold_at_bounds(base.A @ solved.x, sense * solved.row_dual, tol, row_lower[:m], row_upper[:m])
-    return MatrixProgram(program.c, program.A, row_lower, row_upper, col_lower, col_upper,
-                         program.integer, program.row_names, program.col_names, program.maximize)
-
-
-def _hold_at_bounds(value: np.ndarray, dual: np.ndarray, tol: float, lower: np.ndarray,
-                    upper: np.ndarray) -> None:
-    """Fix, in place, each entry whose (maximisation-signed) dual presses it onto a bound it
-    sits on: a negative dual onto its lower bound, a positive one onto its upper bound."""
-    near = FACE_PRIMAL_RTOL * np.maximum(1.0, np.abs(value))
-    at_lower = (dual < -tol) & np.isfinite(lower) & (np.abs(value - lower) <= near)
-    at_upper = (dual > tol) & np.isfinite(upper) & (np.abs(value - upper) <= near)
-    upper[at_lower] = lower[at_lower]
-    lower[at_upper] = upper[at_upper]
 
 
 def raise_for_status(result: StageResult) -> None:

@@ -182,7 +182,7 @@ def _model_phases_only(out: dict, rnd: Any, start: float) -> dict:
     solve is too long to wait for: shows how the non-solver phases grow."""
     from allocator.eligibility import allocation_index
     from allocator.formulation import create_model
-    from allocator.solve import compile_model
+    from allocator.stages.model import compile_model
 
     n, times = out["n"], out["times"]
     tick = time.perf_counter()

@@ -15,13 +15,15 @@ def test_engine_import_leaves_unused_scipy_subpackages_unloaded():
 
 
 def _runtime_imports() -> dict[str, set[str]]:
-    """allocator module -> the allocator modules it imports when it runs (deferred imports
-    inside functions included; imports only for type checking left out)."""
+    """allocator module (dotted below the package: `engine`, `stages.model`) -> the allocator
+    modules it imports when it runs (deferred imports inside functions included; imports only
+    for type checking left out)."""
     import ast
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "allocator"
-    modules = {p.stem: p for p in package.glob("*.py")}
+    modules = {".".join(p.relative_to(package).with_suffix("").parts): p
+               for p in package.rglob("*.py") if p.name != "__init__.py"}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -32,15 +34,24 @@ def _runtime_imports() -> dict[str, set[str]]:
             if id(node) in typing_only:
                 continue
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("allocator"):
-                parts = node.module.split(".")[1:]
-                targets = parts[:1] or [a.name for a in node.names]
+                below = node.module.partition(".")[2]
+                targets = [below] if below in modules else \
+                    [".".join(filter(None, (below, a.name))) for a in node.names]
             elif isinstance(node, ast.Import):
-                targets = [a.name.split(".")[1] for a in node.names
+                targets = [a.name.partition(".")[2] for a in node.names
                            if a.name.startswith("allocator.")]
             else:
                 continue
             graph[name].update(t for t in targets if t in modules and t != name)
     return graph
+
+
+def test_the_import_graph_sees_the_stages_package():
+    """The cycle check below reads every module, the stages package's too (else it passes by
+    not looking)."""
+    graph = _runtime_imports()
+    assert {"stages.model", "stages.prices", "stages.tiebreak"} <= set(graph)
+    assert "stages.model" in graph["engine"] and "solve" in graph["stages.prices"]
 
 
 def test_no_module_of_the_package_imports_itself_back():
@@ -81,5 +92,15 @@ def test_the_solve_does_not_load_the_diagnosis_or_the_report(tmp_path):
             "except InfeasibleRoundError:\n"
             "    pass\n"
             "print(sorted(m for m in ('allocator.diagnose', 'allocator.report') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_writing_a_report_loads_neither_pyomo_nor_the_formulation():
+    """The report, explanations and record read the built model the Solution carries: a
+    process that only writes a report never builds a Pyomo model."""
+    code = ("import sys, allocator.report, allocator.explain, allocator.sensitivity\n"
+            "print(sorted(m for m in ('pyomo.environ', 'allocator.formulation', "
+            "'allocator.stages.model') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import allocator.engine
+import allocator.stages.model
 from allocator.engine import solve_round
 from allocator.plan import THRESHOLDS, SolvePlan, choose_plan, stage_options
 from allocator.record import sha256_file, verify_record, write_record
 from allocator.report import _audit
-from allocator.solve import TIEBREAK_OPTIONS
+from allocator.stages.tiebreak import TIEBREAK_OPTIONS
 from allocator.validate import load_round
 from tests.rounds import write
 
@@ -119,12 +119,12 @@ def test_the_uniqueness_path_is_the_plans(tmp_path, monkeypatch):
     # The interior centre path, forced by the plan on a small round (solved by simplex, so no
     # solver log says "interior"): no tie-break stage runs, and the user is told why.
     rnd = load_round(write(tmp_path / "t1.xlsx")).round
-    chosen = allocator.engine.round_plan
+    chosen = allocator.stages.model.round_plan
 
     def centre(*args, **kw):
         return dataclasses.replace(chosen(*args, **kw), uniqueness="interior_centre")
 
-    monkeypatch.setattr(allocator.engine, "round_plan", centre)
+    monkeypatch.setattr(allocator.stages.model, "round_plan", centre)
     sol = solve_round(rnd)
     assert "tiebreak" not in [s.name for s in sol.stages]
     assert any("interior-point optimum" in w for w in sol.warnings)

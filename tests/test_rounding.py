@@ -49,7 +49,7 @@ def test_greedy_rounding_keeps_every_rule(tmp_path, seed, monkeypatch):
     # Rounds with more than MILP_MAX_STEPS fractional amounts round greedily (floor, mend the
     # rows flooring broke, round up by value) with a MILP repair of what is left; forced here
     # on small rounds so the independent checker sees that path too.
-    import allocator.rounding as rounding
+    import allocator.stages.rounding as rounding
 
     monkeypatch.setattr(rounding, "MILP_MAX_STEPS", 0)
     data = random_round(seed)

@@ -87,7 +87,7 @@ def test_far_rounding_is_found_when_near_ones_break_the_rule(tmp_path):
 @pytest.mark.parametrize("greedy", [False, True])
 def test_far_rounding_exits_0_on_either_path(tmp_path, monkeypatch, greedy):
     if greedy:  # the path of large rounds: greedy pass, MILP repair, then the wide MILP
-        import allocator.rounding as rounding
+        import allocator.stages.rounding as rounding
 
         monkeypatch.setattr(rounding, "MILP_MAX_STEPS", 0)
     wb = write_round_workbook(tmp_path / "r.xlsx", FAR)
@@ -180,7 +180,7 @@ def test_a_rule_kept_near_the_optimum_is_kept_there_not_by_moving_money_far(tmp_
     many ties), and the best of them over every split moved 260 amounts by up to 12,301 units
     (EUR 1.2 million); rounding must stay within `WIDE_NEAR_UNITS` of its first rounding (which
     is itself within 2 units of the LP) and still keep every hard rule exactly."""
-    from allocator.rounding import WIDE_NEAR_UNITS
+    from allocator.stages.rounding import WIDE_NEAR_UNITS
     from benchmarks.synthetic import write_synthetic_round
 
     path = tmp_path / "s100.xlsx"

@@ -25,7 +25,8 @@ from allocator.eligibility import allocation_index
 from allocator.engine import solve_round
 from allocator.formulation import create_model
 from allocator.report import _audit, status_text
-from allocator.solve import MatrixProgram, Status, compile_model, solve_program
+from allocator.solve import MatrixProgram, Status, solve_program
+from allocator.stages.model import compile_model
 from allocator.validate import load_round
 from benchmarks.synthetic import write_synthetic_round
 from tests.reference import evaluate, reference_optimum
@@ -159,8 +160,8 @@ def test_stopped_relaxation_measures_the_rounded_allocation_against_its_proven_b
     # The relaxation of a large MILP stopped at 90 (an iterate's value, not a bound); its row
     # prices prove 100. The rounded allocation is worth 80: gap 25%, from the bound, and it
     # stays time-limited even when mip_gap would accept the distance to the iterate's value.
-    from allocator.engine import adopt_rounding
     from allocator.solve import StageResult
+    from allocator.stages.prices import adopt_rounding
 
     first = StageResult("outcome", None, Status.time_limit, 90.0, np.zeros(2), None, None, 0.1,
                         3600.0, {"lp_bound": 100.0})

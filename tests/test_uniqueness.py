@@ -129,7 +129,8 @@ def test_optimal_face_fixes_what_every_optimum_shares():
     import numpy as np
     import scipy.sparse as sp
 
-    from allocator.solve import INF, MatrixProgram, optimal_face, solve_program
+    from allocator.solve import INF, MatrixProgram, solve_program
+    from allocator.stages.tiebreak import optimal_face
 
     lp = MatrixProgram(np.array([1.0, 1.0, 0.5]), sp.csr_matrix(np.array([[1.0, 1.0, 1.0]])),
                        np.array([-INF]), np.array([10.0]), np.zeros(3), np.array([6.0, INF, INF]),
@@ -162,7 +163,8 @@ def test_optimal_face_needs_a_vertex():
     import numpy as np
     import scipy.sparse as sp
 
-    from allocator.solve import INF, MatrixProgram, optimal_face, solve_program
+    from allocator.solve import INF, MatrixProgram, solve_program
+    from allocator.stages.tiebreak import optimal_face
 
     lp = MatrixProgram(np.array([1.0, 1.0, 0.5]), sp.csr_matrix(np.array([[1.0, 1.0, 1.0]])),
                        np.array([-INF]), np.array([10.0]), np.zeros(3), np.array([6.0, INF, INF]),

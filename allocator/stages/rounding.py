@@ -1,22 +1,25 @@
 """Rounding the LP allocation to whole multiples of the rounding unit, keeping every row true.
 
-Stage 5 of the data flow. Each non-zero amount may move to a multiple of the unit at most
-one step beyond the nearest ones below and above it; a small MILP picks the step for every
-amount, so that budgets,
-capacities, minimums and co-financing caps hold exactly and rule rows hold wherever rounding
-allows, with the highest outcome value. Every row that touches a fractional amount gets an
-elastic slack, priced so that a hard row is missed only when nothing else works and a rule
-row only when rounding cannot keep it; any slack left over is reported, never hidden.
+Stage 5, after the tie-break (`round_to_units`). Each non-zero amount may move to a multiple
+of the unit at most one step beyond the nearest ones below and above it; a small MILP picks
+the step for every amount, so that budgets, capacities, minimums and co-financing caps hold
+exactly and rule rows hold wherever rounding allows, with the highest outcome value. Every row
+that touches a fractional amount gets an elastic slack, priced so that a hard row is missed
+only when nothing else works and a rule row only when rounding cannot keep it; any slack left
+over is reported, never hidden.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from allocator.solve import INF, MatrixProgram, Status, solve_program
+from allocator.progress import phase
+from allocator.solve import INF, MatrixProgram, Status, row_name, solve_program
+from allocator.stages.model import BuiltModel
 
 NEAR_INTEGER = 1e-6  # in units: an amount this close to a multiple is that multiple
 # Above this many fractional amounts the down-or-up MILP gets slow (5 s at 1,000 programs);
@@ -52,6 +55,72 @@ class Rounded:
     # When a hard row is missed: "proven" (the MILP over every whole-unit allocation found none
     # that keeps all hard rows), "not proven" (its search stopped, or the round was too large).
     proof: str | None = None
+
+
+def round_to_units(model: BuiltModel, program: MatrixProgram, x: np.ndarray) -> Rounded:
+    """The allocation `x` (every column of `program`, stage 1 with its on/off decisions fixed)
+    in whole rounding units, every hard row kept where any rounding keeps it."""
+    phase("rounding to whole units")
+    rnd, cols = model.round, model.columns
+    settings = rnd.settings
+    rounded = round_allocation(without_rows(program, model.protection_rows()), cols.x, x,
+                               float(settings.rounding_unit), model.rule_rows(),
+                               time_limit=min(10.0, settings.time_limit_s),  # node-limited
+                               free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y,
+                               hard_rule_rows=model.hard_rule_rows())
+    if len(cols.robust):
+        follow_protection(model, rounded)
+    return rounded
+
+
+def without_rows(program: MatrixProgram, rows: np.ndarray) -> MatrixProgram:
+    """The program with the given rows unbounded (the same program when there are none)."""
+    if not len(rows):
+        return program
+    lower, upper = program.row_lower.copy(), program.row_upper.copy()
+    lower[rows], upper[rows] = -INF, INF
+    return dataclasses.replace(program, row_lower=lower, row_upper=upper)
+
+
+def follow_protection(model: BuiltModel, rounded: Rounded) -> None:
+    """Set lambda and mu to their optimum for the rounded amounts (in place): the protection
+    rows are no rules, so rounding never bends money to them (it rounds without them), they
+    follow it."""
+    from allocator.robust import dual_values, spreads, trainees_per_program
+
+    rnd, cols, full = model.round, model.columns, rounded.columns
+    unit = float(rnd.settings.rounding_unit)
+    trainees = trainees_per_program(rnd, model.index, rounded.units * unit)
+    order = {p.program_id: i for i, p in enumerate(rnd.programs)}
+    rows = [order[p] for p in model.robust_programs]
+    deviation = rnd.settings.robust_level * spreads(rnd)[rows] * trainees[rows]
+    lam, mu = dual_values(deviation, rnd.settings.robust_gamma)
+    if full is not None:
+        full[cols.robust[0]] = lam
+        full[cols.robust[1:]] = mu
+
+
+def rounding_breaks(model: BuiltModel, rounded: Rounded) -> list[str]:
+    """One sentence per hard row (hard rule, budget, capacity, minimum, cap) the rounded
+    allocation misses: the row, the amount, and whether no rounding at all can keep it."""
+    refs = model.row_refs
+    hard_rules = set(model.hard_rule_rows().tolist())
+    soft = set(model.rule_rows().tolist()) - hard_rules
+    cur = model.round.settings.currency
+    unit = model.round.settings.rounding_unit
+    why = {"proven": "no allocation in whole units of {cur} {unit} keeps it (proven by the "
+                     "rounding MILP)",
+           "not proven": "no rounding to whole units of {cur} {unit} that keeps it was found "
+                         "(not proven that none exists)"}.get(rounded.proof or "not proven")
+    out = []
+    for i, amount in sorted(rounded.row_misses.items()):
+        if i in soft:
+            continue
+        shown = f"{amount:,.0f}" if abs(amount - round(amount)) < 1e-6 else f"{amount:,.2f}"
+        kind = "rule" if i in hard_rules else "limit"  # a budget, capacity, minimum or cap
+        out.append(f"rounding breaks a hard {kind}: {row_name(refs[i])} is missed by {cur} "
+                   f"{shown}; " + why.format(cur=cur, unit=format(unit.normalize(), ",f")))
+    return out
 
 
 def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray,

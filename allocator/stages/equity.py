@@ -1,6 +1,6 @@
 """The equity stage: lexicographic max-min fairness within a tolerance of the best outcome.
 
-Stage 4b of the data flow (DESIGN.md "The model"): after the outcome stage, with
+Stage 3 (DESIGN.md "The model"): after the outcome stage, with
 `equity_objective` set, hold the outcome value within `outcome_tolerance` of its best and
 raise the worst-off group, then the next, lexicographically:
 
@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from allocator.eligibility import AllocationIndex
 from allocator.plan import SolvePlan
+from allocator.progress import phase
 from allocator.round import EquityObjective, Round
 from allocator.solve import (
     INF,
@@ -37,6 +38,8 @@ from allocator.solve import (
     raise_for_status,
     solve_program,
 )
+from allocator.stages.model import BuiltModel
+from allocator.stages.prices import Prices
 
 MAX_ROUNDS = 60  # lexicographic rounds; groups still free afterwards keep the level reached
 DUAL_TOL = 1e-9
@@ -111,6 +114,16 @@ def equity_groups(rnd: Round, index: AllocationIndex) -> EquityGroups:
         divisors.append(paid[j] / total)
     return EquityGroups(objective, names, members, np.array(divisors, float),
                         "x contribution share", left_out)
+
+
+def solve_equity(model: BuiltModel, prices: Prices, *, threads: int | None) -> EquityResult | None:
+    """The equity stages after the prices LP; None when the round has no equity objective."""
+    rnd = model.round
+    if rnd.settings.equity_objective == EquityObjective.none:
+        return None
+    phase(f"sharing out more evenly ({rnd.settings.equity_objective.value.replace('_', ' ')})")
+    return run_equity_stages(rnd, model.index, prices.program, model.columns,
+                             prices.result.objective, plan=model.plan, threads=threads)
 
 
 def run_equity_stages(rnd: Round, index: AllocationIndex, fixed: MatrixProgram, cols: Columns,
@@ -205,4 +218,35 @@ def _maxmin_stage(base: MatrixProgram, G: sp.csr_matrix, divisors: np.ndarray,
         col_names=[*base.col_names, "z_equity"], maximize=True)
 
 
-__all__ = ["EquityResult", "equity_groups", "run_equity_stages"]
+def price_of_fairness(rnd: Round, index: AllocationIndex, equity: EquityResult,
+                      best_x: np.ndarray, fair_x: np.ndarray, rounded_x: np.ndarray) -> dict:
+    """Outcome value and trainee placements given up for equity, and the measure before/after."""
+    cost = np.array([p.round_cost_per_trainee for p in rnd.programs])[index.p] if len(index) else \
+        np.zeros(0)
+    value = np.array([rnd.value_per_trainee(p) for p in rnd.programs])[index.p] if len(index) \
+        else np.zeros(0)
+    groups = equity.groups
+    before, after = groups.measures(best_x), groups.measures(rounded_x)
+    trainees_best, trainees_fair = float((best_x / cost).sum()), float((fair_x / cost).sum())
+    outcome_fair = float((fair_x / cost * value).sum())
+    if rnd.settings.robust_gamma > 0:  # the stages held the robust objective: compare like with like
+        from allocator.robust import robust_value, trainees_per_program
+
+        outcome_fair = robust_value(rnd, trainees_per_program(rnd, index, fair_x)).guaranteed
+    return {
+        "objective": groups.objective.value,
+        "unit": groups.unit,
+        "outcome_best": equity.outcome_best,
+        "outcome_fair": outcome_fair,
+        "outcome_given_up": equity.outcome_best - outcome_fair,
+        "trainees_best": trainees_best,
+        "trainees_fair": trainees_fair,
+        "trainees_given_up": trainees_best - trainees_fair,
+        "min_before": float(before.min()) if len(before) else None,
+        "min_after": float(after.min()) if len(after) else None,
+        "groups": equity.table(before, after),
+    }
+
+
+__all__ = ["EquityResult", "equity_groups", "price_of_fairness", "run_equity_stages",
+           "solve_equity"]
