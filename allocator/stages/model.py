@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from pyomo.common.gc_manager import PauseGC
@@ -55,15 +56,20 @@ class BuiltModel:
         """Indices of the rows whose reference satisfies `keep`."""
         return np.array([i for i, r in enumerate(self.row_refs) if keep(r)], dtype=np.int64)
 
+    # Read by rounding and again by its report of broken rows: found once per model (a pass
+    # over every row reference each, 435,754 of them at 50,000 programs).
+    @cached_property
     def rule_rows(self) -> np.ndarray:
         """Rows of every rule (hard or soft)."""
         return self.rows_where(lambda r: r.is_rule)
 
+    @cached_property
     def hard_rule_rows(self) -> np.ndarray:
         """Rows of the rules without a penalty: rounding must keep them like any hard limit."""
         hard = {(g.family, (g.label,)) for g in self.rule_groups if g.rule.penalty is None}
         return self.rows_where(lambda r: (r.component, r.index) in hard)
 
+    @cached_property
     def protection_rows(self) -> np.ndarray:
         """Rows of the robust objective's protection (no rule: rounding does not keep them)."""
         return self.rows_where(lambda r: r.component == "protection_program_min")

@@ -63,11 +63,11 @@ def round_to_units(model: BuiltModel, program: MatrixProgram, x: np.ndarray) -> 
     phase("rounding to whole units")
     rnd, cols = model.round, model.columns
     settings = rnd.settings
-    rounded = round_allocation(without_rows(program, model.protection_rows()), cols.x, x,
-                               float(settings.rounding_unit), model.rule_rows(),
+    rounded = round_allocation(without_rows(program, model.protection_rows), cols.x, x,
+                               float(settings.rounding_unit), model.rule_rows,
                                time_limit=min(10.0, settings.time_limit_s),  # node-limited
                                free_cols=np.concatenate([cols.s, cols.t]), switch_cols=cols.y,
-                               hard_rule_rows=model.hard_rule_rows())
+                               hard_rule_rows=model.hard_rule_rows)
     if len(cols.robust):
         follow_protection(model, rounded)
     return rounded
@@ -104,8 +104,8 @@ def rounding_breaks(model: BuiltModel, rounded: Rounded) -> list[str]:
     """One sentence per hard row (hard rule, budget, capacity, minimum, cap) the rounded
     allocation misses: the row, the amount, and whether no rounding at all can keep it."""
     refs = model.row_refs
-    hard_rules = set(model.hard_rule_rows().tolist())
-    soft = set(model.rule_rows().tolist()) - hard_rules
+    hard_rules = set(model.hard_rule_rows.tolist())
+    soft = set(model.rule_rows.tolist()) - hard_rules
     cur = model.round.settings.currency
     unit = model.round.settings.rounding_unit
     why = {"proven": "no allocation in whole units of {cur} {unit} keeps it (proven by the "
