@@ -16,6 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Uniqueness = Literal["tiebreak", "interior_centre"]
+# Where the prices LP (the outcome LP with the on/off decisions fixed) starts: from the MILP's
+# optimum, which is also its own; from scratch, after a relaxation's decisions were rounded
+# (that point is not the fixed LP's); or nowhere, when an LP outcome stage is its own prices.
+PricesFrom = Literal["outcome_optimum", "cold", "outcome_stage"]
+# The MILP's optimum is an optimum of the prices LP, so only its prices are missing: primal
+# simplex started from that point finds an optimal basis in a few iterations, where dual
+# simplex gains little from a primal point (measured, 2 cores: 1,000 programs 1.5 s -> 0.03 s,
+# 5,000 programs 62.1 s -> 1.2 s, 10,000 programs 55.0 s -> 3.9 s; docs/benchmark.md).
+PRICES_FROM_OPTIMUM_OPTIONS: dict[str, object] = {"solver": "simplex", "simplex_strategy": 4}
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class SolvePlan:
     presolve: bool  # the LP stages run HiGHS's presolve (off: a stopped stage keeps its iterate)
     equity: bool  # equity stages run between the prices and the tie-break
     uniqueness: Uniqueness  # tie-break LP, or the interior point centre with twins averaged
+    prices_from: PricesFrom  # where the prices LP starts
+    # The tie-break LP starts from scratch: started from the prices LP's basis it was slower at
+    # every size measured (10,000 programs: 35 s against 8 s), its objective being unrelated.
+    tiebreak_from: Literal["cold"]
     time_limit_s: float  # the outcome stage's limit
     follow_up_time_limit_s: float  # each later LP stage's limit
 
@@ -93,6 +106,10 @@ class SolvePlan:
     def milp(self) -> bool:
         """Whether the outcome stage is a MILP (branch and bound)."""
         return self.integer_columns > 0 and not self.relaxation_first
+
+    def prices_extra(self) -> dict[str, object] | None:
+        """What the prices LP (stage 2 of a MILP round) adds to the LP stages' options."""
+        return PRICES_FROM_OPTIMUM_OPTIONS if self.prices_from == "outcome_optimum" else None
 
     def options(self, lp: bool, extra: Mapping[str, object] | None = None) -> dict[str, object]:
         """The HiGHS options (`solver`, `run_crossover`, `presolve`) of a stage: an LP stage,
@@ -104,6 +121,8 @@ class SolvePlan:
         if lp and not self.presolve:
             out["presolve"] = "off"
         out.update(extra or {})
+        if out["solver"] != "ipm":  # `extra` chose another method: crossover means nothing there
+            out.pop("run_crossover", None)
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,6 +160,8 @@ def choose_plan(columns: int, integer_columns: int, *, time_limit_s: float, equi
         relaxation_first=relax, outcome_method=str(outcome["solver"]),
         lp_method=str(lp["solver"]), crossover=crossover, presolve=lp.get("presolve") != "off",
         equity=equity, uniqueness="interior_centre" if centre else "tiebreak",
+        prices_from="outcome_stage" if integer_columns == 0 else
+        "cold" if relax else "outcome_optimum", tiebreak_from="cold",
         time_limit_s=float(time_limit_s),
         follow_up_time_limit_s=max(float(time_limit_s), t.follow_up_min_seconds))
 
@@ -176,11 +197,19 @@ def plan_lines(plan: SolvePlan) -> list[tuple[str, str]]:
     else:
         unique = ("a tie-break among the best allocations: least weighted money, equal "
                   "programs equal money")
+    prices = {
+        "outcome_optimum": "the simplex method started from the best outcome's allocation, which "
+                           "is already optimal there (only its prices are computed)",
+        "cold": "the rounded on/off decisions held fixed, solved from scratch by " + how,
+        "outcome_stage": "read from the best outcome's own solution",
+    }[plan.prices_from]
     return [
         ("solve plan: chosen from", f"{plan.columns:,} amounts to decide, "
                                     f"{plan.integer_columns:,} of them on/off decisions"),
         ("solve plan: best outcome by", outcome),
-        ("solve plan: prices and later stages by", how),
+        ("solve plan: prices of budgets and rules", prices),
+        ("solve plan: later stages by", how + (", each from scratch" if plan.uniqueness ==
+                                               "tiebreak" else "")),
         ("solve plan: one unique allocation by", unique),
         ("solve plan: time limits", f"{plan.time_limit_s:g} s for the best outcome, "
                                     f"{plan.follow_up_time_limit_s:g} s for each later stage"),

@@ -187,11 +187,12 @@ def new_highs() -> highspy.Highs:
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None,
                   options: dict[str, object] | None = None,
-                  plan: SolvePlan | None = None) -> StageResult:
+                  plan: SolvePlan | None = None, start: Start | None = None) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value.
 
     How (HiGHS method, crossover, presolve) comes from the round's `plan` when given (then
     `method` is not read), else from this program's own size (`allocator.plan.stage_options`).
+    `start` hands HiGHS a known point (or basis) to begin from; the stage records which.
     """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
@@ -219,10 +220,43 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     for key, value in used.items():
         h.setOptionValue(key, value)
     program.to_highs(h)
+    if start is not None:
+        start.hand_to(h, program)
     result = _run(h, name, program)
     result.solver_log["method"] = chosen
     result.solver_log["options"] = used
+    if start is not None:
+        result.solver_log["start"] = start.source
     return result
+
+
+@dataclass
+class Start:
+    """Where a stage begins: a known feasible point (`x`) and/or a simplex basis (column and
+    row status codes, as `StageResult.basis` holds them), and the stage it came from."""
+
+    source: str  # the stage whose answer it is, recorded with the stage
+    x: np.ndarray | None = None
+    basis: tuple[np.ndarray, np.ndarray] | None = None
+
+    def hand_to(self, h: highspy.Highs, program: MatrixProgram) -> None:
+        """Give HiGHS the point (clipped into the column bounds, with its row activities) and
+        the basis; HiGHS checks both and ignores what does not fit the program."""
+        if self.x is not None:
+            x = np.clip(self.x, program.col_lower, program.col_upper)
+            sol = highspy.HighsSolution()
+            sol.col_value = x.tolist()
+            sol.row_value = (program.A @ x).tolist()
+            sol.value_valid = True
+            sol.dual_valid = False
+            _check_call(h.setSolution(sol), "handing HiGHS the known solution")
+        if self.basis is not None:
+            cols, rows = self.basis
+            basis = highspy.HighsBasis()
+            basis.col_status = [highspy.HighsBasisStatus(int(v)) for v in cols]
+            basis.row_status = [highspy.HighsBasisStatus(int(v)) for v in rows]
+            basis.valid = True
+            _check_call(h.setBasis(basis), "handing HiGHS the known basis")
 
 
 # Stages whose simplex basis is kept (the prices LP is one of them; see stages/prices.py).

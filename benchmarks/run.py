@@ -140,6 +140,8 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
 
     program = solution.stages[0].program
     rows, cols = program.shape
+    recorded_stages = json.loads((record.folder / "objectives.json").read_text())["stages"]
+    by_name = {st["stage"]: st["file"] for st in recorded_stages}
     out.update({
         "variables": int(cols), "constraints": int(rows), "nonzeros": int(program.A.nnz),
         # the model's on/off decisions (stage 1 of a large MILP is their relaxation)
@@ -154,8 +156,10 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
                    for s in solution.stages],
         "mps": [str(p) for p in sorted(record.folder.glob("stage*.mps"))],
         "settings": json.loads((record.folder / "settings.json").read_text()),
-        "stage_options": {st["file"]: st.get("options") or {} for st in json.loads(
-            (record.folder / "objectives.json").read_text())["stages"]},
+        "stage_options": {st["file"]: st.get("options") or {} for st in recorded_stages},
+        # which earlier stage's file a stage started from (the prices LP: the outcome's)
+        "stage_starts": {st["file"]: by_name[st["start"]] for st in recorded_stages
+                         if st.get("start") in by_name},
         "time_limit_s": float(loaded.round.settings.time_limit_s),
         "mip_gap": float(loaded.round.settings.mip_gap),
         # ru_maxrss is in KiB on Linux
@@ -202,8 +206,12 @@ def _model_phases_only(out: dict, rnd: Any, start: float) -> dict:
 
 
 # --- one bare HiGHS solve, in its own process -------------------------------------------------
-def bare_solve(mps: Path, options: dict[str, object]) -> dict:
-    """readModel + run with the given options; the run() time is what the ratio compares."""
+def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = None) -> dict:
+    """readModel + run with the given options; the run() time is what the ratio compares.
+
+    `start_from`: a stage the engine started from an earlier stage's optimum (the prices LP
+    from the MILP's); that file is solved first, untimed, and its point handed over the same
+    way (`setSolution`, values only), so the bare solve does the engine's work and no more."""
     import highspy
 
     h = highspy.Highs()
@@ -213,6 +221,8 @@ def bare_solve(mps: Path, options: dict[str, object]) -> dict:
     tick = time.perf_counter()
     h.readModel(str(mps))
     read = time.perf_counter() - tick
+    if start_from is not None:
+        h.setSolution(_optimum_of(start_from, options))
     tick = time.perf_counter()
     h.run()
     seconds = time.perf_counter() - tick
@@ -223,6 +233,24 @@ def bare_solve(mps: Path, options: dict[str, object]) -> dict:
             "simplex_iterations": int(info.simplex_iteration_count),
             "ipm_iterations": int(info.ipm_iteration_count),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _optimum_of(mps: Path, options: dict[str, object]) -> Any:
+    """The optimum of an earlier stage's file, as a HiGHS solution holding values only."""
+    import highspy
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    for key in ("random_seed", "presolve", "primal_feasibility_tolerance",
+                "dual_feasibility_tolerance", "mip_rel_gap", "time_limit"):
+        if key in options:
+            h.setOptionValue(key, options[key])
+    h.readModel(str(mps))
+    h.run()
+    out = highspy.HighsSolution()
+    out.col_value = list(h.getSolution().col_value)
+    out.value_valid = True
+    return out
 
 
 def engine_options(result: dict, mps: str) -> dict[str, object]:
@@ -271,8 +299,11 @@ def compare(result: dict, methods: list[str], method_time_limit: float) -> dict[
                 options.pop("run_crossover", None)
                 options.update(METHODS[label])
                 options["time_limit"] = min(float(options["time_limit"]), method_time_limit)
-            res = _subprocess_json(["--bare", mps, "--options", json.dumps(options)],
-                                   timeout=float(options["time_limit"]) + 300)
+            start = result.get("stage_starts", {}).get(Path(mps).name)
+            start_args = ["--start-from", str(Path(mps).parent / start)] \
+                if start and label == "engine" else []
+            res = _subprocess_json(["--bare", mps, "--options", json.dumps(options), *start_args],
+                                   timeout=2 * float(options["time_limit"]) + 300)
             res.setdefault("file", Path(mps).name)
             runs[label].append(res)
             log(f"[{result['n']}] bare {label:8s} {res['file']}: "
@@ -434,10 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--start-from", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.bare is not None:
-        print(json.dumps(bare_solve(args.bare, json.loads(args.options))))
+        print(json.dumps(bare_solve(args.bare, json.loads(args.options), args.start_from)))
         return 0
     if args.child is not None:
         assert args.workdir is not None

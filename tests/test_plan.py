@@ -59,6 +59,17 @@ def test_above_the_relaxation_size_a_milp_solves_its_relaxation_first():
     assert not plan_for(t + 1, 0).relaxation_first  # nothing to relax
 
 
+def test_prices_start_from_the_milp_optimum_only_where_it_is_the_prices_lps_optimum():
+    t = THRESHOLDS.relaxation_columns
+    milp = plan_for(t, 10)
+    assert milp.prices_from == "outcome_optimum" and milp.tiebreak_from == "cold"
+    assert milp.options(True, milp.prices_extra()) == {"solver": "simplex", "simplex_strategy": 4}
+    # A rounded relaxation's point is not the fixed LP's optimum: that LP is solved as planned.
+    relaxed = plan_for(t + 1, 10)
+    assert relaxed.prices_from == "cold" and relaxed.prices_extra() is None
+    assert plan_for(t + 1, 0).prices_from == "outcome_stage"  # an LP round is its own prices
+
+
 def test_above_the_stoppable_size_lp_stages_run_without_presolve():
     t = THRESHOLDS.stoppable_columns
     assert plan_for(t).presolve
@@ -107,7 +118,8 @@ def test_a_solved_round_carries_its_plan_and_its_stages_follow_it(solved):
                                    time_limit_s=sol.round.settings.time_limit_s)
     for stage in sol.stages:
         lp = not stage.program.integer.any()
-        extra = TIEBREAK_OPTIONS if stage.name == "tiebreak" else None
+        extra = {"tiebreak": TIEBREAK_OPTIONS, "outcome_lp": sol.plan.prices_extra()}.get(
+            stage.name)
         options = dict(stage.solver_log["options"])
         assert options.pop("time_limit") == (sol.plan.time_limit_s if stage.name == "outcome"
                                              else sol.plan.follow_up_time_limit_s)

@@ -20,6 +20,7 @@ from allocator.progress import phase
 from allocator.solve import (
     MatrixProgram,
     StageResult,
+    Start,
     Status,
     raise_for_status,
     relative_gap,
@@ -50,10 +51,13 @@ def solve_prices(model: BuiltModel, first: StageResult, *, threads: int | None) 
     mip_gap = model.round.settings.mip_gap
     stopped = stopped_before_any_allocation(first, program)
     stages: list[StageResult] = []
+    known = plan.prices_from == "outcome_optimum" and first.x is not None and not stopped
+    start = Start("outcome", x=first.x) if known else None
     for switches in switch_candidates(program, first, stopped, plan.relaxation_first):
         fixed = fix_integers(program, switches)
         prices = solve_program(fixed, "outcome_lp", time_limit=plan.follow_up_time_limit_s,
-                               mip_gap=mip_gap, threads=threads, plan=plan)
+                               mip_gap=mip_gap, threads=threads, plan=plan,
+                               options=plan.prices_extra() if known else None, start=start)
         stages.append(prices)
         if prices.status == Status.optimal:
             break

@@ -206,6 +206,15 @@ def forgeries() -> list[Forgery]:
             "recorded 2, re-built 1",
         ),
         Forgery(
+            # Claiming another engine version turns a stage file's differences into warnings
+            # only where the recorded file still reaches the recorded optimum; this one does not.
+            "other_version_claimed_and_mps_coefficient_doubled",
+            lambda f: (edit_json("versions.json", lambda d: d.update(allocator="0.0.1"))(f),
+                       edit_text(s1, first_coefficient)(f)),
+            "stage1_outcome.mps: row spend_fund_cumulative_max[JIF,2026] column x0: coefficient "
+            "recorded 2, re-built 1",
+        ),
+        Forgery(
             "status_optimal_to_time_limit",
             edit_json("objectives.json", _stage(0, "status", "time_limit")),
             "objectives.json stage 1 (outcome) status: recorded 'time_limit', re-run 'optimal'",
