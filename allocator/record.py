@@ -123,7 +123,7 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
         for i, stage in enumerate(solution.stages, start=1):
             name = f"stage{i}_{stage.name}.mps"
             h = new_highs()
-            stage.program.to_highs(h)
+            stage.as_solved.to_highs(h)
             h.writeModel(str(tmp / name))
             stages.append({"stage": stage.name, "file": name, "status": stage.status.value,
                            "objective": stage.objective, "mip_gap": stage.mip_gap,
@@ -388,7 +388,7 @@ def _check_stages(folder: Path, solution: Solution, out: Verification, *, exact:
     for i, stage in enumerate(solution.stages, start=1):
         name = f"stage{i}_{stage.name}.mps"
         expected_files.add(name)
-        differences = compare_stage(folder / name, stage.program)
+        differences = compare_stage(folder / name, stage.as_solved)
         if i > len(stages):
             out.problems.extend(differences)
             continue

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.measures import is_rule_family
+from allocator.partials import PartialSums, partial_sums
 from allocator.plan import SolvePlan, stage_options
 from allocator.progress import detail_reporter
 
@@ -113,6 +114,14 @@ class StageResult:
     # The optimal simplex basis of an LP outcome stage (column and row status codes), kept for
     # the report's sensitivity ranges; None for a MILP or an interior point without crossover.
     basis: tuple[np.ndarray, np.ndarray] | None = None
+    # What HiGHS solved when it differs from `program`: the same program with shared partial
+    # sums as columns (allocator.partials); x, duals and basis above are `program`'s.
+    solved_program: MatrixProgram | None = None
+
+    @property
+    def as_solved(self) -> MatrixProgram:
+        """The program HiGHS was given: what the record's MPS file of this stage holds."""
+        return self.solved_program if self.solved_program is not None else self.program
 
 
 @dataclass
@@ -219,14 +228,38 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
                                **how}
     for key, value in used.items():
         h.setOptionValue(key, value)
-    program.to_highs(h)
+    lean = partial_sums(program) if plan is not None and plan.partial_sums else None
+    solved = lean.program if lean is not None else program
+    solved.to_highs(h)
     if start is not None:
-        start.hand_to(h, program)
-    result = _run(h, name, program)
+        start.hand_to(h, solved, lean)
+    result = _run(h, name, solved)
+    if lean is not None:
+        result = _in_original_terms(result, program, lean)
     result.solver_log["method"] = chosen
     result.solver_log["options"] = used
     if start is not None:
         result.solver_log["start"] = start.source
+    return result
+
+
+def _in_original_terms(result: StageResult, program: MatrixProgram,
+                       lean: PartialSums) -> StageResult:
+    """A stage solved with partial sums, read as the original program's: the added rows and
+    columns come last and are dropped (see allocator.partials for why duals carry over)."""
+    n, m = lean.n_original, lean.m_original
+    result.solved_program, result.program = result.program, program
+    result.solver_log["partial_sums"] = int(lean.G.shape[0])
+    if result.x is not None:
+        result.x = result.x[:n]
+    if result.row_dual is not None and result.col_dual is not None:
+        result.row_dual, result.col_dual = result.row_dual[:m], result.col_dual[:n]
+    if result.basis is not None:
+        cols, rows = result.basis
+        # Original basis: valid when every partial sum is basic (then its defining rows, being
+        # equations, are not), which is how a free column's optimum ends in practice.
+        ok = bool(np.all(cols[n:] == int(highspy.HighsBasisStatus.kBasic)))
+        result.basis = (cols[:n], rows[:m]) if ok else None
     return result
 
 
@@ -239,11 +272,14 @@ class Start:
     x: np.ndarray | None = None
     basis: tuple[np.ndarray, np.ndarray] | None = None
 
-    def hand_to(self, h: highspy.Highs, program: MatrixProgram) -> None:
+    def hand_to(self, h: highspy.Highs, program: MatrixProgram,
+                lean: PartialSums | None = None) -> None:
         """Give HiGHS the point (clipped into the column bounds, with its row activities) and
-        the basis; HiGHS checks both and ignores what does not fit the program."""
+        the basis; HiGHS checks both and ignores what does not fit the program. With partial
+        sums (`lean`), each is added to the point as basic, its defining row nonbasic."""
         if self.x is not None:
-            x = np.clip(self.x, program.col_lower, program.col_upper)
+            x = self.x if lean is None else lean.extend(self.x)
+            x = np.clip(x, program.col_lower, program.col_upper)
             sol = highspy.HighsSolution()
             sol.col_value = x.tolist()
             sol.row_value = (program.A @ x).tolist()
@@ -252,6 +288,10 @@ class Start:
             _check_call(h.setSolution(sol), "handing HiGHS the known solution")
         if self.basis is not None:
             cols, rows = self.basis
+            if lean is not None:
+                added = lean.G.shape[0]
+                cols = np.concatenate([cols, np.full(added, int(highspy.HighsBasisStatus.kBasic))])
+                rows = np.concatenate([rows, np.full(added, int(highspy.HighsBasisStatus.kLower))])
             basis = highspy.HighsBasis()
             basis.col_status = [highspy.HighsBasisStatus(int(v)) for v in cols]
             basis.row_status = [highspy.HighsBasisStatus(int(v)) for v in rows]
