@@ -52,10 +52,6 @@ class Thresholds:
     # ends it. Below, presolve pays: at 50,000 programs (512,283 columns) the bare solve took
     # 548 s with it and 686 s without (85 against 99 iterations, but dearer ones).
     stoppable_columns: int = 1_000_000
-    # Above this many columns the LP and MILP stages are solved with shared partial sums as
-    # columns (allocator.partials): at 10,000 programs (103,520 columns) 28% fewer nonzeros
-    # and the outcome MILP 40-61 s -> 28-29 s.
-    partial_sum_columns: int = 20_000
     # `time_limit_s` bounds the search for the best outcome (where a gap can be reported). The
     # LP stages after it (prices, equity, tie-break) have no useful answer short of their
     # optimum, so they get at least this long each.
@@ -100,7 +96,7 @@ class SolvePlan:
     equity: bool  # equity stages run between the prices and the tie-break
     uniqueness: Uniqueness  # tie-break LP, or the interior point centre with twins averaged
     prices_from: PricesFrom  # where the prices LP starts
-    partial_sums: bool  # stages are solved with shared partial sums as columns (allocator.partials)
+    partial_sums: bool  # LP stages are solved with shared partial sums (allocator.partials)
     # The tie-break LP starts from scratch: started from the prices LP's basis it was slower at
     # every size measured (10,000 programs: 35 s against 8 s), its objective being unrelated.
     tiebreak_from: Literal["cold"]
@@ -167,7 +163,12 @@ def choose_plan(columns: int, integer_columns: int, *, time_limit_s: float, equi
         equity=equity, uniqueness="interior_centre" if centre else "tiebreak",
         prices_from="outcome_stage" if integer_columns == 0 else
         "cold" if relax else "outcome_optimum", tiebreak_from="cold",
-        partial_sums=columns > t.partial_sum_columns,
+        # Shared partial sums as columns (allocator.partials) for the LP stages that interior
+        # point solves: at 10,000 programs 28% fewer nonzeros and the relaxation 47 s -> 37 s.
+        # Not for branch and bound: at 10,000 programs the MILP went 40-61 s -> 28 s, but at
+        # 5,000 14 s -> over 90 s (its root solution failed the feasibility check in the
+        # original space by 1e-6, and HiGHS's repair LPs took the time).
+        partial_sums=lp["solver"] == "ipm",
         time_limit_s=float(time_limit_s),
         follow_up_time_limit_s=max(float(time_limit_s), t.follow_up_min_seconds))
 

@@ -228,7 +228,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
                                **how}
     for key, value in used.items():
         h.setOptionValue(key, value)
-    lean = partial_sums(program) if plan is not None and plan.partial_sums else None
+    lean = partial_sums(program) if plan is not None and plan.partial_sums and lp else None
     solved = lean.program if lean is not None else program
     solved.to_highs(h)
     if start is not None:

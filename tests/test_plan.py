@@ -70,6 +70,12 @@ def test_prices_start_from_the_milp_optimum_only_where_it_is_the_prices_lps_opti
     assert plan_for(t + 1, 0).prices_from == "outcome_stage"  # an LP round is its own prices
 
 
+def test_partial_sums_only_for_the_lp_stages_interior_point_solves():
+    t = THRESHOLDS.ipm_columns
+    assert not plan_for(t, 10).partial_sums
+    assert plan_for(t + 1, 10).partial_sums and plan_for(t + 1, 0).partial_sums
+
+
 def test_above_the_stoppable_size_lp_stages_run_without_presolve():
     t = THRESHOLDS.stoppable_columns
     assert plan_for(t).presolve
