@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from allocator.atomic import clean_leftovers, commit, held
-from allocator.diagnose import solve_diagnosed
-from allocator.engine import Solution
+from allocator.engine import Solution, solve_round
+from allocator.errors import InfeasibleRoundError
 from allocator.progress import phase
 from allocator.record import RecordPaths, solver_settings, versions, write_record
 from allocator.round import Round
@@ -40,7 +40,18 @@ def solve(rnd: Round | LoadedRound | str | Path, *, threads: int | None = None) 
         rnd = load_round(rnd)
     if isinstance(rnd, LoadedRound):
         rnd = rnd.round
-    return solve_diagnosed(rnd, threads=threads)
+    return _solve_diagnosed(rnd, threads)
+
+
+def _solve_diagnosed(rnd: Round, threads: int | None) -> Solution:
+    """`diagnose.solve_diagnosed`, with the diagnosis module loaded only for an infeasible
+    round (a feasible run never needs it)."""
+    try:
+        return solve_round(rnd, threads=threads)
+    except InfeasibleRoundError as exc:
+        from allocator.diagnose import raise_diagnosed
+
+        raise_diagnosed(exc, rnd)
 
 
 def tables(solution: Solution) -> dict[str, pd.DataFrame]:
@@ -80,7 +91,7 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     phase("reading and validating the workbook")
     loaded = load_round(workbook)
     timings["read"] = time.perf_counter() - tick
-    solution = solve_diagnosed(loaded.round, threads=threads)
+    solution = _solve_diagnosed(loaded.round, threads)
     timings.update(solution.timings)
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")

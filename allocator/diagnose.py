@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import NoReturn
 
 import highspy
 import numpy as np
@@ -349,13 +350,20 @@ def solve_diagnosed(rnd: Round, *, threads: int | None = None, method: str = "ch
     try:
         return solve_round(rnd, threads=threads, method=method)
     except InfeasibleRoundError as exc:
-        if exc.diagnosis is not None:
-            raise
-        try:
-            diagnosis = diagnose_infeasible(rnd)
-        except Exception as failure:  # the round is still infeasible: say so, and why not more
-            raise InfeasibleRoundError(f"{exc} (the diagnosis failed: {failure})") from exc
-        raise InfeasibleRoundError(diagnosis.render(), diagnosis) from None
+        raise_diagnosed(exc, rnd)
+
+
+def raise_diagnosed(exc: InfeasibleRoundError, rnd: Round) -> NoReturn:
+    """Raise `exc` again, with `.diagnosis` and the rule ids in its message (as
+    `solve_diagnosed` does); for callers that solve with `engine.solve_round` and load this
+    module only once a round turns out infeasible."""
+    if exc.diagnosis is not None:
+        raise exc
+    try:
+        diagnosis = diagnose_infeasible(rnd)
+    except Exception as failure:  # the round is still infeasible: say so, and why not more
+        raise InfeasibleRoundError(f"{exc} (the diagnosis failed: {failure})") from exc
+    raise InfeasibleRoundError(diagnosis.render(), diagnosis) from None
 
 
 def diagnose_infeasible(rnd: Round) -> Diagnosis:

@@ -131,16 +131,28 @@ def _exact(solution: Solution, program: MatrixProgram, funded: list[str]) -> Sen
     return Sensitivity(True, "", rows, _program_table_exact(solution, funded, ranges), exact=True)
 
 
+# HiGHS's simplex strategies: dual (its default) and primal.
+DUAL_SIMPLEX, PRIMAL_SIMPLEX = 1, 4
+
+
 class WarmLP:
     """One HiGHS model solved many times with small changes: each solve starts from the last
-    basis (a few simplex steps instead of a solve from scratch)."""
+    basis (a few simplex steps instead of a solve from scratch).
+
+    The first solve (and a retry after a failed one) is by dual simplex, HiGHS's default. The
+    re-solves are by primal simplex: a new objective or a looser limit leaves the last basis
+    primal feasible, so primal simplex goes on from it, where dual simplex must first repair
+    the basis's dual infeasibility (the example round's exact ranges: about 2,400 simplex
+    iterations instead of 14,700, 0.15 s instead of 0.37 s; the ranges agree to 1e-11)."""
 
     def __init__(self, program: MatrixProgram):
         self.h = new_highs()
-        for key, value in {"random_seed": 0, "presolve": "off", "solver": "simplex"}.items():
+        for key, value in {"random_seed": 0, "presolve": "off", "solver": "simplex",
+                           "simplex_strategy": DUAL_SIMPLEX}.items():
             self.h.setOptionValue(key, value)
         program.to_highs(self.h)
         self._costs: np.ndarray = np.flatnonzero(program.c)
+        self._warm = False  # whether the model holds a basis from an earlier solve
 
     def cost(self, idx: np.ndarray, values: np.ndarray) -> None:
         """Set the objective to `values` on `idx` and 0 elsewhere."""
@@ -156,13 +168,24 @@ class WarmLP:
         """The optimum (None: unbounded; False: the solve failed)."""
         self.h.changeObjectiveSense(highspy.ObjSense.kMaximize if maximize
                                     else highspy.ObjSense.kMinimize)
-        self.h.run()
-        status = self.h.getModelStatus()
+        ended = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kUnbounded)
+        status = self._run(PRIMAL_SIMPLEX if self._warm else DUAL_SIMPLEX)
+        if status not in ended and self._warm:
+            # a re-solve that stopped short (numerical trouble from the last basis): solve from
+            # scratch, as the first solve does, before giving up
+            self.h.clearSolver()
+            status = self._run(DUAL_SIMPLEX)
+        self._warm = status in ended
         if status == highspy.HighsModelStatus.kUnbounded:
             return None
         if status != highspy.HighsModelStatus.kOptimal:
             return False
         return float(self.h.getInfo().objective_function_value)
+
+    def _run(self, strategy: int) -> highspy.HighsModelStatus:
+        self.h.setOptionValue("simplex_strategy", strategy)
+        self.h.run()
+        return self.h.getModelStatus()
 
     def both(self) -> tuple[float | None, float | None] | bool:
         low, high = self.optimum(False), self.optimum(True)

@@ -104,3 +104,31 @@ def test_writing_a_report_loads_neither_pyomo_nor_the_formulation():
             "'allocator.stages.model') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Loaded by no feasible `allocator run`: the other commands' modules, the diagnosis of an
+# infeasible round, and the scipy subpackages the engine never calls.
+NOT_FOR_A_RUN = ("allocator.diagnose", "allocator.frontier", "allocator.sweep", "allocator.compare",
+                 "allocator.settle", "allocator.nextround", "allocator.summary",
+                 "allocator.template", "allocator.lpcheck", "scipy.stats", "scipy.integrate",
+                 "scipy.spatial", "scipy.optimize")
+
+
+def test_a_feasible_run_loads_only_what_it_uses(tmp_path):
+    """`allocator run` on the example round, start to end in one process, never loads a module
+    it does not use (each costs start-up time on every small round)."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "inputs" / "example_round.xlsx"
+    code = ("import sys\n"
+            "from allocator.cli import main\n"
+            f"sys.argv = ['allocator', 'run', {str(example)!r}, '--quiet', '--records', "
+            f"{str(tmp_path / 'models')!r}, '--report', {str(tmp_path / 'r.xlsx')!r}]\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as done:\n"
+            "    assert not done.code, done.code\n"
+            f"print(sorted(m for m in {NOT_FOR_A_RUN!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (tmp_path / "r.xlsx").exists()
+    assert out.stdout.strip() == "[]"

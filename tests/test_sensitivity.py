@@ -172,3 +172,32 @@ def test_interior_point_prices_say_not_available(solved, monkeypatch):
     monkeypatch.setattr(module, "is_interior", lambda _stage: True)
     result = module.sensitivity(solution)
     assert not result.available and "not available for this size" in result.why_not
+
+
+def test_a_warm_re_solve_that_stops_short_is_solved_again_from_scratch(solved, monkeypatch):
+    """The exact ranges re-solve one HiGHS model by primal simplex from the last basis; a
+    re-solve that stops short (made to here) is solved again from scratch by dual simplex, and
+    the ranges are still the exact ones rather than falling back to one basis's ranging."""
+    import highspy
+
+    import allocator.sensitivity as module
+
+    solution, before = solved
+    assert before.exact
+    run = module.WarmLP._run
+    primal = []
+
+    def stopped_short(self, strategy: int) -> highspy.HighsModelStatus:
+        if strategy == module.PRIMAL_SIMPLEX:
+            primal.append(strategy)
+            return highspy.HighsModelStatus.kUnknown
+        return run(self, strategy)
+
+    monkeypatch.setattr(module.WarmLP, "_run", stopped_short)
+    after = module.sensitivity(solution)
+    assert primal and after.exact
+    numbers = ["lowest", "highest", "allowable_increase", "allowable_decrease"]
+    for was, now in ((before.rows, after.rows), (before.programs, after.programs)):
+        assert list(now["meaning"]) == list(was["meaning"])
+        np.testing.assert_allclose(now[numbers].astype(float), was[numbers].astype(float),
+                                   rtol=1e-9, atol=1e-6)

@@ -42,6 +42,16 @@ WIDE_NEAR_UNITS = 2
 # A missed hard rule alone sends rounding to the repair pass only while the amounts in its rows
 # are this few (a share of all money in a 50,000-program round would make a huge MILP).
 REPAIR_MAX_RULE_AMOUNTS = 20_000
+# Ties between roundings of equal outcome value (twins split evenly, programs of one value per
+# unit) are broken by a tiny cost per step up, distinct per column: TIE_STEP * unit * (1 + u_j),
+# u_j in [0, 1) drawn once per column j of the program, in the program's canonical column order,
+# from PCG64 with a fixed seed (the same numbers on every machine, and the same for a column
+# whatever order the amounts are handed in). Bound: n steps up cost less than 2 * n * TIE_STEP
+# * unit of outcome value in all (about 1e-6 of one step's value per step: the example round's
+# smallest step, EUR 1,000 of its least valuable program, is worth 0.094), so a rounding is
+# never given up for a tie-break unless it is worth less than that more.
+TIE_STEP = 1e-9
+ROUNDING_TIE_SEED = 20261205
 
 
 @dataclass
@@ -462,7 +472,8 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     eye = sp.identity(n_r, format="csr")
     A_full = sp.hstack([B, eye[:, has_lo], -eye[:, has_up]], format="csr")
     n_lo, n_up = int(has_lo.sum()), int(has_up.sum())
-    c = np.concatenate([(program.c[step_cols] * unit - 1e-9 * unit) * value_weight,
+    tie = TIE_STEP * unit * (1.0 + tie_draws(program.shape[1])[step_cols])
+    c = np.concatenate([(program.c[step_cols] * unit - tie) * value_weight,
                         program.c[free_cols] * value_weight, -weight[has_lo], -weight[has_up]])
     if not value_weight:  # the plain total miss (currency) of the hard rows, each alike
         c[n_z + n_f:] = -np.concatenate([np.where(soft, 0.0, 1.0)[has_lo],
@@ -489,6 +500,12 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     if full_result:
         return result.x[: n_z + n_f], result.status, float(result.objective or 0.0)
     return result.x[: n_z + n_f]
+
+
+def tie_draws(n: int) -> np.ndarray:
+    """u_j in [0, 1) for columns 0..n-1 (see TIE_STEP): column j's draw does not depend on
+    which columns are stepped, nor on their order."""
+    return np.random.Generator(np.random.PCG64(ROUNDING_TIE_SEED)).random(n)
 
 
 def _misses(program: MatrixProgram, full: np.ndarray, unit: float) -> dict[int, float]:
