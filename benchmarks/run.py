@@ -237,7 +237,7 @@ def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = 
     h.readModel(str(mps))
     read = time.perf_counter() - tick
     if start_from is not None:
-        h.setSolution(_optimum_of(start_from, options))
+        h.setSolution(_with_partial_sums(h, _optimum_of(start_from, options)))
     tick = time.perf_counter()
     h.run()
     seconds = time.perf_counter() - tick
@@ -266,6 +266,30 @@ def _optimum_of(mps: Path, options: dict[str, object]) -> Any:
     out.col_value = list(h.getSolution().col_value)
     out.value_valid = True
     return out
+
+
+def _with_partial_sums(h: Any, start: Any) -> Any:
+    """The earlier stage's point extended to this file's partial-sum columns, if it has any
+    (`allocator.partials`: each defined by its own row, partial_sum - sum of amounts = 0)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    x = np.asarray(start.col_value, dtype=float)
+    lp = h.getLp()
+    n = lp.num_col_
+    if len(x) >= n:
+        return start
+    a = lp.a_matrix_
+    A = sp.csc_matrix((np.asarray(a.value_), np.asarray(a.index_), np.asarray(a.start_)),
+                      shape=(lp.num_row_, n)).tocsr()
+    full = np.concatenate([x, np.zeros(n - len(x))])
+    for i, name in enumerate(lp.row_names_):
+        if name.startswith("partial_sum_define["):
+            row = A[i]
+            extra = row.indices[row.indices >= len(x)]
+            full[extra[0]] = -float((row[:, : len(x)] @ x)[0])
+    start.col_value = full.tolist()
+    return start
 
 
 def engine_options(result: dict, mps: str) -> dict[str, object]:
