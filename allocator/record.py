@@ -37,7 +37,7 @@ from allocator.manifest import (
 from allocator.round import Round
 from allocator.safetext import csv_text, csv_value
 from allocator.signing import SigningKey, key_from_env, load_private, sign_record
-from allocator.solve import SOLVER_OPTIONS, Status, new_highs
+from allocator.solve import SOLVER_OPTIONS, StageResult, Status, new_highs
 
 RECORD_FORMAT = 1
 RECORD_KINDS = ("decision", "settlement")  # what a manifest's `kind` may say
@@ -393,7 +393,7 @@ def _check_stages(folder: Path, solution: Solution, out: Verification, *, exact:
             out.problems.extend(differences)
             continue
         rec = stages[i - 1] if isinstance(stages[i - 1], dict) else {}
-        if differences and not exact and _reaches(folder / name, rec):
+        if differences and not exact and _reaches(folder / name, rec, stage):
             out.warnings.append(
                 f"{name}: this engine version builds the stage differently "
                 f"({len(differences)} difference(s), the first: {differences[0]}); the recorded "
@@ -423,15 +423,17 @@ def _check_stages(folder: Path, solution: Solution, out: Verification, *, exact:
         out.problems.append(f"{extra}: a stage file the re-run does not have")
 
 
-def _reaches(path: Path, recorded: dict) -> bool:
-    """Whether the recorded MPS file, solved by HiGHS with its recorded options, has the
-    recorded objective as its optimum."""
+def _reaches(path: Path, recorded: dict, rerun: StageResult) -> bool:
+    """Whether the recorded MPS file, solved by HiGHS with its recorded options (but no longer
+    than the re-run's own limit for the stage), has the recorded objective as its optimum."""
     objective = recorded.get("objective")
     if not isinstance(objective, int | float) or isinstance(objective, bool):
         return False
     options = recorded.get("options")
+    limit = (rerun.solver_log.get("options") or {}).get("time_limit", 600.0)
     h = new_highs()
-    for key, value in {**SOLVER_OPTIONS, **(options if isinstance(options, dict) else {})}.items():
+    for key, value in {**SOLVER_OPTIONS, **(options if isinstance(options, dict) else {}),
+                       "time_limit": limit}.items():
         h.setOptionValue(key, value)  # an option this HiGHS does not know is left at its default
     if h.readModel(str(path)) == highspy.HighsStatus.kError:
         return False
