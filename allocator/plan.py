@@ -164,12 +164,14 @@ def choose_plan(columns: int, integer_columns: int, *, time_limit_s: float, equi
         equity=equity, uniqueness="interior_centre" if centre else "tiebreak",
         prices_from="outcome_stage" if integer_columns == 0 else
         "cold" if relax else "outcome_optimum", tiebreak_from="cold",
-        # Shared partial sums as columns (allocator.partials) for the LP stages that interior
-        # point solves: at 10,000 programs 28% fewer nonzeros and the relaxation 47 s -> 37 s.
-        # Not for branch and bound: at 10,000 programs the MILP went 40-61 s -> 28 s, but at
-        # 5,000 14 s -> over 90 s (its root solution failed the feasibility check in the
-        # original space by 1e-6, and HiGHS's repair LPs took the time).
-        partial_sums=lp["solver"] == "ipm",
+        # Shared partial sums as columns (allocator.partials) where the outcome stage is an LP
+        # solved by interior point: at 10,000 programs 28% fewer nonzeros, and that LP 47 s ->
+        # 37 s without crossover, 51 s -> 43 s with it. Not for branch and bound: at 10,000
+        # programs the MILP went 40-61 s -> 28 s, but at 5,000 14 s -> over 90 s (its root
+        # solution failed the feasibility check in the original space by 1e-6, and HiGHS's
+        # repair LPs took the time); nor after it, where the prices LP (3.7 s against 3.9 s)
+        # and the tie-break (9.0 s against 8.0 s) gained nothing for 0.6 s of transform each.
+        partial_sums=outcome["solver"] == "ipm",
         time_limit_s=float(time_limit_s),
         follow_up_time_limit_s=max(float(time_limit_s), t.follow_up_min_seconds))
 

@@ -201,7 +201,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
 
     How (HiGHS method, crossover, presolve) comes from the round's `plan` when given (then
     `method` is not read), else from this program's own size (`allocator.plan.stage_options`).
-    `start` hands HiGHS a known point (or basis) to begin from; the stage records which.
+    `start` hands HiGHS a known point to begin from; the stage records where it came from.
     """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
@@ -265,38 +265,23 @@ def _in_original_terms(result: StageResult, program: MatrixProgram,
 
 @dataclass
 class Start:
-    """Where a stage begins: a known feasible point (`x`) and/or a simplex basis (column and
-    row status codes, as `StageResult.basis` holds them), and the stage it came from."""
+    """Where a stage begins: a known point of the program (`x`), and the stage it came from."""
 
     source: str  # the stage whose answer it is, recorded with the stage
-    x: np.ndarray | None = None
-    basis: tuple[np.ndarray, np.ndarray] | None = None
+    x: np.ndarray
 
     def hand_to(self, h: highspy.Highs, program: MatrixProgram,
                 lean: PartialSums | None = None) -> None:
-        """Give HiGHS the point (clipped into the column bounds, with its row activities) and
-        the basis; HiGHS checks both and ignores what does not fit the program. With partial
-        sums (`lean`), each is added to the point as basic, its defining row nonbasic."""
-        if self.x is not None:
-            x = self.x if lean is None else lean.extend(self.x)
-            x = np.clip(x, program.col_lower, program.col_upper)
-            sol = highspy.HighsSolution()
-            sol.col_value = x.tolist()
-            sol.row_value = (program.A @ x).tolist()
-            sol.value_valid = True
-            sol.dual_valid = False
-            _check_call(h.setSolution(sol), "handing HiGHS the known solution")
-        if self.basis is not None:
-            cols, rows = self.basis
-            if lean is not None:
-                added = lean.G.shape[0]
-                cols = np.concatenate([cols, np.full(added, int(highspy.HighsBasisStatus.kBasic))])
-                rows = np.concatenate([rows, np.full(added, int(highspy.HighsBasisStatus.kLower))])
-            basis = highspy.HighsBasis()
-            basis.col_status = [highspy.HighsBasisStatus(int(v)) for v in cols]
-            basis.row_status = [highspy.HighsBasisStatus(int(v)) for v in rows]
-            basis.valid = True
-            _check_call(h.setBasis(basis), "handing HiGHS the known basis")
+        """Give HiGHS the point, with its partial sums when `lean`, clipped into the column
+        bounds and with its row activities (HiGHS checks it and ignores what does not fit)."""
+        x = self.x if lean is None else lean.extend(self.x)
+        x = np.clip(x, program.col_lower, program.col_upper)
+        sol = highspy.HighsSolution()
+        sol.col_value = x.tolist()
+        sol.row_value = (program.A @ x).tolist()
+        sol.value_valid = True
+        sol.dual_valid = False
+        _check_call(h.setSolution(sol), "handing HiGHS the known solution")
 
 
 # Stages whose simplex basis is kept (the prices LP is one of them; see stages/prices.py).

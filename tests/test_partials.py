@@ -127,6 +127,13 @@ def test_a_round_solved_with_partial_sums_gives_the_same_allocation_and_prices(
         assert stage.as_solved.A.nnz < 0.9 * stage.program.A.nnz
     assert lean.optimal_objective == pytest.approx(wide.optimal_objective, rel=1e-9)
     assert lean.allocation["units"].tolist() == wide.allocation["units"].tolist()
+    # The prices LP's optimal basis is read back in the original rows and columns, and the
+    # report's ranging starts from it.
+    from allocator.sensitivity import sensitivity
+
+    cols, rows_ = lean.prices.basis
+    assert (len(cols), len(rows_)) == (wide.prices.program.shape[1], wide.prices.program.shape[0])
+    assert sensitivity(lean).available
     # Budget and rule prices of the original rows are read back through the partial sums.
     rows = [i for i, r in enumerate(wide.row_refs) if r.is_rule
             or r.component.startswith("spend_fund")]

@@ -70,10 +70,12 @@ def test_prices_start_from_the_milp_optimum_only_where_it_is_the_prices_lps_opti
     assert plan_for(t + 1, 0).prices_from == "outcome_stage"  # an LP round is its own prices
 
 
-def test_partial_sums_only_for_the_lp_stages_interior_point_solves():
+def test_partial_sums_only_where_the_outcome_is_an_lp_solved_by_interior_point():
     t = THRESHOLDS.ipm_columns
-    assert not plan_for(t, 10).partial_sums
-    assert plan_for(t + 1, 10).partial_sums and plan_for(t + 1, 0).partial_sums
+    assert not plan_for(t, 0).partial_sums and plan_for(t + 1, 0).partial_sums  # LP rounds
+    relax = THRESHOLDS.relaxation_columns
+    assert not plan_for(relax, 10).partial_sums  # branch and bound, and the stages after it
+    assert plan_for(relax + 1, 10).partial_sums  # the relaxation is an interior point LP
 
 
 def test_above_the_stoppable_size_lp_stages_run_without_presolve():
