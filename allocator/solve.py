@@ -233,7 +233,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     solved.to_highs(h)
     if start is not None:
         start.hand_to(h, solved, lean)
-    result = _run(h, name, solved)
+    result = _run(h, name, solved, program)
     if lean is not None:
         result = _in_original_terms(result, program, lean)
     result.solver_log["method"] = chosen
@@ -288,7 +288,10 @@ class Start:
 BASIS_STAGES = ("outcome", "outcome_lp")
 
 
-def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
+def _run(h: highspy.Highs, name: str, program: MatrixProgram,
+         original: MatrixProgram | None = None) -> StageResult:
+    """Run HiGHS on `program` (what it was given) and read the result; a stopped LP's point is
+    judged against `original` (the program without partial sums, when they were added)."""
     report = detail_reporter()
     if report is not None:
         _follow_solver(h, report, bool(program.integer.any()), name)
@@ -305,7 +308,7 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram) -> StageResult:
                           "ipm_iterations": info.ipm_iteration_count,
                           "mip_nodes": info.mip_node_count})
     if status in (Status.no_solution, Status.time_limit) and not program.integer.any():
-        status = result.status = _stopped_lp(h, program, result)
+        status = result.status = _stopped_lp(h, original or program, result)
     if status in (Status.optimal, Status.time_limit):
         sol = h.getSolution()
         result.objective = float(info.objective_function_value)
@@ -331,18 +334,23 @@ STOPPED_POINT_RTOL = 1e-9
 
 def _stopped_lp(h: highspy.Highs, program: MatrixProgram, result: StageResult) -> Status:
     """Time limited, when an LP stopped at its limit holds a feasible point (rechecked here,
-    not taken from HiGHS); then its row prices bound the optimum, and the gap is recorded."""
+    not taken from HiGHS); then its row prices bound the optimum, and the gap is recorded.
+
+    `program` may be the original of what HiGHS solved (which then has partial sums after
+    its own rows and columns): the point and the prices are read on the original's, whose
+    columns are all bounded (a free partial sum would make every bound infinite)."""
     stopped = (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit)
     sol = h.getSolution()
     if h.getModelStatus() not in stopped or not sol.value_valid:
         return Status.no_solution
-    x = np.asarray(sol.col_value, dtype=float)
+    m, n = program.shape
+    x = np.asarray(sol.col_value, dtype=float)[:n]
     violation = relative_violation(program, x)
     result.solver_log["stopped_point_violation"] = violation
     if not violation <= STOPPED_POINT_RTOL:
         return Status.no_solution
     value = float(program.c @ x)
-    bound = dual_bound(program, np.asarray(sol.row_dual, dtype=float)) if sol.dual_valid \
+    bound = dual_bound(program, np.asarray(sol.row_dual, dtype=float)[:m]) if sol.dual_valid \
         else (np.inf if program.maximize else -np.inf)
     result.solver_log["lp_bound"] = bound
     result.mip_gap = relative_gap(bound, value) if program.maximize else \
