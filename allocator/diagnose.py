@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import highspy
 import numpy as np
@@ -39,6 +39,9 @@ from allocator.formulation import RuleGroup
 from allocator.round import Measure, Op, Round
 from allocator.solve import INF, MatrixProgram, new_highs
 from allocator.stages.model import BuiltModel, build_model
+
+if TYPE_CHECKING:
+    from allocator.warm import Warm
 
 BUDGET_ROWS = ("spend_fund_period_max", "spend_fund_cumulative_max")
 CAPACITY_ROW = "trainees_program_period_max"
@@ -343,12 +346,13 @@ def _achieved(g: RuleGroup, x: np.ndarray) -> float | None:
 
 
 # --- the search --------------------------------------------------------------------------------
-def solve_diagnosed(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
-    """`engine.solve_round`; an infeasible round's error then carries `.diagnosis` (a
-    `Diagnosis`: the conflicting rules, budgets and capacities and the smallest change to
-    each) and its message names the rule ids."""
+def solve_diagnosed(rnd: Round, *, threads: int | None = None, method: str = "choose",
+                    model: BuiltModel | None = None, warm: Warm | None = None) -> Solution:
+    """`engine.solve_round` (`model` and `warm` passed on); an infeasible round's error then
+    carries `.diagnosis` (a `Diagnosis`: the conflicting rules, budgets and capacities and the
+    smallest change to each) and its message names the rule ids."""
     try:
-        return solve_round(rnd, threads=threads, method=method)
+        return solve_round(rnd, threads=threads, method=method, model=model, warm=warm)
     except InfeasibleRoundError as exc:
         raise_diagnosed(exc, rnd)
 

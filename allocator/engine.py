@@ -24,6 +24,7 @@ from allocator.stages.outcome import solve_outcome
 from allocator.stages.prices import Prices, solve_prices
 from allocator.stages.rounding import Rounded, round_to_units, rounding_breaks
 from allocator.stages.tiebreak import make_unique
+from allocator.warm import Warm, warm_outcome
 
 if TYPE_CHECKING:
     from allocator.eligibility import AllocationIndex
@@ -93,21 +94,27 @@ class Solution:
         return self.round.settings.rounding_unit
 
 
-def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose") -> Solution:
+def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose",
+                model: BuiltModel | None = None, warm: Warm | None = None) -> Solution:
     """Build the model once, solve every stage in turn, round; raises InfeasibleRoundError /
     SolverStoppedError. Each stage is a module of `allocator.stages`.
 
     The solve alone: why an infeasible round is infeasible is worked out by
     `allocator.diagnose.solve_diagnosed`, which the API, the CLI, compare and sweep call.
+    A sweep passes `model` (`rnd`'s model, made from another point's: `allocator.warm`) and
+    `warm` (the bases the previous point left, updated here); the answer is the same.
     """
-    model = build_model(rnd, method)
+    if model is not None and model.round is not rnd:
+        raise ValueError("solve_round: the model given is another round's")
+    model = model if model is not None else build_model(rnd, method)
     raise_for_trivial_rows(model.trivial)
     timings = dict(model.seconds)
     tick = time.perf_counter()
-    outcome = solve_outcome(model, threads=threads)
+    outcome = warm_outcome(model, warm, threads=threads) if warm is not None else None
+    outcome = outcome or solve_outcome(model, threads=threads)
     prices = solve_prices(model, outcome, threads=threads)
     equity = solve_equity(model, prices, threads=threads)
-    unique = make_unique(model, prices, equity, threads=threads)
+    unique = make_unique(model, prices, equity, threads=threads, warm=warm)
     timings["solve"] = time.perf_counter() - tick
     tick = time.perf_counter()
     rounded = round_to_units(model, prices.program, unique.x)

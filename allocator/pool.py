@@ -52,6 +52,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# How many solves of one round may usefully run side by side, by the round's number of programs
+# (see useful_workers). Measured on 2 cores (benchmarks/sweep.py): PLACEHOLDER.
+POOL_MIN_PROGRAMS = 300
+POOL_MAX_WORKERS = 2
+
+
+def useful_workers(programs: int) -> int:
+    """How many worker processes solves of a round of `programs` programs gain from: 1 (no
+    pool) where starting a pool costs more than the parallel solves save. The one size rule
+    for pools (sweep chains, compare's variants); independent of the machine, so a sweep's
+    chains, and so its tables, are the same wherever it runs."""
+    return 1 if programs < POOL_MIN_PROGRAMS else POOL_MAX_WORKERS
+
+
 def _progress(enabled: bool):
     """A rich progress bar on stderr (a no-op when disabled)."""
     from rich.console import Console

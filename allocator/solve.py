@@ -196,12 +196,15 @@ def new_highs() -> highspy.Highs:
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
                   method: str = "choose", threads: int | None = None,
                   options: dict[str, object] | None = None,
-                  plan: SolvePlan | None = None, start: Start | None = None) -> StageResult:
+                  plan: SolvePlan | None = None, start: Start | None = None,
+                  keep_basis: bool = False) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value.
 
     How (HiGHS method, crossover, presolve) comes from the round's `plan` when given (then
     `method` is not read), else from this program's own size (`allocator.plan.stage_options`).
-    `start` hands HiGHS a known point to begin from; the stage records where it came from.
+    `start` hands HiGHS a known point or basis to begin from; the stage records where it came
+    from. `keep_basis` keeps an optimal LP's basis whatever the stage (`BASIS_STAGES` always
+    do), for a later solve of a changed program to start from (`allocator.warm`).
     """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
@@ -233,7 +236,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     solved.to_highs(h)
     if start is not None:
         start.hand_to(h, solved, lean)
-    result = _run(h, name, solved, program)
+    result = _run(h, name, solved, program, keep_basis)
     if lean is not None:
         result = _in_original_terms(result, program, lean)
     result.solver_log["method"] = chosen
@@ -265,23 +268,38 @@ def _in_original_terms(result: StageResult, program: MatrixProgram,
 
 @dataclass
 class Start:
-    """Where a stage begins: a known point of the program (`x`), and the stage it came from."""
+    """Where a stage begins: a known point of the program (`x`) and/or a simplex basis (column
+    and row status codes, as `StageResult.basis` holds them), and the stage it came from."""
 
     source: str  # the stage whose answer it is, recorded with the stage
-    x: np.ndarray
+    x: np.ndarray | None = None
+    basis: tuple[np.ndarray, np.ndarray] | None = None
 
     def hand_to(self, h: highspy.Highs, program: MatrixProgram,
                 lean: PartialSums | None = None) -> None:
-        """Give HiGHS the point, with its partial sums when `lean`, clipped into the column
-        bounds and with its row activities (HiGHS checks it and ignores what does not fit)."""
-        x = self.x if lean is None else lean.extend(self.x)
-        x = np.clip(x, program.col_lower, program.col_upper)
-        sol = highspy.HighsSolution()
-        sol.col_value = x.tolist()
-        sol.row_value = (program.A @ x).tolist()
-        sol.value_valid = True
-        sol.dual_valid = False
-        _check_call(h.setSolution(sol), "handing HiGHS the known solution")
+        """Give HiGHS the point (clipped into the column bounds, with its row activities) and
+        the basis, both extended to the partial sums when `lean`; HiGHS checks both and
+        ignores what does not fit the program."""
+        if self.x is not None:
+            x = self.x if lean is None else lean.extend(self.x)
+            x = np.clip(x, program.col_lower, program.col_upper)
+            sol = highspy.HighsSolution()
+            sol.col_value = x.tolist()
+            sol.row_value = (program.A @ x).tolist()
+            sol.value_valid = True
+            sol.dual_valid = False
+            _check_call(h.setSolution(sol), "handing HiGHS the known solution")
+        if self.basis is not None:
+            cols, rows = self.basis
+            if lean is not None:  # each partial sum basic, its defining equation at its bound
+                k = lean.G.shape[0]
+                cols = np.append(cols, np.full(k, int(highspy.HighsBasisStatus.kBasic)))
+                rows = np.append(rows, np.full(k, int(highspy.HighsBasisStatus.kLower)))
+            basis = highspy.HighsBasis()
+            basis.col_status = [highspy.HighsBasisStatus(int(v)) for v in cols]
+            basis.row_status = [highspy.HighsBasisStatus(int(v)) for v in rows]
+            basis.valid = True
+            _check_call(h.setBasis(basis), "handing HiGHS the known basis")
 
 
 # Stages whose simplex basis is kept (the prices LP is one of them; see stages/prices.py).
@@ -289,7 +307,7 @@ BASIS_STAGES = ("outcome", "outcome_lp")
 
 
 def _run(h: highspy.Highs, name: str, program: MatrixProgram,
-         original: MatrixProgram | None = None) -> StageResult:
+         original: MatrixProgram | None = None, keep_basis: bool = False) -> StageResult:
     """Run HiGHS on `program` (what it was given) and read the result; a stopped LP's point is
     judged against `original` (the program without partial sums, when they were added)."""
     report = detail_reporter()
@@ -306,7 +324,8 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram,
                           "basis": bool(info.basis_validity),
                           "simplex_iterations": info.simplex_iteration_count,
                           "ipm_iterations": info.ipm_iteration_count,
-                          "mip_nodes": info.mip_node_count})
+                          "mip_nodes": info.mip_node_count,
+                          "dual_infeasibilities": info.num_dual_infeasibilities})
     if status in (Status.no_solution, Status.time_limit) and not program.integer.any():
         status = result.status = _stopped_lp(h, original or program, result)
     if status in (Status.optimal, Status.time_limit):
@@ -318,7 +337,8 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram,
             result.col_dual = np.asarray(sol.col_dual, dtype=float)
         if program.integer.any():
             result.mip_gap = float(info.mip_gap)
-        elif name in BASIS_STAGES and status == Status.optimal and info.basis_validity:
+        elif (keep_basis or name in BASIS_STAGES) and status == Status.optimal \
+                and info.basis_validity:
             basis = h.getBasis()
             result.basis = (np.array([int(v) for v in basis.col_status], dtype=np.int8),
                             np.array([int(v) for v in basis.row_status], dtype=np.int8))

@@ -22,14 +22,19 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.pool import default_workers, run_tasks, solver_threads
+from allocator.pool import default_workers, run_tasks, solver_threads, useful_workers
 from allocator.round import RATE_COLUMNS, Round
+
+if TYPE_CHECKING:
+    from allocator.engine import Solution
+    from allocator.stages.model import BuiltModel
+    from allocator.warm import Warm
 
 
 # --- sweep tasks -------------------------------------------------------------------------------------
@@ -150,20 +155,66 @@ def task_round(base: Round, task: SweepTask, budget_range: BudgetRange | None) -
     return revalidate(base, update) if update else base
 
 
-def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) -> SweepPoint:
-    """Solve one task (in a worker: one solver thread, so workers do not compete)."""
-    from allocator.diagnose import solve_diagnosed
+def sweep_chains(tasks: list[SweepTask], parts: int) -> list[list[SweepTask]]:
+    """The tasks as chains, each solved in order from the one before (`allocator.warm`): per
+    sample its budget levels in order (a level changes only budget rows' bounds), or, with a
+    single level, the samples in order (a sample changes only outcome values); each chain cut
+    into contiguous pieces until there are `parts` (or every task is its own chain).
+
+    The chains depend on the tasks and `parts` only, never on the workers that run them: a
+    warm solve can differ from a cold one in the last digits of the unrounded optimum, so the
+    same chains everywhere keep every runner's tables identical."""
+    levels = {t.level for t in tasks}
+    key = (lambda t: t.sample) if len(levels) > 1 else (lambda t: t.level)
+    groups: dict[int, list[SweepTask]] = {}
+    for task in tasks:
+        groups.setdefault(key(task), []).append(task)
+    chains = list(groups.values())
+    while len(chains) < parts and any(len(c) > 1 for c in chains):
+        longest = max(range(len(chains)), key=lambda i: (len(chains[i]), -i))
+        chain = chains[longest]
+        half = (len(chain) + 1) // 2
+        chains[longest:longest + 1] = [chain[:half], chain[half:]]
+    return chains
+
+
+def solve_sweep_chain(shared: tuple[Round, BudgetRange | None],
+                      chain: list[SweepTask]) -> list[SweepPoint]:
+    """Solve a chain of tasks in order (in a worker: one solver thread): the model built once,
+    changed in place for each later task, each solve started from the one before."""
+    from allocator.warm import Warm, point_model
 
     base, budget_range = shared
-    rnd = task_round(base, task, budget_range)
+    warm, built, points = Warm(), None, []
+    for task in chain:
+        rnd = task_round(base, task, budget_range)
+        model = point_model(built, rnd) if built is not None else None
+        point, sol = solve_point(rnd, task, model, warm)
+        built = built or (sol.model if sol is not None else None)
+        points.append(point)
+    return points
+
+
+def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) -> SweepPoint:
+    """Solve one task from scratch (in a worker: one solver thread, so workers do not compete)."""
+    base, budget_range = shared
+    return solve_point(task_round(base, task, budget_range), task)[0]
+
+
+def solve_point(rnd: Round, task: SweepTask, model: BuiltModel | None = None,
+                warm: Warm | None = None) -> tuple[SweepPoint, Solution | None]:
+    """The point of one task's round (`model` and `warm`: see `engine.solve_round`), and its
+    solution when it has one."""
+    from allocator.diagnose import solve_diagnosed
+
     try:
-        sol = solve_diagnosed(rnd, threads=solver_threads())
+        sol = solve_diagnosed(rnd, threads=solver_threads(), model=model, warm=warm)
     except InfeasibleRoundError as exc:
         return SweepPoint(task.level, task.sample, "infeasible", None, None, Decimal(0), 0.0, {},
-                          str(exc).splitlines()[0])
+                          str(exc).splitlines()[0]), None
     except SolverStoppedError as exc:
         return SweepPoint(task.level, task.sample, "stopped", None, None, Decimal(0), 0.0, {},
-                          str(exc).splitlines()[0])
+                          str(exc).splitlines()[0]), None
     unit = rnd.settings.rounding_unit
     alloc = sol.allocation
     amounts: dict[str, Decimal] = {}
@@ -171,7 +222,7 @@ def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) 
         amounts[pid] = amounts.get(pid, Decimal(0)) + Decimal(int(units)) * unit
     return SweepPoint(task.level, task.sample, sol.status.value, sol.objective,
                       sol.optimal_objective, sum(amounts.values(), Decimal(0)),
-                      float(alloc["trainees"].sum()) if len(alloc) else 0.0, amounts)
+                      float(alloc["trainees"].sum()) if len(alloc) else 0.0, amounts), sol
 
 
 # --- running and reporting ------------------------------------------------------------------------
@@ -193,18 +244,34 @@ class SweepResult:
 
 def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: float | None = None,
               samples: int = 20, seed: int = 0, workers: int | None = None,
-              scheduler: str | None = None, progress: bool = False) -> SweepResult:
-    """Solve every task of the sweep (see `run_tasks` for where) and collect the points."""
+              scheduler: str | None = None, progress: bool = False,
+              warm: bool = True) -> SweepResult:
+    """Solve every task of the sweep (see `run_tasks` for where) and collect the points.
+
+    `warm` (the default): in chains (`sweep_chains`), each from the one before, as many as
+    `pool.useful_workers` says a pool of this round's size gains from, so never more workers
+    than that; otherwise every task from scratch on `workers` processes."""
     if spread is not None and not 0 <= spread < 1:
         raise SweepSpecError(f"--outcome-spread must be at least 0 and below 1, got {spread}")
     if spread and samples < 1:
         raise SweepSpecError(f"--samples must be at least 1, got {samples}")
     tasks = sweep_tasks(rnd, budget_range, spread, samples, seed)
     tick = time.perf_counter()
-    points = run_tasks(solve_sweep_task, tasks, shared=(rnd, budget_range), workers=workers,
-                       scheduler=scheduler, progress=progress, label=f"sweep {rnd.settings.round_id}")
-    where = f"dask {scheduler}" if scheduler else \
-        f"{min(workers or default_workers(), len(tasks))} local process(es)"
+    if warm:
+        chains = sweep_chains(tasks, useful_workers(len(rnd.programs)))
+        n = len(chains) if scheduler else min(workers or default_workers(), len(chains))
+        done = run_tasks(solve_sweep_chain, chains, shared=(rnd, budget_range), workers=n,
+                         scheduler=scheduler, progress=progress,
+                         label=f"sweep {rnd.settings.round_id} ({len(chains)} chain(s))")
+        by_task = {(t.level, t.sample): p for c, ps in zip(chains, done, strict=True)
+                   for t, p in zip(c, ps, strict=True)}
+        points = [by_task[(t.level, t.sample)] for t in tasks]
+    else:
+        n = min(workers or default_workers(), len(tasks))
+        points = run_tasks(solve_sweep_task, tasks, shared=(rnd, budget_range), workers=n,
+                           scheduler=scheduler, progress=progress,
+                           label=f"sweep {rnd.settings.round_id}")
+    where = f"dask {scheduler}" if scheduler else f"{max(n, 1)} local process(es)"
     return SweepResult(rnd, budget_range, spread or None, samples if spread else 1, seed, tasks,
                        points, time.perf_counter() - tick, where)
 

@@ -301,13 +301,25 @@ def _greedy(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray, lo
                    solution[x_cols] / unit)
     moves.mend(program.c[x_cols])
     remainder = solution[x_cols[steps]] / unit - lo[steps]
-    order = np.argsort(-program.c[x_cols[steps]] * remainder, kind="stable")
+    order = np.argsort(_tie_safe(-program.c[x_cols[steps]] * remainder), kind="stable")
     for k in steps[order].tolist():
         if moves.units[k] == lo[k]:
             moves.try_move(k, +1)
     full[x_cols] = moves.units * unit
     _follow_totals(A, full, totals)
     return full
+
+
+# Sort keys equal to this share of the largest are equal: amounts that tie exactly (twin programs,
+# half units) otherwise sort by the solver's last digits, which differ between solves that reach
+# the same optimum from different starts (a warm sweep point against its cold solve).
+KEY_RTOL = 1e-9
+
+
+def _tie_safe(key: np.ndarray) -> np.ndarray:
+    """`key` on a grid of KEY_RTOL of its largest magnitude, so that near-ties sort by position."""
+    scale = float(np.abs(key).max(initial=0.0))
+    return np.round(key / (scale * KEY_RTOL)) if scale > 0 else key
 
 
 # Rows over at most this many amounts are mended first by the greedy pass (`_Moves.mend`).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +28,9 @@ from allocator.solve import INF, Columns, MatrixProgram, StageResult, Status, so
 from allocator.stages.equity import EquityResult
 from allocator.stages.model import BuiltModel
 from allocator.stages.prices import Prices
+
+if TYPE_CHECKING:
+    from allocator.warm import Warm
 
 # The tie-break stage may give up this share of the outcome value to stay numerically feasible.
 OBJECTIVE_HOLD_RTOL = 1e-7
@@ -52,8 +56,10 @@ class Unique:
 
 
 def make_unique(model: BuiltModel, prices: Prices, equity: EquityResult | None, *,
-                threads: int | None) -> Unique:
-    """The plan's way to one allocation: the tie-break LP, or the interior-point centre."""
+                threads: int | None, warm: Warm | None = None) -> Unique:
+    """The plan's way to one allocation: the tie-break LP, or the interior-point centre; with
+    `warm`, the tie-break LP starts from the previous sweep point's basis (its optimum is one
+    vertex, wherever simplex starts)."""
     rnd, index, cols = model.round, model.index, model.columns
     twins = twin_pairs(rnd, index, cols, prices.switches)
     if model.plan.uniqueness == "interior_centre":
@@ -69,7 +75,10 @@ def make_unique(model: BuiltModel, prices: Prices, equity: EquityResult | None, 
     plan = model.plan
     tie = solve_program(tb, "tiebreak", time_limit=plan.follow_up_time_limit_s,
                         mip_gap=rnd.settings.mip_gap, threads=threads, options=TIEBREAK_OPTIONS,
-                        plan=plan)
+                        plan=plan, start=warm.start(warm.tiebreak, tb.shape) if warm else None,
+                        keep_basis=warm is not None)
+    if warm is not None:
+        warm.tiebreak = tie.basis or warm.tiebreak
     if tie.status == Status.optimal:
         return Unique(tie.x, tie)
     before = prices.result.x if equity is None else equity.stages[-1].x
