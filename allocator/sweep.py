@@ -245,10 +245,11 @@ class SweepResult:
 def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: float | None = None,
               samples: int = 20, seed: int = 0, workers: int | None = None,
               scheduler: str | None = None, progress: bool = False,
-              warm: bool = True) -> SweepResult:
+              warm: bool = False) -> SweepResult:
     """Solve every task of the sweep (see `run_tasks` for where) and collect the points.
 
-    `warm` (the default): in chains (`sweep_chains`), each from the one before, as many as
+    `warm` (off by default until every warm point is shown equal to its cold solve on the
+    benchmark's rounds: one 1,000-program budget level still differs): in chains (`sweep_chains`), each from the one before, as many as
     `pool.useful_workers` says a pool of this round's size gains from, so never more workers
     than that; otherwise every task from scratch on `workers` processes."""
     if spread is not None and not 0 <= spread < 1:
