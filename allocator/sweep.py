@@ -249,9 +249,11 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
     """Solve every task of the sweep (see `run_tasks` for where) and collect the points.
 
     `warm` (off by default until every warm point is shown equal to its cold solve on the
-    benchmark's rounds: one 1,000-program budget level still differs): in chains (`sweep_chains`), each from the one before, as many as
-    `pool.useful_workers` says a pool of this round's size gains from, so never more workers
-    than that; otherwise every task from scratch on `workers` processes."""
+    benchmark's rounds: one 1,000-program budget level still differs): in chains
+    (`sweep_chains`), each from the one before, as many as `pool.useful_workers` says a pool
+    of this round's size gains from, never more workers than that; otherwise every task from
+    scratch on `workers` processes.
+    """
     if spread is not None and not 0 <= spread < 1:
         raise SweepSpecError(f"--outcome-spread must be at least 0 and below 1, got {spread}")
     if spread and samples < 1:
