@@ -534,7 +534,8 @@ def next_round(
 
 # Options shared by the commands that run independent solves in parallel.
 Workers = Annotated[int | None, typer.Option(
-    metavar="N", help="Local worker processes; 1 solves in this process.  [default: the usable cores]")]
+    metavar="N", help="Local worker processes; 1 solves in this process.  [default: the usable "
+    "cores; 1 for rounds of fewer than 300 programs, where a pool is slower]")]
 Scheduler = Annotated[str | None, typer.Option(
     metavar="ADDRESS", help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster "
     "(needs pip install 'allocator[dask]').")]
@@ -618,6 +619,9 @@ def sweep(
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the outcome draws.")] = 0,
     report: Annotated[Path | None, typer.Option(
         metavar="PATH", help="The sweep workbook.  [default: reports/<round_id>.sweep.xlsx]")] = None,
+    cold: Annotated[bool, typer.Option(
+        "--cold", help="Solve every point from scratch, not from the point before it (slower; "
+                       "the same points).")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
@@ -647,7 +651,8 @@ def sweep(
     try:
         br = parse_budget_range(budget_range, rnd) if budget_range is not None else None
         result = run_sweep(rnd, budget_range=br, spread=outcome_spread, samples=samples, seed=seed,
-                           workers=workers, scheduler=scheduler, progress=not quiet)
+                           workers=workers, scheduler=scheduler, progress=not quiet,
+                           warm=not cold)
     except SweepSpecError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_USAGE) from None

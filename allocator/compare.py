@@ -90,7 +90,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     variant, and for a workbook without variants (there is nothing to compare). An infeasible
     variant is reported in the workbook, not raised."""
     from allocator.manifest import new_run_id
-    from allocator.pool import default_workers, run_tasks
+    from allocator.pool import pool_size, run_tasks
     from allocator.record import write_record
     from allocator.validate import load_round
     from allocator.variants import load_variants
@@ -103,7 +103,8 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     if not variants and not twin:
         raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
     runs += twin + [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
-    outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
+    n = pool_size(workers, len(base.programs), len(runs))
+    outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=n,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")
     for run, (sol, status, message) in zip(runs, outcomes, strict=True):
@@ -119,8 +120,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     target = Path(report) if report is not None else default_compare_path(base)
     tables = comparison_tables(runs)
     write_comparison(tables, runs, target)
-    where = f"dask {scheduler}" if scheduler else \
-        f"{min(workers or default_workers(), len(runs))} local process(es)"
+    where = f"dask {scheduler}" if scheduler else f"{n} local process(es)"
     return CompareResult(runs, target, tables, where)
 
 

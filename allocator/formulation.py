@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 
@@ -188,10 +189,24 @@ def define_robust_protection(m: pyo.ConcreteModel, rnd: Round, form: Formulation
 
 
 # --- hard limits -------------------------------------------------------------------------------
+def budget_caps(rnd: Round) -> dict[tuple[str, str], float]:
+    """(fund, period) -> the right-hand side of its budget row: the budget (with carry-over,
+    the budgets up to that period) in whole rounding units. Also what a sweep point sets
+    in place (`allocator.warm.point_model`)."""
+    unit = float(rnd.settings.rounding_unit)
+    out = {}
+    for fund in rnd.funds:
+        for ti, period in enumerate(rnd.periods):
+            periods = rnd.periods[: ti + 1] if fund.carry_over else [period]
+            cap = sum((rnd.budget(fund.fund_id, p) for p in periods), Decimal(0))
+            out[(fund.fund_id, period)] = whole_units_below(float(cap), unit)
+    return out
+
+
 def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) -> None:
     """Spending of a fund in a period is at most its budget; with carry-over, cumulatively."""
-    unit = float(rnd.settings.rounding_unit)
     idx = form.index
+    caps = budget_caps(rnd)
     by_ft: dict[tuple[int, int], list[int]] = defaultdict(list)
     for k, (f, t) in enumerate(zip(idx.f, idx.t, strict=True)):
         by_ft[(int(f), int(t))].append(k)
@@ -200,14 +215,12 @@ def define_budget_limits(m: pyo.ConcreteModel, rnd: Round, form: Formulation) ->
         for ti, period in enumerate(rnd.periods):
             if fund.carry_over:
                 ks = [k for tj in range(ti + 1) for k in by_ft.get((fi, tj), [])]
-                cap = sum(rnd.budget(fund.fund_id, p) for p in rnd.periods[: ti + 1])
                 target = cumulative
             else:
                 ks = by_ft.get((fi, ti), [])
-                cap = rnd.budget(fund.fund_id, period)
                 target = plain
             if ks:
-                target[(fund.fund_id, period)] = (ks, whole_units_below(float(cap), unit))
+                target[(fund.fund_id, period)] = (ks, caps[(fund.fund_id, period)])
     m.spend_fund_period_max = _rows_le(m, plain)
     m.spend_fund_cumulative_max = _rows_le(m, cumulative)
 

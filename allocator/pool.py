@@ -53,21 +53,30 @@ def default_workers() -> int:
 
 
 # How many solves of one round may usefully run side by side, by the round's number of programs
-# (see useful_workers). Measured on 2 shared cores (benchmarks/sweep.py, load average 2-3.5,
+# (pool_size, warm_chains). Measured on 2 shared cores (benchmarks/sweep.py, load average 2-3.5,
 # one run each): 100 programs, budget sweep of 20 levels: cold serial 33.4 s, cold pool of 2
 # 31.6 s (rounding is 1.2 of the 1.3 s per solve; warm gains nothing there), so no pool;
 # 1,000 programs, 20 levels: warm serial 14.4 s, warm in 2 chains on 2 workers 15.4 s;
 # 16 outcome samples: warm serial 23.0 s, 2 workers 21.2 s (cold: 45.0 / 40.7 s, 37.0 / 27.8 s).
 POOL_MIN_PROGRAMS = 300
-POOL_MAX_WORKERS = 2
+# A warm sweep's points run in this many chains on rounds of POOL_MIN_PROGRAMS programs or more
+# (each chain in order, from the point before): a fixed number, not the machine's cores, so a
+# sweep's chains, and so its tables, are the same wherever it runs.
+WARM_CHAINS = 2
 
 
-def useful_workers(programs: int) -> int:
-    """How many worker processes solves of a round of `programs` programs gain from: 1 (no
-    pool) where starting a pool costs more than the parallel solves save. The one size rule
-    for pools (sweep chains, compare's variants); independent of the machine, so a sweep's
-    chains, and so its tables, are the same wherever it runs."""
-    return 1 if programs < POOL_MIN_PROGRAMS else POOL_MAX_WORKERS
+def warm_chains(programs: int) -> int:
+    """How many chains a warm sweep of a round of `programs` programs is cut into."""
+    return 1 if programs < POOL_MIN_PROGRAMS else WARM_CHAINS
+
+
+def pool_size(workers: int | None, programs: int, items: int) -> int:
+    """The local worker processes for `items` solves (or chains) of a round of `programs`
+    programs: the `workers` asked for, else the usable cores (`default_workers`), or 1 below
+    POOL_MIN_PROGRAMS, where starting a pool costs more than parallel solves save; never more
+    than one per item."""
+    wanted = workers or (1 if programs < POOL_MIN_PROGRAMS else default_workers())
+    return max(1, min(wanted, items))
 
 
 def _progress(enabled: bool):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.pool import default_workers, run_tasks, solver_threads, useful_workers
+from allocator.pool import pool_size, run_tasks, solver_threads, warm_chains
 from allocator.round import RATE_COLUMNS, Round
 
 if TYPE_CHECKING:
@@ -245,14 +245,13 @@ class SweepResult:
 def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: float | None = None,
               samples: int = 20, seed: int = 0, workers: int | None = None,
               scheduler: str | None = None, progress: bool = False,
-              warm: bool = False) -> SweepResult:
+              warm: bool = True) -> SweepResult:
     """Solve every task of the sweep (see `run_tasks` for where) and collect the points.
 
-    `warm` (off by default until every warm point is shown equal to its cold solve on the
-    benchmark's rounds: one 1,000-program budget level still differs): in chains
-    (`sweep_chains`), each from the one before, as many as `pool.useful_workers` says a pool
-    of this round's size gains from, never more workers than that; otherwise every task from
-    scratch on `workers` processes.
+    `warm`: in chains (`sweep_chains`; `pool.warm_chains` of them), each point from the one
+    before (`allocator.warm`), on up to `pool.pool_size` workers; otherwise every task from
+    scratch. The points are the same either way: tests/test_warm.py compares every warm point
+    with a cold `solve_round`, and benchmarks/sweep.py every warm table with the cold one.
     """
     if spread is not None and not 0 <= spread < 1:
         raise SweepSpecError(f"--outcome-spread must be at least 0 and below 1, got {spread}")
@@ -261,8 +260,8 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
     tasks = sweep_tasks(rnd, budget_range, spread, samples, seed)
     tick = time.perf_counter()
     if warm:
-        chains = sweep_chains(tasks, useful_workers(len(rnd.programs)))
-        n = len(chains) if scheduler else min(workers or default_workers(), len(chains))
+        chains = sweep_chains(tasks, warm_chains(len(rnd.programs)))
+        n = len(chains) if scheduler else pool_size(workers, len(rnd.programs), len(chains))
         done = run_tasks(solve_sweep_chain, chains, shared=(rnd, budget_range), workers=n,
                          scheduler=scheduler, progress=progress,
                          label=f"sweep {rnd.settings.round_id} ({len(chains)} chain(s))")
@@ -270,11 +269,11 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
                    for t, p in zip(c, ps, strict=True)}
         points = [by_task[(t.level, t.sample)] for t in tasks]
     else:
-        n = min(workers or default_workers(), len(tasks))
+        n = pool_size(workers, len(rnd.programs), len(tasks))
         points = run_tasks(solve_sweep_task, tasks, shared=(rnd, budget_range), workers=n,
                            scheduler=scheduler, progress=progress,
                            label=f"sweep {rnd.settings.round_id}")
-    where = f"dask {scheduler}" if scheduler else f"{max(n, 1)} local process(es)"
+    where = f"dask {scheduler}" if scheduler else f"{n} local process(es)"
     return SweepResult(rnd, budget_range, spread or None, samples if spread else 1, seed, tasks,
                        points, time.perf_counter() - tick, where)
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 
 import numpy as np
 import scipy.sparse as sp
 
 from allocator.eligibility import budget_available
-from allocator.formulation import robust_deviation_per_unit, value_per_unit, whole_units_below
+from allocator.formulation import budget_caps, robust_deviation_per_unit, value_per_unit
 from allocator.round import Round
 from allocator.solve import INF, StageResult, Start, Status, raise_for_status, solve_program
 from allocator.stages.model import BuiltModel
@@ -71,7 +70,7 @@ def point_model(base: BuiltModel, rnd: Round) -> BuiltModel | None:
     amounts' costs set from `rnd`. None when the budgets change which funds can pay at all
     (then the eligible amounts differ, and the point's model must be built).
 
-    Mirrors `formulation.define_budget_limits` and `define_outcome_objective`; the test
+    The budget rows' right-hand sides are `formulation.budget_caps`, as the formulation sets them; the test
     tests/test_warm.py checks the result equals `build_model(rnd)` entry by entry.
     """
     tick = time.perf_counter()
@@ -95,19 +94,6 @@ def point_model(base: BuiltModel, rnd: Round) -> BuiltModel | None:
     for name in ("rule_rows", "hard_rule_rows", "protection_rows"):  # rows do not move
         if name in base.__dict__:
             out.__dict__[name] = base.__dict__[name]
-    return out
-
-
-def budget_caps(rnd: Round) -> dict[tuple[str, str], float]:
-    """(fund, period) -> the right-hand side of its budget row: the budget (for a carry-over
-    fund, the budgets up to that period) in whole rounding units, as the formulation has it."""
-    unit = float(rnd.settings.rounding_unit)
-    out = {}
-    for fund in rnd.funds:
-        for ti, period in enumerate(rnd.periods):
-            cap = sum((rnd.budget(fund.fund_id, p) for p in rnd.periods[: ti + 1]), Decimal(0)) \
-                if fund.carry_over else rnd.budget(fund.fund_id, period)
-            out[(fund.fund_id, period)] = whole_units_below(float(cap), unit)
     return out
 
 

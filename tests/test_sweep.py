@@ -182,3 +182,19 @@ def test_infeasible_levels_are_counted(tmp_path: Path) -> None:
     assert levels["infeasible"].tolist() == [1, 0, 0]
     assert levels["outcome_value"].tolist()[1:] == pytest.approx([5.0, 10.0])
     write_sweep(result, tmp_path / "r.sweep.xlsx")  # an infeasible level still gives a workbook
+
+
+def test_cli_sweep_warm_and_cold_give_the_same_workbook_tables(tiny: Path, tmp_path: Path) -> None:
+    """A sweep solves each point from the one before by default; --cold solves each from
+    scratch, and the tables agree exactly (the summary's timing line aside)."""
+    tables = {}
+    for flag in ([], ["--cold"]):
+        out = tmp_path / f"s{len(flag)}.xlsx"
+        res = CliRunner().invoke(app, ["sweep", str(tiny), "--budget-range", "F:2026:0:20000:5",
+                                       "--outcome-spread", "0.2", "--samples", "3", "--quiet",
+                                       "--report", str(out), *flag])
+        assert res.exit_code == 0, res.output
+        tables[len(flag)] = {s: pd.read_excel(out, sheet_name=s, engine="openpyxl") for s in
+                             ("Levels", "Robustness", "Amounts", "Samples")}
+    for sheet, warm in tables[0].items():
+        pd.testing.assert_frame_equal(warm, tables[1][sheet], check_exact=True)
