@@ -535,7 +535,7 @@ def next_round(
 # Options shared by the commands that run independent solves in parallel.
 Workers = Annotated[int | None, typer.Option(
     metavar="N", help="Local worker processes; 1 solves in this process.  [default: the usable "
-    "cores; 1 for rounds of fewer than 300 programs, where a pool is slower]")]
+    "cores]")]
 Scheduler = Annotated[str | None, typer.Option(
     metavar="ADDRESS", help="Dask scheduler address (e.g. tcp://host:8786): solve on that cluster "
     "(needs pip install 'allocator[dask]').")]

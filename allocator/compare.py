@@ -103,7 +103,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     if not variants and not twin:
         raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
     runs += twin + [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
-    n = pool_size(workers, len(base.programs), len(runs))
+    n = pool_size(workers, len(runs))
     outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=n,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")

@@ -33,7 +33,14 @@ from allocator import cells
 from allocator.eligibility import AllocationIndex
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.round import EquityObjective, Round
-from allocator.solve import INF, SOLVER_OPTIONS, Columns, MatrixProgram, new_highs
+from allocator.solve import (
+    INF,
+    SOLVER_OPTIONS,
+    Columns,
+    MatrixProgram,
+    new_highs,
+    process_threads,
+)
 from allocator.stages.equity import equity_groups
 
 OUTCOME, EQUITY = "outcome", "equity"
@@ -206,8 +213,7 @@ class _Solver:
             self.h.setOptionValue(key, value)
         self.h.setOptionValue("time_limit", float(problem.time_limit))
         self.h.setOptionValue("mip_rel_gap", float(problem.mip_gap))
-        if threads is not None:
-            self.h.setOptionValue("threads", int(threads))
+        self.h.setOptionValue("threads", process_threads(threads))
         problem.program.to_highs(self.h)
         self.n = problem.program.shape[1]
         self.cost: np.ndarray | None = problem.program.c  # the objective HiGHS holds now

@@ -32,11 +32,9 @@ def _dask_call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
 
 
 def solver_threads() -> int | None:
-    """One HiGHS thread in a worker (workers share the cores); the default in this process.
-
-    HiGHS fixes its thread count the first time a process solves: asking for another count
-    later in the same process makes the solve fail, so the calling process never asks.
-    """
+    """One HiGHS thread in a worker (workers share the cores); the engine's default, also one
+    (`solve.ENGINE_THREADS`: answers depend on the count), in this process, which never asks
+    for another: HiGHS fixes its thread count at a process's first solve."""
     return 1 if _IN_WORKER else None
 
 
@@ -52,31 +50,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# How many solves of one round may usefully run side by side, by the round's number of programs
-# (pool_size, warm_chains). Measured on 2 shared cores (benchmarks/sweep.py, load average 2-3.5,
-# one run each): 100 programs, budget sweep of 20 levels: cold serial 33.4 s, cold pool of 2
-# 31.6 s (rounding is 1.2 of the 1.3 s per solve; warm gains nothing there), so no pool;
-# 1,000 programs, 20 levels: warm serial 14.4 s, warm in 2 chains on 2 workers 15.4 s;
-# 16 outcome samples: warm serial 23.0 s, 2 workers 21.2 s (cold: 45.0 / 40.7 s, 37.0 / 27.8 s).
-POOL_MIN_PROGRAMS = 300
-# A warm sweep's points run in this many chains on rounds of POOL_MIN_PROGRAMS programs or more
-# (each chain in order, from the point before): a fixed number, not the machine's cores, so a
-# sweep's chains, and so its tables, are the same wherever it runs.
+# A warm sweep's points run in this many chains (each in order, from the point before): a fixed
+# number, not the machine's cores, so a sweep's chains, and so its tables, are the same wherever
+# it runs. Measured 2026-12-05 on 2 cores (benchmarks/sweep.py; docs/benchmark.md): a pool of 2
+# beat one process at every size tried, from the example round (43 programs, 20 budget levels,
+# cold: 1.98 s alone, 1.56 s on 2 workers) to 1,000 programs (warm: 12.9 s alone, 6.6 s on 2).
 WARM_CHAINS = 2
 
 
-def warm_chains(programs: int) -> int:
-    """How many chains a warm sweep of a round of `programs` programs is cut into."""
-    return 1 if programs < POOL_MIN_PROGRAMS else WARM_CHAINS
-
-
-def pool_size(workers: int | None, programs: int, items: int) -> int:
-    """The local worker processes for `items` solves (or chains) of a round of `programs`
-    programs: the `workers` asked for, else the usable cores (`default_workers`), or 1 below
-    POOL_MIN_PROGRAMS, where starting a pool costs more than parallel solves save; never more
-    than one per item."""
-    wanted = workers or (1 if programs < POOL_MIN_PROGRAMS else default_workers())
-    return max(1, min(wanted, items))
+def pool_size(workers: int | None, items: int) -> int:
+    """The local worker processes for `items` solves (or chains): the `workers` asked for,
+    else the usable cores (`default_workers`); never more than one per item."""
+    return max(1, min(workers or default_workers(), items))
 
 
 def _progress(enabled: bool):

@@ -170,7 +170,13 @@ def row_name(ref: RowRef) -> str:
 
 
 _BANNER_SHOWN = False
-_THREADS: int | None = None  # the thread count this process's first solve used (0: HiGHS's choice)
+_THREADS: int | None = None  # the thread count this process's first solve used
+# HiGHS threads per solve unless a caller asks otherwise. The answers depend on the count
+# (measured 2026-12-05: the benchmark's 100-program round rounds to another allocation with 2
+# threads than with 1, the same LP optimum), so every machine, process and pool worker solves
+# with the same one: the same allocation everywhere. One, since HiGHS gains little from more
+# here (10,000-program MILP: 43.6 s with 1 thread, 41.5-43.3 s with HiGHS's choice of 2).
+ENGINE_THREADS = 1
 
 
 def new_highs() -> highspy.Highs:
@@ -191,6 +197,16 @@ def new_highs() -> highspy.Highs:
         _BANNER_SHOWN = True
     h.setOptionValue("output_flag", False)
     return h
+
+
+def process_threads(threads: int | None = None) -> int:
+    """The HiGHS thread count of every solve in this process: the first solve's (`threads`,
+    else ENGINE_THREADS). HiGHS fixes its thread pool at a process's first solve and fails a
+    later solve that asks for another count, so a later different ask is ignored."""
+    global _THREADS
+    if _THREADS is None:
+        _THREADS = int(threads) if threads is not None else ENGINE_THREADS
+    return _THREADS
 
 
 def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_gap: float,
@@ -214,13 +230,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     h = new_highs()
     for key, value in SOLVER_OPTIONS.items():
         h.setOptionValue(key, value)
-    global _THREADS
-    # HiGHS fixes its thread pool at the first solve of a process and fails a later solve that
-    # asks for another count; answers do not depend on it, so a later different ask is ignored.
-    if threads is not None and _THREADS in (None, int(threads)):
-        h.setOptionValue("threads", int(threads))
-    if _THREADS is None:
-        _THREADS = int(threads) if threads is not None else 0
+    h.setOptionValue("threads", process_threads(threads))
     lp = not program.integer.any()
     how = plan.options(lp, options) if plan is not None else \
         stage_options(program.shape[1], lp, method, options)
@@ -228,7 +238,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     # What a stage was solved with beyond SOLVER_OPTIONS; the record keeps it per stage, so an
     # auditor (or the benchmark's bare solve) can replay each MPS file exactly.
     used: dict[str, object] = {"time_limit": float(time_limit), "mip_rel_gap": float(mip_gap),
-                               **how}
+                               "threads": process_threads(threads), **how}
     for key, value in used.items():
         h.setOptionValue(key, value)
     lean = partial_sums(program) if plan is not None and plan.partial_sums and lp else None

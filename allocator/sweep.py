@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.pool import pool_size, run_tasks, solver_threads, warm_chains
+from allocator.pool import WARM_CHAINS, pool_size, run_tasks, solver_threads
 from allocator.round import RATE_COLUMNS, Round
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
               warm: bool = True) -> SweepResult:
     """Solve every task of the sweep (see `run_tasks` for where) and collect the points.
 
-    `warm`: in chains (`sweep_chains`; `pool.warm_chains` of them), each point from the one
+    `warm`: in chains (`sweep_chains`; `pool.WARM_CHAINS` of them), each point from the one
     before (`allocator.warm`), on up to `pool.pool_size` workers; otherwise every task from
     scratch. The points are the same either way: tests/test_warm.py compares every warm point
     with a cold `solve_round`, and benchmarks/sweep.py every warm table with the cold one.
@@ -260,8 +260,8 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
     tasks = sweep_tasks(rnd, budget_range, spread, samples, seed)
     tick = time.perf_counter()
     if warm:
-        chains = sweep_chains(tasks, warm_chains(len(rnd.programs)))
-        n = len(chains) if scheduler else pool_size(workers, len(rnd.programs), len(chains))
+        chains = sweep_chains(tasks, WARM_CHAINS)
+        n = len(chains) if scheduler else pool_size(workers, len(chains))
         done = run_tasks(solve_sweep_chain, chains, shared=(rnd, budget_range), workers=n,
                          scheduler=scheduler, progress=progress,
                          label=f"sweep {rnd.settings.round_id} ({len(chains)} chain(s))")
@@ -269,7 +269,7 @@ def run_sweep(rnd: Round, *, budget_range: BudgetRange | None = None, spread: fl
                    for t, p in zip(c, ps, strict=True)}
         points = [by_task[(t.level, t.sample)] for t in tasks]
     else:
-        n = pool_size(workers, len(rnd.programs), len(tasks))
+        n = pool_size(workers, len(tasks))
         points = run_tasks(solve_sweep_task, tasks, shared=(rnd, budget_range), workers=n,
                            scheduler=scheduler, progress=progress,
                            label=f"sweep {rnd.settings.round_id}")

@@ -256,7 +256,7 @@ def _optimum_of(mps: Path, options: dict[str, object]) -> Any:
 
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    for key in ("random_seed", "presolve", "primal_feasibility_tolerance",
+    for key in ("threads", "random_seed", "presolve", "primal_feasibility_tolerance",
                 "dual_feasibility_tolerance", "mip_rel_gap", "time_limit"):
         if key in options:
             h.setOptionValue(key, options[key])

@@ -116,7 +116,7 @@ def test_sweep_help_explains_the_budget_range_with_an_example():
             "200000.") in text
     assert "--samples N Samples of the outcome draws (per budget level). [default: 20]" in text
     assert "--workers N Local worker processes; 1 solves in this process. [default: the usable " \
-           "cores; 1 for rounds of fewer than 300 programs, where a pool is slower]" in text
+           "cores]" in text
 
 
 def test_version():

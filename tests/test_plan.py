@@ -14,6 +14,7 @@ from allocator.engine import solve_round
 from allocator.plan import THRESHOLDS, SolvePlan, choose_plan, stage_options
 from allocator.record import sha256_file, verify_record, write_record
 from allocator.report import _audit
+from allocator.solve import ENGINE_THREADS
 from allocator.stages.tiebreak import TIEBREAK_OPTIONS
 from allocator.validate import load_round
 from tests.rounds import write
@@ -132,6 +133,7 @@ def test_a_solved_round_carries_its_plan_and_its_stages_follow_it(solved):
         assert options.pop("time_limit") == (sol.plan.time_limit_s if stage.name == "outcome"
                                              else sol.plan.follow_up_time_limit_s)
         options.pop("mip_rel_gap")
+        assert options.pop("threads") == ENGINE_THREADS  # the same on every machine
         assert options == sol.plan.options(lp, extra)
 
 
