@@ -70,10 +70,9 @@ class CompareResult:
 def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
     """Solve one round (runs in a worker): (solution or None, status, message)."""
     from allocator.diagnose import solve_diagnosed
-    from allocator.pool import solver_threads
 
     try:
-        sol = solve_diagnosed(rnd, threads=solver_threads())
+        sol = solve_diagnosed(rnd)
     except InfeasibleRoundError as exc:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
@@ -103,8 +102,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     if not variants and not twin:
         raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
     runs += twin + [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
-    n = pool_size(workers, len(runs))
-    outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=n,
+    outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
                          scheduler=scheduler, progress=progress,
                          label=f"compare {base.settings.round_id}")
     for run, (sol, status, message) in zip(runs, outcomes, strict=True):
@@ -120,7 +118,8 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     target = Path(report) if report is not None else default_compare_path(base)
     tables = comparison_tables(runs)
     write_comparison(tables, runs, target)
-    where = f"dask {scheduler}" if scheduler else f"{n} local process(es)"
+    where = f"dask {scheduler}" if scheduler else \
+        f"{pool_size(workers, len(runs))} local process(es)"
     return CompareResult(runs, target, tables, where)
 
 

@@ -252,10 +252,8 @@ def _point(for_b: _Solver, for_a: _Solver, level: float) -> np.ndarray:
 
 def _solve_point(shared: tuple[_Problem, int | None], level: float) -> np.ndarray:
     """One point, solved from scratch (for a process pool or Dask)."""
-    from allocator.pool import solver_threads
-
     problem, _ = shared
-    solver = _Solver(problem, solver_threads())
+    solver = _Solver(problem)
     return _point(solver, solver, level)
 
 

@@ -17,25 +17,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _SHARED: Any = None  # the payload every task of a local pool shares, set once per worker
-_IN_WORKER = False  # set in worker processes (pool or Dask), never in the calling process
+# Workers and the calling process solve with the same HiGHS thread count (`solve.ENGINE_THREADS`,
+# one): the answers depend on it, and one thread per worker keeps workers from competing.
 
 
 def _init_worker(shared: Any) -> None:
-    global _SHARED, _IN_WORKER
-    _SHARED, _IN_WORKER = shared, True
+    global _SHARED
+    _SHARED = shared
 
 
 def _dask_call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
-    global _IN_WORKER
-    _IN_WORKER = True
     return fn(shared, item)
-
-
-def solver_threads() -> int | None:
-    """One HiGHS thread in a worker (workers share the cores); the engine's default, also one
-    (`solve.ENGINE_THREADS`: answers depend on the count), in this process, which never asks
-    for another: HiGHS fixes its thread count at a process's first solve."""
-    return 1 if _IN_WORKER else None
 
 
 def _call_shared(fn: Callable[[Any, Any], Any], item: Any) -> Any:
@@ -92,7 +84,7 @@ def run_tasks(fn: Callable[[Any, T], R], items: Sequence[T], *, shared: Any = No
         if scheduler:
             _run_dask(fn, items, shared, scheduler, results, lambda: bar.advance(task))
             return results
-        n = min(workers or default_workers(), len(items))
+        n = pool_size(workers, len(items))
         if n <= 1:
             for i, item in enumerate(items):
                 results[i] = fn(shared, item)

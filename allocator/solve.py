@@ -230,7 +230,6 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     h = new_highs()
     for key, value in SOLVER_OPTIONS.items():
         h.setOptionValue(key, value)
-    h.setOptionValue("threads", process_threads(threads))
     lp = not program.integer.any()
     how = plan.options(lp, options) if plan is not None else \
         stage_options(program.shape[1], lp, method, options)

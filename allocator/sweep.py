@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
-from allocator.pool import WARM_CHAINS, pool_size, run_tasks, solver_threads
+from allocator.pool import WARM_CHAINS, pool_size, run_tasks
 from allocator.round import RATE_COLUMNS, Round
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def sweep_chains(tasks: list[SweepTask], parts: int) -> list[list[SweepTask]]:
 
 def solve_sweep_chain(shared: tuple[Round, BudgetRange | None],
                       chain: list[SweepTask]) -> list[SweepPoint]:
-    """Solve a chain of tasks in order (in a worker: one solver thread): the model built once,
+    """Solve a chain of tasks in order: the model built once,
     changed in place for each later task, each solve started from the one before."""
     from allocator.warm import Warm, point_model
 
@@ -196,7 +196,7 @@ def solve_sweep_chain(shared: tuple[Round, BudgetRange | None],
 
 
 def solve_sweep_task(shared: tuple[Round, BudgetRange | None], task: SweepTask) -> SweepPoint:
-    """Solve one task from scratch (in a worker: one solver thread, so workers do not compete)."""
+    """Solve one task from scratch."""
     base, budget_range = shared
     return solve_point(task_round(base, task, budget_range), task)[0]
 
@@ -208,7 +208,7 @@ def solve_point(rnd: Round, task: SweepTask, model: BuiltModel | None = None,
     from allocator.diagnose import solve_diagnosed
 
     try:
-        sol = solve_diagnosed(rnd, threads=solver_threads(), model=model, warm=warm)
+        sol = solve_diagnosed(rnd, model=model, warm=warm)
     except InfeasibleRoundError as exc:
         return SweepPoint(task.level, task.sample, "infeasible", None, None, Decimal(0), 0.0, {},
                           str(exc).splitlines()[0]), None

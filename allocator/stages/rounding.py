@@ -207,7 +207,7 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
     proof = None
     if must_keep:
         found, proof = _wide_search(program, x_cols, full, unit, soft_rows, hard_rules,
-                                    free_cols, switch_cols, time_limit)
+                                    free_cols, switch_cols, time_limit, must_keep)
         if found is not None:
             full, proof = found, None
             method += "+wide"
@@ -217,11 +217,13 @@ def round_allocation(program: MatrixProgram, x_cols: np.ndarray, solution: np.nd
 
 def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, unit: float,
                  soft_rows: np.ndarray, hard_rules: set[int], free_cols: np.ndarray,
-                 switch_cols: np.ndarray, time_limit: float) -> tuple[np.ndarray | None, str]:
+                 switch_cols: np.ndarray, time_limit: float,
+                 missed: list[int]) -> tuple[np.ndarray | None, str]:
     """Any whole-unit allocation that keeps every hard row, or why there is none.
 
     First the best allocation within `WIDE_NEAR_UNITS` of the rounding near the optimum that
-    keeps every hard row. Failing that, phase A minimises the total miss of the hard rows over
+    keeps every hard row, moving only the amounts near the `missed` rows, then moving any.
+    Failing that, phase A minimises the total miss of the hard rows over
     every amount in whole units (each from 0 up, every on/off decision free): a minimum above
     zero, proven optimal, proves that no rounding keeps them. Phase B then takes the best
     allocation keeping every hard row between phase A's and the rounding near the optimum.
@@ -248,7 +250,7 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
     # capacities) of them move, the rest as rounded. Measured on the benchmark's rounds: 300
     # programs, 1.8 s against 9.8 s with every amount free (and 86 s without presolve), the
     # same outcome value to 1e-6; 100 programs 0.7 s, 6e-6 below the optimum before rounding.
-    local = _columns_in_rows(program, must_keep_rows(program, full, unit, soft), x_cols)
+    local = _columns_in_rows(program, missed, x_cols)
     narrow = np.flatnonzero(np.diff(sp.csr_matrix(program.A).indptr) <= NARROW_ROW_AMOUNTS)
     for _ in range(LOCAL_HOPS):
         local |= _columns_in_rows(program, np.intersect1d(_rows_of(program, x_cols[local]),
@@ -274,13 +276,6 @@ def _wide_search(program: MatrixProgram, x_cols: np.ndarray, full: np.ndarray, u
     if better is not None and float(program.c @ better) >= float(program.c @ candidate):
         candidate = better
     return candidate, ""
-
-
-def must_keep_rows(program: MatrixProgram, full: np.ndarray, unit: float,
-                   soft: np.ndarray) -> list[int]:
-    """The rows `full` misses that are not in `soft` (the soft rules)."""
-    allowed = set(soft.tolist())
-    return [i for i in _misses(program, full, unit) if i not in allowed]
 
 
 def _greedy(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndarray, lo: np.ndarray,
