@@ -554,6 +554,9 @@ def compare(
         metavar="PATH", help="The comparison workbook.  [default: reports/<round_id>.compare.xlsx]")] = None,
     records: Records = None,
     no_records: Annotated[bool, typer.Option("--no-records", help="Write no decision records.")] = False,
+    cold: Annotated[bool, typer.Option(
+        "--cold", help="Solve every variant from scratch, not from the base's model and the "
+                       "variant before it (slower; the same answers).")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     quiet: QuietParallel = False,
@@ -573,7 +576,8 @@ def compare(
     _require_dask(scheduler)
     _check_summary_path(summary)
     result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
-                         workers=workers, scheduler=scheduler, progress=not quiet)
+                         workers=workers, scheduler=scheduler, progress=not quiet,
+                         warm=not cold)
     if summary is not None:
         from allocator.summary import compare_board, write_summary
 

@@ -1,8 +1,10 @@
 """`allocator compare`: the round and each of its variants solved, side by side in one workbook.
 
 The variants come from the round workbook's `Variants` sheet (see `allocator.variants`). The
-base and the variants are independent solves and run in parallel (`allocator.pool.run_tasks`:
-a local process pool, or a Dask cluster). Each solved one gets its own decision record; the
+base and the variants run in parallel (`allocator.pool.run_tasks`: a local process pool, or a
+Dask cluster); variants that change only budgets, outcome values and weights are solved in
+chains from the base's model, each started from the one before (`allocator.warm`), with the
+answers of cold solves. Each solved one gets its own decision record; the
 base's record holds the workbook, a variant's record holds its canonical round only (the
 workbook is not the variant's round, and `verify` would rightly refuse it).
 
@@ -25,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,10 @@ from allocator.engine import Solution
 from allocator.errors import CellRef, InfeasibleRoundError, InputError, InputIssue, SolverStoppedError
 from allocator.round import Round
 from allocator.variants import BASE_NAME
+
+if TYPE_CHECKING:
+    from allocator.stages.model import BuiltModel
+    from allocator.warm import Warm
 
 TOTAL_SHEETS = ("Jurisdictions", "Regions", "Funds", "Targets", "Periods")
 NO_TARGET = "(no target)"
@@ -67,12 +73,16 @@ class CompareResult:
 
 
 # --- solving ---------------------------------------------------------------------------------------
-def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
-    """Solve one round (runs in a worker): (solution or None, status, message)."""
+Outcome = tuple[Solution | None, str, str]  # solution or None, status, message
+
+
+def solve_variant(rnd: Round, model: BuiltModel | None = None, warm: Warm | None = None) -> Outcome:
+    """Solve one round (`model` and `warm`: see `engine.solve_round`): (solution or None,
+    status, message)."""
     from allocator.diagnose import solve_diagnosed
 
     try:
-        sol = solve_diagnosed(rnd)
+        sol = solve_diagnosed(rnd, model=model, warm=warm)
     except InfeasibleRoundError as exc:
         return None, "infeasible", str(exc)
     except SolverStoppedError as exc:
@@ -81,15 +91,51 @@ def solve_variant(_shared: Any, rnd: Round) -> tuple[Solution | None, str, str]:
     return sol, sol.status.value, "; ".join(broken)
 
 
+def solve_variant_chain(_shared: Any, chain: list[Round]) -> list[Outcome]:
+    """Solve a chain of rounds in order (runs in a worker): the first from scratch, each later
+    one on the first's model with budgets and costs set anew (`warm.point_model`), started
+    from the bases the one before left. A one-round chain is a plain cold solve."""
+    from allocator.warm import Warm, point_model
+
+    if len(chain) == 1:
+        return [solve_variant(chain[0])]
+    warm, built, out = Warm(source="previous variant"), None, []
+    for rnd in chain:
+        model = point_model(built, rnd) if built is not None else None
+        sol, status, message = solve_variant(rnd, model, warm)
+        built = built or (sol.model if sol is not None else None)
+        out.append((sol, status, message))
+    return out
+
+
+def variant_chains(runs: list[VariantRun], parts: int) -> list[list[int]]:
+    """The runs (by position) as chains solved in order (`solve_variant_chain`): the base and
+    every variant that differs from it only in budgets, outcome values and weights
+    (`warm.same_but_point`), in sheet order, cut into `parts` pieces (`warm.split_chains`);
+    every other variant alone, from scratch. The chains depend on the runs only, never on
+    the workers, so every runner gives the same comparison."""
+    from allocator.warm import same_but_point, split_chains
+
+    base = runs[0].round
+    near = [i for i, run in enumerate(runs) if i == 0 or same_but_point(base, run.round)]
+    alone = [[i] for i in range(len(runs)) if i not in near]
+    return split_chains([near], parts) + alone
+
+
 def compare(workbook: str | Path, *, report: str | Path | None = None,
             records: str | Path | None = None, workers: int | None = None,
-            scheduler: str | None = None, progress: bool = False) -> CompareResult:
+            scheduler: str | None = None, progress: bool = False,
+            warm: bool = True) -> CompareResult:
     """Solve the round and every variant, write their records (when `records` is given) and
     the comparison workbook; returns what was done. Raises InputError for a bad workbook or
     variant, and for a workbook without variants (there is nothing to compare). An infeasible
-    variant is reported in the workbook, not raised."""
+    variant is reported in the workbook, not raised.
+
+    `warm`: the variants that change only budgets, outcome values and weights are solved in
+    chains from the base's model, each from the one before (`variant_chains`); otherwise
+    every run from scratch. The answers are the same either way (tests/test_variants.py)."""
     from allocator.manifest import new_run_id
-    from allocator.pool import pool_size, run_tasks
+    from allocator.pool import WARM_CHAINS, pool_size, run_tasks
     from allocator.record import write_record
     from allocator.validate import load_round
     from allocator.variants import load_variants
@@ -102,11 +148,14 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     if not variants and not twin:
         raise InputError([InputIssue(CellRef("Variants"), no_variants_message(workbook))])
     runs += twin + [VariantRun(v.name, v.overrides_text, rnd) for v, rnd in variants]
-    outcomes = run_tasks(solve_variant, [r.round for r in runs], workers=workers,
-                         scheduler=scheduler, progress=progress,
-                         label=f"compare {base.settings.round_id}")
-    for run, (sol, status, message) in zip(runs, outcomes, strict=True):
-        run.solution, run.status, run.message = sol, status, message
+    chains = variant_chains(runs, WARM_CHAINS) if warm else [[i] for i in range(len(runs))]
+    n = len(chains) if scheduler else pool_size(workers, len(chains))
+    done = run_tasks(solve_variant_chain, [[runs[i].round for i in c] for c in chains],
+                     workers=n, scheduler=scheduler, progress=progress,
+                     label=f"compare {base.settings.round_id}")
+    for chain, outcomes in zip(chains, done, strict=True):
+        for i, (sol, status, message) in zip(chain, outcomes, strict=True):
+            runs[i].solution, runs[i].status, runs[i].message = sol, status, message
     if records is not None:
         for run in runs:
             if run.solution is None:
@@ -118,8 +167,7 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     target = Path(report) if report is not None else default_compare_path(base)
     tables = comparison_tables(runs)
     write_comparison(tables, runs, target)
-    where = f"dask {scheduler}" if scheduler else \
-        f"{pool_size(workers, len(runs))} local process(es)"
+    where = f"dask {scheduler}" if scheduler else f"{n} local process(es)"
     return CompareResult(runs, target, tables, where)
 
 

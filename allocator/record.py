@@ -34,7 +34,7 @@ from allocator.manifest import (
     new_run_id,
     sha256_file,
 )
-from allocator.round import Round
+from allocator.round import Round, digest_of
 from allocator.safetext import csv_text, csv_value
 from allocator.signing import SigningKey, key_from_env, load_private, sign_record
 from allocator.solve import SOLVER_OPTIONS, StageResult, Status, new_highs
@@ -103,7 +103,8 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
     from allocator.paths import inside
 
     rnd = solution.round
-    digest = rnd.digest()
+    canonical = rnd.canonical_json()
+    digest = digest_of(canonical)
     run_id = run_id or new_run_id(digest)
     key_path = sign_key if sign_key is not None else key_from_env()
     key = key_path if isinstance(key_path, SigningKey) or key_path is None else load_private(key_path)
@@ -112,7 +113,7 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
     clean_leftovers(round_dir)
     with writing(round_dir), atomic_dir(target) as tmp:
         earlier = round_records(round_dir)
-        (tmp / "round.json").write_text(rnd.canonical_json(), encoding="utf-8")
+        (tmp / "round.json").write_text(canonical, encoding="utf-8")
         if workbook is not None:
             shutil.copyfile(workbook, tmp / "workbook.xlsx")
         (tmp / "settings.json").write_text(_json(solver_settings(rnd)), encoding="utf-8")

@@ -233,7 +233,7 @@ class Round(Frozen):
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON."""
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+        return digest_of(self.canonical_json())
 
     # --- lookups --------------------------------------------------------------------------
     @property
@@ -327,3 +327,9 @@ def _json_default(value: object) -> object:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def digest_of(canonical: str) -> str:
+    """A round's digest from its canonical JSON (`Round.canonical_json`), for callers that
+    need both: making the JSON of a large round takes longer than hashing it."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -159,23 +159,15 @@ def sweep_chains(tasks: list[SweepTask], parts: int) -> list[list[SweepTask]]:
     """The tasks as chains, each solved in order from the one before (`allocator.warm`): per
     sample its budget levels in order (a level changes only budget rows' bounds), or, with a
     single level, the samples in order (a sample changes only outcome values); each chain cut
-    into contiguous pieces until there are `parts` (or every task is its own chain).
+    into contiguous pieces until there are `parts` (`warm.split_chains`)."""
+    from allocator.warm import split_chains
 
-    The chains depend on the tasks and `parts` only, never on the workers that run them: a
-    warm solve can differ from a cold one in the last digits of the unrounded optimum, so the
-    same chains everywhere keep every runner's tables identical."""
     levels = {t.level for t in tasks}
     key = (lambda t: t.sample) if len(levels) > 1 else (lambda t: t.level)
     groups: dict[int, list[SweepTask]] = {}
     for task in tasks:
         groups.setdefault(key(task), []).append(task)
-    chains = list(groups.values())
-    while len(chains) < parts and any(len(c) > 1 for c in chains):
-        longest = max(range(len(chains)), key=lambda i: (len(chains[i]), -i))
-        chain = chains[longest]
-        half = (len(chain) + 1) // 2
-        chains[longest:longest + 1] = [chain[:half], chain[half:]]
-    return chains
+    return split_chains(list(groups.values()), parts)
 
 
 def solve_sweep_chain(shared: tuple[Round, BudgetRange | None],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,6 +45,7 @@ FACE_MOVE_TOL = 1e-6
 # it feasible (measured, 1,000 programs: 0.04 s from there, 0.3-0.6 s from scratch).
 FACE_OPTIONS: dict[str, object] = {"solver": "simplex", "simplex_strategy": 4}
 _BASIC = 1  # highspy.HighsBasisStatus.kBasic
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,12 +57,43 @@ class Warm:
     tiebreak: Basis | None = None  # the tie-break LP's optimal basis
     settled: int = 0  # MILP outcome stages answered by their LP relaxation
     branched: int = 0  # MILP outcome stages solved by branch and bound (from scratch)
+    source: str = "previous sweep point"  # recorded with each stage started from a basis
 
     def start(self, basis: Basis | None, shape: tuple[int, int]) -> Start | None:
         """A start from `basis` when it fits a program of `shape` (rows, columns)."""
         if basis is None or (len(basis[1]), len(basis[0])) != shape:
             return None
-        return Start("previous sweep point", basis=basis)
+        return Start(self.source, basis=basis)
+
+
+def split_chains(chains: list[list[T]], parts: int) -> list[list[T]]:
+    """The longest chain (the first of equals) cut in two, its first half the longer, until
+    there are `parts` chains or every chain is a single item. Depends on the chains and
+    `parts` only, never on the workers that run them: a warm solve can differ from a cold one
+    in the last digits of the unrounded optimum, so the same chains everywhere keep every
+    runner's answers identical."""
+    chains = [list(c) for c in chains]
+    while len(chains) < parts and any(len(c) > 1 for c in chains):
+        longest = max(range(len(chains)), key=lambda i: (len(chains[i]), -i))
+        chain = chains[longest]
+        half = (len(chain) + 1) // 2
+        chains[longest:longest + 1] = [chain[:half], chain[half:]]
+    return chains
+
+
+def same_but_point(base: Round, rnd: Round) -> bool:
+    """Whether `rnd` differs from `base` at most in what `point_model` sets anew: budgets,
+    programs' outcome values and the objective's weights (the budget rows' bounds and the
+    amounts' costs). A variant that passes can start from `base`'s model and bases."""
+    return _fixed_part(base) == _fixed_part(rnd)
+
+
+def _fixed_part(rnd: Round) -> dict[str, Any]:
+    """The round without the parts a warm point may change."""
+    data = rnd.model_dump(exclude={"budgets", "objective"})
+    for program in data["programs"]:
+        program.pop("outcomes")
+    return data
 
 
 # --- the model of a point ----------------------------------------------------------------------

@@ -302,3 +302,50 @@ def test_equity_variant_solves_or_says_why(tmp_path: Path) -> None:
         assert 0 <= given_up <= 0.1 * best + 1e-6  # within outcome_tolerance of its best
     else:
         assert "equity" in fair.message.lower()
+
+
+# Variants the warm chain takes (budgets, weights, outcome values), one it must not (a rule),
+# and one whose budgets take a fund out (its model is rebuilt inside the chain; infeasible).
+WARM_VARIANTS = [
+    {"variant": "more JIF", "overrides": "budget JIF 2027 = +10%"},
+    {"variant": "wages", "overrides": "weight wage_gain = 0.5; weight learning_gain = 1"},
+    {"variant": "P2 better", "overrides": "program P2 employment_rate = 0.95; budget JIF 2026 = -20%"},
+    {"variant": "rural", "overrides": "rule R-RUR value = 0.35"},
+    {"variant": "starved", "overrides": "budget PUB * = 0; budget JIF * = 1000"},
+    {"variant": "less JIF", "overrides": "budget JIF * = -30%"},
+]
+
+
+@pytest.mark.parametrize("aon", [0, 5])  # an LP round, and a MILP (every program all-or-nothing)
+def test_warm_compare_equals_cold(tmp_path: Path, aon: int) -> None:
+    """Variants solved in a warm chain from the base's model give the cold comparison, cell by
+    cell, and their records verify; the cold one is checked against hand-edited workbooks in
+    test_compare_matches_separate_runs."""
+    from allocator.compare import VariantRun, variant_chains
+    from allocator.warm import same_but_point
+
+    programs = [{**p, "min_trainees": aon} for p in rounds.BASE["Programs"]]
+    path = rounds.write(tmp_path / "round.xlsx", rounds.sheets(Programs=programs,
+                                                                Variants=WARM_VARIANTS))
+    base = load_round(path).round
+    variants = load_variants(path, base)
+    assert [same_but_point(base, rnd) for _, rnd in variants] == [True, True, True, False, True, True]
+    runs = [VariantRun("base", "", base)] + [VariantRun(v.name, "", rnd) for v, rnd in variants]
+    assert variant_chains(runs, 2) == [[0, 1, 2], [3, 5, 6], [4]]
+    warm = compare(path, report=tmp_path / "warm.xlsx", records=tmp_path / "models", workers=1)
+    cold = compare(path, report=tmp_path / "cold.xlsx", workers=1, warm=False)
+    for sheet in cold.tables:
+        a, b = warm.tables[sheet], cold.tables[sheet]
+        if sheet == "Summary":
+            a, b = a.drop(columns=["record"]), b.drop(columns=["record"])
+        pd.testing.assert_frame_equal(a, b)
+    by_name = {r.name: r for r in warm.runs}
+    assert by_name["starved"].status == "infeasible"
+    for name in ("more JIF", "wages", "less JIF"):  # started from the variant before
+        starts = {s.solver_log.get("start") for s in by_name[name].solution.stages}
+        assert "previous variant" in starts, (name, starts)
+        check = verify_record(by_name[name].record)
+        assert check.verified, check.problems
+    for name in ("base", "P2 better", "rural"):  # the first of a chain, or alone: from scratch
+        assert not any(s.solver_log.get("start") == "previous variant"
+                       for s in by_name[name].solution.stages), name
