@@ -289,6 +289,8 @@ def given_up(sol: Solution) -> tuple[float | None, float | None]:
 
 def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
     """Every sheet of the comparison workbook as a DataFrame (money as Decimal)."""
+    from allocator.warm import shown_optimum
+
     base_run = runs[0]
     base = base_run.round
     names = [r.name for r in runs]
@@ -310,7 +312,8 @@ def comparison_tables(runs: list[VariantRun]) -> dict[str, pd.DataFrame]:
             "outcome_value": value,
             "change_from_base": change,
             "change_from_base_pct": change / base_value if change is not None and base_value else None,
-            "optimal_outcome_value": sol.optimal_objective if sol is not None else None,
+            "optimal_outcome_value": shown_optimum(sol.optimal_objective) if sol is not None
+            else None,
             "equity_objective": r.round.settings.equity_objective.value,
             "outcome_given_up_for_equity": lost_value,
             "trainees_given_up_for_equity": lost_trainees,

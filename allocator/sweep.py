@@ -284,6 +284,8 @@ def _level_label(result: SweepResult, level: int) -> str:
 def sweep_tables(result: SweepResult) -> dict[str, pd.DataFrame]:
     """Levels (outcome value per budget level), Robustness and Amounts (per program and level),
     Samples (one row per solve). These depend only on the inputs, never on where they ran."""
+    from allocator.warm import shown_optimum
+
     rnd = result.round
     levels = result.budget_range.levels() if result.budget_range else [None]
     by_level: dict[int, list[SweepPoint]] = {i: [] for i in range(len(levels))}
@@ -329,7 +331,7 @@ def sweep_tables(result: SweepResult) -> dict[str, pd.DataFrame]:
             "sample": task.sample + 1,
             "status": pt.status,
             "outcome_value": pt.objective,
-            "optimal_outcome_value": pt.optimal_objective,
+            "optimal_outcome_value": shown_optimum(pt.optimal_objective),
             "allocated": _money(pt.allocated),
             "trainees": pt.trainees,
             "programs_funded": len(pt.program_amounts),

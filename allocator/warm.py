@@ -66,6 +66,14 @@ class Warm:
         return Start(self.source, basis=basis)
 
 
+def shown_optimum(value: float | None) -> float | None:
+    """The optimum before rounding as sweep and comparison workbooks show it: to 4 decimals
+    (as `allocator run` prints it). A warm solve reaches the same vertex as a cold one, but its
+    objective can differ in the last binary digits (simplex from another basis sums in another
+    order), and the workbooks must not depend on where a solve started."""
+    return None if value is None else round(float(value), 4)
+
+
 def split_chains(chains: list[list[T]], parts: int) -> list[list[T]]:
     """The longest chain (the first of equals) cut in two, its first half the longer, until
     there are `parts` chains or every chain is a single item. Depends on the chains and
