@@ -111,15 +111,17 @@ def solve_variant_chain(_shared: Any, chain: list[Round]) -> list[Outcome]:
 def variant_chains(runs: list[VariantRun], parts: int) -> list[list[int]]:
     """The runs (by position) as chains solved in order (`solve_variant_chain`): the base and
     every variant that differs from it only in budgets, outcome values and weights
-    (`warm.same_but_point`), in sheet order, cut into `parts` pieces (`warm.split_chains`);
+    (`warm.point_free_part`), in sheet order, cut into `parts` pieces (`warm.split_chains`);
     every other variant alone, from scratch. The chains depend on the runs only, never on
     the workers, so every runner gives the same comparison."""
-    from allocator.warm import same_but_point, split_chains
+    from allocator.warm import point_free_part, split_chains
 
-    base = runs[0].round
-    near = [i for i, run in enumerate(runs) if i == 0 or same_but_point(base, run.round)]
-    alone = [[i] for i in range(len(runs)) if i not in near]
-    return split_chains([near], parts) + alone
+    base = point_free_part(runs[0].round)  # made once: a large round's dump takes a while
+    near: list[int] = []
+    alone: list[int] = []
+    for i, run in enumerate(runs):
+        (near if i == 0 or point_free_part(run.round) == base else alone).append(i)
+    return split_chains([near], parts) + [[i] for i in alone]
 
 
 def compare(workbook: str | Path, *, report: str | Path | None = None,

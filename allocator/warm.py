@@ -89,15 +89,11 @@ def split_chains(chains: list[list[T]], parts: int) -> list[list[T]]:
     return chains
 
 
-def same_but_point(base: Round, rnd: Round) -> bool:
-    """Whether `rnd` differs from `base` at most in what `point_model` sets anew: budgets,
-    programs' outcome values and the objective's weights (the budget rows' bounds and the
-    amounts' costs). A variant that passes can start from `base`'s model and bases."""
-    return _fixed_part(base) == _fixed_part(rnd)
-
-
-def _fixed_part(rnd: Round) -> dict[str, Any]:
-    """The round without the parts a warm point may change."""
+def point_free_part(rnd: Round) -> dict[str, Any]:
+    """The round without what `point_model` sets anew (budgets, programs' outcome values, the
+    objective's weights: the budget rows' bounds and the amounts' costs). Two rounds with the
+    same part share one matrix but for those, so one can start from the other's model and
+    bases."""
     data = rnd.model_dump(exclude={"budgets", "objective"})
     for program in data["programs"]:
         program.pop("outcomes")
