@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from allocator.atomic import clean_leftovers, commit, held
+from allocator.beside import beside_a_run
 from allocator.engine import Solution, solve_round
 from allocator.errors import InfeasibleRoundError
 from allocator.progress import phase
@@ -91,10 +92,17 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     phase("reading and validating the workbook")
     loaded = load_round(workbook)
     timings["read"] = time.perf_counter() - tick
-    solution = _solve_diagnosed(loaded.round, threads)
-    timings.update(solution.timings)
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")
+    with beside_a_run(records_dir, loaded.round):  # record files made while HiGHS solves
+        solution = _solve_diagnosed(loaded.round, threads)
+        timings.update(solution.timings)
+        return _write_run(loaded, solution, workbook, report_path, records_dir, key, timings)
+
+
+def _write_run(loaded: LoadedRound, solution: Solution, workbook: str | Path, report_path: Path,
+               records_dir: Path, key, timings: dict[str, float]) -> RunResult:
+    """The decision record, then the report inside its transaction (`run`'s second half)."""
 
     staged: list[Path] = []
     locks = contextlib.ExitStack()  # each staged report is locked until renamed (see atomic.py)

@@ -157,10 +157,31 @@ def clean_leftovers(folder: Path, min_age_s: float | None = None, *,
     return removed
 
 
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden, locked work folder in `parent`, removed on leaving (a killed run's is a
+    leftover by `is_leftover`'s rule, which the next one removes); `parent` is created for it
+    and removed again if it was created here and is left empty: a failed run leaves nothing."""
+    parent = Path(parent)
+    missing = [p for p in (parent, *parent.parents) if not p.exists()]
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(parent, target_name=name)  # what a killed run's scratch folder left
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=LEFTOVER_SUFFIX, dir=parent))
+    fd = _lock(tmp)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def commit(staged: Path, target: Path) -> None:
     """Rename a fully written file over its target (one atomic step on POSIX)."""
     os.replace(staged, target)
 
 
 __all__ = ["LEFTOVER_MIN_AGE_S", "LEFTOVER_SUFFIX", "atomic_dir", "atomic_path", "clean_leftovers",
-           "commit", "current_umask", "held", "is_leftover"]
+           "commit", "current_umask", "held", "is_leftover", "scratch_dir"]

@@ -184,17 +184,23 @@ def cap_blocks(rnd: Round, index: AllocationIndex) -> list[CapBlock]:
     if all(f.cofinancing_cap >= 1 for f in rnd.funds) or not len(index):
         return []  # a fund that may pay everything can always fund a program-period alone
     n_t, n_f = len(index.periods), len(index.funds)
+    # One code per (program, period, fund) with eligible money, sorted: regions collapse.
     combos = np.unique((index.p.astype(np.int64) * n_t + index.t) * n_f + index.f)
-    funds_of: dict[tuple[int, int], set[int]] = {}
-    for code in combos.tolist():  # one per (program, period, fund): regions collapse
-        pt, f = divmod(code, n_f)
-        funds_of.setdefault(divmod(pt, n_t), set()).add(f)
+    pts, first = np.unique(combos // n_f, return_index=True)
+    funds = combos % n_f
+    caps = np.array([f.cofinancing_cap for f in rnd.funds], dtype=float)
+    # Summed fund by fund in id order within each program-period, as a person adds them up.
+    total = np.add.reduceat(caps[funds], first)
+    match = np.array([p.external_match for p in rnd.programs], dtype=float)
+    blocked = np.flatnonzero(total < 1.0 - match[pts // n_t] - 1e-9)
+    ends = np.append(first[1:], len(combos))
     out = []
-    for (p, t), funds in sorted(funds_of.items()):
+    for i in blocked.tolist():
+        p, t = divmod(int(pts[i]), n_t)
         prog = rnd.programs[p]
-        caps = tuple((rnd.funds[f].fund_id, rnd.funds[f].cofinancing_cap) for f in sorted(funds))
-        if sum(cap for _, cap in caps) < 1.0 - prog.external_match - 1e-9:
-            out.append(CapBlock(prog.program_id, index.periods[t], caps, prog.external_match))
+        block_caps = tuple((rnd.funds[f].fund_id, rnd.funds[f].cofinancing_cap)
+                           for f in funds[first[i]:ends[i]].tolist())
+        out.append(CapBlock(prog.program_id, index.periods[t], block_caps, prog.external_match))
     return out
 
 

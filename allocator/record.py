@@ -37,7 +37,7 @@ from allocator.manifest import (
 from allocator.round import Round, digest_of
 from allocator.safetext import csv_text, csv_value
 from allocator.signing import SigningKey, key_from_env, load_private, sign_record
-from allocator.solve import SOLVER_OPTIONS, StageResult, Status, new_highs
+from allocator.solve import SOLVER_OPTIONS, StageResult, Status, new_highs, write_mps
 
 RECORD_FORMAT = 1
 RECORD_KINDS = ("decision", "settlement")  # what a manifest's `kind` may say
@@ -123,9 +123,7 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
         stages = []
         for i, stage in enumerate(solution.stages, start=1):
             name = f"stage{i}_{stage.name}.mps"
-            h = new_highs()
-            stage.as_solved.to_highs(h)
-            h.writeModel(str(tmp / name))
+            write_stage_mps(stage, tmp / name)
             stages.append({"stage": stage.name, "file": name, "status": stage.status.value,
                            "objective": stage.objective, "mip_gap": stage.mip_gap,
                            "method": stage.solver_log.get("method"),
@@ -152,6 +150,15 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
         if after_write is not None:
             after_write(target, run_id, digest, output_digest)
     return RecordPaths(target, run_id, digest, output_digest)
+
+
+def write_stage_mps(stage: StageResult, path: Path) -> None:
+    """The stage's program as HiGHS was given it, as an MPS file: moved from where it was
+    spooled beside the solve (allocator.beside), else written now."""
+    from allocator.beside import move_spooled
+
+    if not move_spooled(stage.mps_file, path):
+        write_mps(stage.as_solved, path)
 
 
 def _json(data: object) -> str:

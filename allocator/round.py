@@ -226,10 +226,16 @@ class Round(Frozen):
 
     # --- canonical form -------------------------------------------------------------------
     def canonical_json(self) -> str:
-        """Sorted, whitespace-free JSON: the same round always gives the same bytes."""
-        data = self.model_dump(mode="json")
-        _drop_added_defaults(type(self), data)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        """Sorted, whitespace-free JSON: the same round always gives the same bytes (made once
+        per round: the record, its digest and the report all need it, and the round is frozen;
+        `model_copy` drops it with the other caches)."""
+        cached = self.__dict__.get("_canonical_json")
+        if cached is None:
+            data = self.model_dump(mode="json")
+            _drop_added_defaults(type(self), data)
+            cached = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            self.__dict__["_canonical_json"] = cached
+        return cached
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON."""

@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from allocator.beside import run_beside
 from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.measures import is_rule_family
@@ -92,6 +94,13 @@ class MatrixProgram:
         _check_call(status, "passing the model to HiGHS")
 
 
+def write_mps(program: MatrixProgram, path: Path) -> None:
+    """`program` as an MPS file (what a decision record holds of each stage)."""
+    h = new_highs()
+    program.to_highs(h)
+    _check_call(h.writeModel(str(path)), f"writing {path.name}")
+
+
 def _check_call(status, what: str) -> None:
     if status == highspy.HighsStatus.kError:
         raise SolverStoppedError(f"HiGHS reported an error while {what}")
@@ -117,6 +126,9 @@ class StageResult:
     # What HiGHS solved when it differs from `program`: the same program with shared partial
     # sums as columns (allocator.partials); x, duals and basis above are `program`'s.
     solved_program: MatrixProgram | None = None
+    # The MPS file of `as_solved`, already written beside the solve (allocator.beside), for
+    # the record to move into place instead of writing it again; None when not spooled.
+    mps_file: Path | None = None
 
     @property
     def as_solved(self) -> MatrixProgram:
@@ -196,6 +208,11 @@ def new_highs() -> highspy.Highs:
             os.close(saved)
         _BANNER_SHOWN = True
     h.setOptionValue("output_flag", False)
+    if _THREADS is not None:
+        # HiGHS keeps its thread pool per calling thread: a solve on this thread after the
+        # first ones ran on another (allocator.beside) would start a pool of HiGHS's default
+        # size, and the engine's next solve, asking for _THREADS, would then fail.
+        h.setOptionValue("threads", _THREADS)
     return h
 
 
@@ -213,7 +230,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
                   method: str = "choose", threads: int | None = None,
                   options: dict[str, object] | None = None,
                   plan: SolvePlan | None = None, start: Start | None = None,
-                  keep_basis: bool = False) -> StageResult:
+                  keep_basis: bool = False, recorded: bool = True) -> StageResult:
     """Solve one stage with HiGHS; the run and model status are checked before any value.
 
     How (HiGHS method, crossover, presolve) comes from the round's `plan` when given (then
@@ -221,6 +238,8 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     `start` hands HiGHS a known point or basis to begin from; the stage records where it came
     from. `keep_basis` keeps an optimal LP's basis whatever the stage (`BASIS_STAGES` always
     do), for a later solve of a changed program to start from (`allocator.warm`).
+    `recorded`: whether the decision record holds this solve's MPS file (so that, within
+    `allocator.beside.working_beside`, it is spooled beside the solve).
     """
     if program.shape[1] == 0:  # nothing is eligible: the empty allocation is optimal
         empty = np.zeros(0)
@@ -245,7 +264,7 @@ def solve_program(program: MatrixProgram, name: str, *, time_limit: float, mip_g
     solved.to_highs(h)
     if start is not None:
         start.hand_to(h, solved, lean)
-    result = _run(h, name, solved, program, keep_basis)
+    result = _run(h, name, solved, program, keep_basis, recorded)
     if lean is not None:
         result = _in_original_terms(result, program, lean)
     result.solver_log["method"] = chosen
@@ -316,15 +335,15 @@ BASIS_STAGES = ("outcome", "outcome_lp")
 
 
 def _run(h: highspy.Highs, name: str, program: MatrixProgram,
-         original: MatrixProgram | None = None, keep_basis: bool = False) -> StageResult:
+         original: MatrixProgram | None = None, keep_basis: bool = False,
+         recorded: bool = True) -> StageResult:
     """Run HiGHS on `program` (what it was given) and read the result; a stopped LP's point is
     judged against `original` (the program without partial sums, when they were added)."""
     report = detail_reporter()
     if report is not None:
         _follow_solver(h, report, bool(program.integer.any()), name)
-    start = time.perf_counter()
-    run_status = h.run()
-    seconds = time.perf_counter() - start
+    run_status, seconds, spooled = run_beside(
+        h, name, (lambda path: write_mps(program, path)) if recorded else None)
     model_status = h.getModelStatus()
     info = h.getInfo()
     status = _status(run_status, model_status, info)
@@ -334,7 +353,8 @@ def _run(h: highspy.Highs, name: str, program: MatrixProgram,
                           "simplex_iterations": info.simplex_iteration_count,
                           "ipm_iterations": info.ipm_iteration_count,
                           "mip_nodes": info.mip_node_count,
-                          "dual_infeasibilities": info.num_dual_infeasibilities})
+                          "dual_infeasibilities": info.num_dual_infeasibilities},
+                         mps_file=spooled)
     if status in (Status.no_solution, Status.time_limit) and not program.integer.any():
         status = result.status = _stopped_lp(h, original or program, result)
     if status in (Status.optimal, Status.time_limit):

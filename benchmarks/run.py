@@ -90,8 +90,7 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
         profiler = cProfile.Profile()
         profiler.enable()
 
-    from allocator.engine import solve_round
-    from allocator.record import write_record
+    from allocator.beside import beside_a_run
     from allocator.validate import load_round
 
     start = time.perf_counter()
@@ -103,6 +102,18 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
     if no_solve:
         return _model_phases_only(out, loaded.round, start)
     kwargs = {"method": method} if method else {}
+    with beside_a_run(workdir / "models", loaded.round):  # as `allocator run` solves
+        return _solve_and_write(out, loaded, path, workdir, n, start, (profiler, profile), kwargs)
+
+
+def _solve_and_write(out: dict, loaded: Any, path: Path, workdir: Path, n: int, start: float,
+                     profiling: tuple[Any, Path | None], kwargs: dict) -> dict:
+    """`run_size` from the solve on: solve_round, report inside the record, the stage table."""
+    from allocator.engine import solve_round
+    from allocator.record import write_record
+
+    times = out["times"]
+    profiler, profile = profiling
     tick = time.perf_counter()
     solution = solve_round(loaded.round, **kwargs)
     wall_solve = time.perf_counter() - tick

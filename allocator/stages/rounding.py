@@ -548,7 +548,7 @@ def _rounding_milp(program: MatrixProgram, x_cols: np.ndarray, solution: np.ndar
     # A node limit, not the clock, ends a long search: the answer must not depend on how
     # busy the machine is (the time limit stays only as a safety net).
     result = solve_program(rounding, "rounding", time_limit=max(time_limit, 120.0), mip_gap=1e-6,
-                           options=options)
+                           options=options, recorded=False)
     if result.status not in (Status.optimal, Status.time_limit) or result.x is None:
         return None
     if full_result:

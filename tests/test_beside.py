@@ -1,0 +1,70 @@
+"""Work done beside HiGHS (allocator.beside): the record's MPS files and chores, while a stage
+solves on another thread; the record holds the same files, and failures surface as before."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from allocator import api
+from allocator.beside import working_beside
+from allocator.engine import solve_round
+from allocator.record import verify_record
+from allocator.solve import new_highs
+from allocator.validate import load_round
+from tests.rounds import write
+
+
+def _fresh_mps(stage, path) -> bytes:
+    h = new_highs()
+    stage.as_solved.to_highs(h)
+    h.writeModel(str(path))
+    return path.read_bytes()
+
+
+def test_run_moves_each_stage_file_spooled_beside_its_solve_into_the_record(tmp_path):
+    records = tmp_path / "models"
+    out = api.run(write(tmp_path / "t1.xlsx"), report=tmp_path / "r.xlsx", records=records)
+    stages = out.solution.stages
+    assert len(stages) >= 2
+    for i, stage in enumerate(stages, start=1):
+        # written beside the solve, then moved (not copied, not written again) into the record
+        assert stage.mps_file is not None and not stage.mps_file.exists()
+        recorded = out.record.folder / f"stage{i}_{stage.name}.mps"
+        assert recorded.read_bytes() == _fresh_mps(stage, tmp_path / f"fresh{i}.mps")
+    assert [p.name for p in records.iterdir()] == ["T1"]  # no spool folder left behind
+    assert verify_record(out.record.folder).problems == []
+
+
+def test_chores_run_on_the_calling_thread_while_highs_solves_on_another(tmp_path):
+    rnd = load_round(write(tmp_path / "t1.xlsx")).round
+    seen = []
+
+    def chore() -> None:
+        seen.append((threading.current_thread() is threading.main_thread(),
+                      any(t.name == "allocator-highs" for t in threading.enumerate())))
+
+    with working_beside(chores=[chore, chore]):
+        solution = solve_round(rnd)
+    assert seen == [(True, True), (True, True)]
+    assert all(s.mps_file is None for s in solution.stages)  # no spool folder: nothing spooled
+
+
+def test_a_failing_chore_surfaces_after_the_solve_and_leaves_no_thread(tmp_path):
+    rnd = load_round(write(tmp_path / "t1.xlsx")).round
+
+    def chore() -> None:
+        raise ValueError("chore failed")
+
+    with pytest.raises(ValueError, match="chore failed"), working_beside(chores=[chore]):
+        solve_round(rnd)
+    assert not any(t.name == "allocator-highs" for t in threading.enumerate())
+
+
+def test_a_round_copy_does_not_keep_the_original_canonical_json(tmp_path):
+    rnd = load_round(write(tmp_path / "t1.xlsx")).round
+    before = rnd.canonical_json()
+    copy = rnd.model_copy(update={"settings": rnd.settings.model_copy(update={"mip_gap": 0.01})})
+    assert copy.canonical_json() != before
+    assert '"mip_gap":0.01' in copy.canonical_json() and rnd.canonical_json() == before
