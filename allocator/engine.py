@@ -47,6 +47,8 @@ class Solution:
     warnings: list[str] = field(default_factory=list)
     fairness: dict | None = None  # the price of fairness, when the round has an equity objective
     robustness: dict | None = None  # guaranteed/expected value, price of robustness (Gamma > 0)
+    # What the explanations derive from the solution once and read many times (explain.py).
+    derived: dict[str, object] = field(default_factory=dict)
 
     @property
     def round(self) -> Round:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from allocator.eligibility import CapBlock, cap_block_lines, cap_blocks, gate_reasons
 from allocator.measures import MONEY_STEP
@@ -272,7 +273,7 @@ def program_reasons(solution) -> pd.DataFrame:
     blocks: dict[str, list[CapBlock]] = defaultdict(list)
     for b in cap_blocks(rnd, index):
         blocks[b.program].append(b)
-    csc = None  # the pricing matrix by column, made once when a program is funded partly
+    effects = None  # the pricing LP's price effects, made once when a program needs them
     binding = None  # and which of its rows bind, also made once
     records = []
     for prog in rnd.programs:
@@ -306,12 +307,11 @@ def program_reasons(solution) -> pd.DataFrame:
             parts = []
             for t in short:
                 got = money[(pid, t)] / prog.round_cost_per_trainee
-                if csc is None and solution.prices.row_dual is not None:
-                    csc = solution.prices.program.A.tocsc()
-                    binding = _binding_rows(solution)
+                if effects is None and solution.prices.row_dual is not None:
+                    effects, binding = _price_effects(solution), _binding_rows(solution)
                 block = next((b for b in blocks.get(pid, []) if b.period == t), None)
-                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t], csc,
-                              binding) if block is None else (
+                why = _limits(solution, [k for k in ks if index.periods[index.t[k]] == t],
+                              effects, binding) if block is None else (
                     f"blocked by co-financing caps ({', '.join(f'{f} {c:.0%}' for f, c in block.caps)}"
                     f" add up to less than the {block.needed:.0%} the round must pay)")
                 parts.append(f"{got:.4g} of {prog.max_trainees:g} trainees in {t}: {why}")
@@ -341,11 +341,10 @@ def program_reasons(solution) -> pd.DataFrame:
                                       "and that much does not pay off against what the money "
                                       "buys elsewhere (or is not available)" + gate_note})
             continue
-        if csc is None and solution.prices.row_dual is not None:
-            csc = solution.prices.program.A.tocsc()
-            binding = _binding_rows(solution)
-        budgets, rules, cofin = _holding(solution, _program_rows(solution, ks, csc), binding) \
-            if csc is not None else ([], [], [])
+        if effects is None and solution.prices.row_dual is not None:
+            effects, binding = _price_effects(solution), _binding_rows(solution)
+        budgets, rules, cofin = _holding(solution, _program_rows(solution, ks, effects), binding) \
+            if effects is not None else ([], [], [])
         held = [f"budget(s) {', '.join(budgets)} fully spent on programs that buy more"] \
             if budgets else []
         held += [f"held back by rule(s) {', '.join(rules)}"] if rules else []
@@ -427,7 +426,7 @@ def _unspent_cause(solution, fund: str) -> str:
     unit = float(rnd.settings.rounding_unit)
     A = binding = None
     if solution.prices.row_dual is not None:
-        A, binding = solution.prices.program.A.tocsc(), _binding_rows(solution)
+        A, binding = _price_effects(solution), _binding_rows(solution)
     causes: dict[str, list[str]] = defaultdict(list)  # cause -> the rules / funds / programs
     for (pid, t), ks in sorted(ks_of.items()):
         prog = rnd.program(pid)
@@ -492,22 +491,22 @@ def _marginal(solution) -> list[tuple[float, float]]:
                     strict=True))
 
 
-def _limits(solution, ks: list[int], A=None, binding: np.ndarray | None = None) -> str:
+def _limits(solution, ks: list[int], effects: sp.csc_matrix | None = None,
+            binding: np.ndarray | None = None) -> str:
     """Which rows hold a program back in one period: budgets at the margin, rules, caps.
 
-    `A` is the pricing LP's matrix in CSC form and `binding` its `_binding_rows`, when the
-    caller has them (making them once per program would make a large round's reasons
-    quadratic).
+    `effects` is `_price_effects` and `binding` the `_binding_rows`, when the caller has them
+    (making them once per program would make a large round's reasons quadratic).
     """
     prices = solution.prices
     if prices.row_dual is None or not ks:
         return "limited at the margin"
-    if A is None:
-        A = prices.program.A.tocsc()
+    if effects is None:
+        effects = _price_effects(solution)
     if binding is None:
         binding = _binding_rows(solution)
     # A share-type rule sees the program through a reference total t: follow t to its rules.
-    rows = _program_rows(solution, ks, A)
+    rows = _program_rows(solution, ks, effects)
     budgets, rules, cofin = _holding(solution, rows, binding)
     floors = _holding(solution, {i: -v for i, v in rows.items()}, binding)[1]
     parts = []
@@ -547,36 +546,45 @@ def _holding(solution, rows: dict[int, float], binding: np.ndarray
     return sorted(set(budgets)), sorted(set(rules)), sorted(set(cofin))
 
 
-def _program_rows(solution, ks: list[int], A) -> dict[int, float]:
-    """Row -> the largest price effect a_ik * y_i of one more unit of any of these x on the
-    rows of the pricing LP, directly or through the reference totals t it feeds (t = sum x)."""
+def _price_effects(solution) -> sp.csc_matrix:
+    """Per column of the pricing LP (CSC), what one more unit of it puts on each row: its own
+    coefficient, or, on a reference total t it feeds (t = sum x), t's coefficients on the
+    other rows. Made once per solution; a program's rows are then a few column slices."""
+    cached = solution.derived.get("price_effects")
+    if cached is not None:
+        return cached
+    A = solution.prices.program.A.tocsr()
     refs = solution.row_refs
-    dual = solution.prices.row_dual
-    out: dict[int, float] = {}
-    for k in ks:
-        col = int(solution.columns.x[k])
-        effect: dict[int, float] = {}
-        for i, a in _entries(A, col):
-            if refs[i].component == "reference_total_define":
-                for j, b in _entries(A, int(solution.columns.t[int(refs[i].index[0])])):
-                    if j != i:
-                        effect[j] = effect.get(j, 0.0) + b
-            else:
-                effect[i] = effect.get(i, 0.0) + a
-        for i, a in effect.items():
-            out[i] = max(out.get(i, -np.inf), a * float(dual[i]))
-    return out
+    is_total = np.array([r.component == "reference_total_define" for r in refs], dtype=bool)
+    effects = sp.diags((~is_total).astype(float)) @ A
+    totals = np.flatnonzero(is_total)
+    if len(totals):
+        t_cols = np.asarray(solution.columns.t)[[int(refs[i].index[0]) for i in totals]]
+        through = A.tocsc()[:, t_cols].tocoo()
+        other = through.row != totals[through.col]  # not the total's own defining row
+        through = sp.csr_matrix((through.data[other], (through.row[other], through.col[other])),
+                                shape=(A.shape[0], len(totals)))
+        feeds = A[totals]
+        feeds.data = np.ones_like(feeds.data)  # which totals each column feeds
+        effects = effects + through @ feeds
+    effects = effects.tocsc()
+    solution.derived["price_effects"] = effects
+    return effects
 
 
-def _entries(csc, col: int) -> list[tuple[int, float]]:
-    """(row, value) of the stored entries of one column of a CSC matrix."""
-    lo, hi = csc.indptr[col], csc.indptr[col + 1]
-    return list(zip(csc.indices[lo:hi].tolist(), csc.data[lo:hi].tolist(), strict=True))
-
-
-def _rows_of(csc, cols: list[int]) -> set[int]:
-    """Rows with a stored entry in any of the columns (of a CSC matrix), without slicing it."""
-    return {int(i) for c in cols for i in csc.indices[csc.indptr[c]:csc.indptr[c + 1]]}
+def _program_rows(solution, ks: list[int], effects: sp.csc_matrix) -> dict[int, float]:
+    """Row -> the largest price effect a_ik * y_i of one more unit of any of these x on the
+    rows of the pricing LP, directly or through the reference totals t it feeds."""
+    ptr = effects.indptr
+    cols = [int(solution.columns.x[k]) for k in ks]
+    at = np.concatenate([np.arange(ptr[c], ptr[c + 1]) for c in cols]) if cols else \
+        np.zeros(0, dtype=np.int64)
+    rows = effects.indices[at]
+    values = effects.data[at] * np.asarray(solution.prices.row_dual, dtype=float)[rows]
+    order = np.lexsort((values, rows))  # by row, the largest value last
+    rows, values = rows[order], values[order]
+    last = np.append(rows[1:] != rows[:-1], True)
+    return dict(zip(rows[last].tolist(), values[last].tolist(), strict=True))
 
 
 __all__ = ["MIP_NOTE", "add_shortfalls", "price_table", "program_reasons", "soft_rule_table",
