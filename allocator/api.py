@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +95,23 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     timings["read"] = time.perf_counter() - tick
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")
+    check_output_places(report_path, records_dir)  # before the solve, which may take an hour
     with beside_a_run(records_dir, loaded.round):  # record files made while HiGHS solves
         solution = _solve_diagnosed(loaded.round, threads)
         timings.update(solution.timings)
         return _write_run(loaded, solution, workbook, report_path, records_dir, key, timings)
+
+
+def check_output_places(report: Path, records_dir: Path) -> None:
+    """NotADirectoryError / IsADirectoryError when the report or the records cannot go where
+    asked: a file where a folder must be, or a folder where the report must be."""
+    for folder in (records_dir, report.parent):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder must be",
+                                     str(existing))
+    if report.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder is where the report must be", str(report))
 
 
 def _write_run(loaded: LoadedRound, solution: Solution, workbook: str | Path, report_path: Path,

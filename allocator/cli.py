@@ -28,7 +28,7 @@ ROUNDING_BREAKS = "rounding breaks a hard"  # the engine's warnings that go with
 EXIT_MEANINGS: dict[int, str] = {
     0: "done",
     EXIT_INVALID: "invalid input: every problem listed, nothing written",
-    EXIT_USAGE: "usage error: a missing argument, an unknown or bad option",
+    EXIT_USAGE: "usage error: a missing argument, a bad option or an unwritable path",
     EXIT_INFEASIBLE: "infeasible round: no allocation keeps every rule (diagnosis printed)",
     EXIT_STOPPED: "the solver stopped without a solution (time limit): nothing written",
     EXIT_UNVERIFIED: "the decision record is not verified (each difference printed)",
@@ -99,6 +99,10 @@ def _guard(func):
         except UnsafePathError as exc:  # input validation refuses these first; defence in depth
             _err(f"{exc}; nothing was written.")
             raise typer.Exit(EXIT_INVALID) from None
+        except OSError as exc:  # a file where a folder must be, no permission, a full disk
+            _err(f"{exc.strerror or exc}: {exc.filename}; nothing was written."
+                 if exc.filename else f"{exc}; nothing was written.")
+            raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             _err("interrupted; nothing was written.")
             raise typer.Exit(EXIT_INTERRUPTED) from None

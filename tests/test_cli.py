@@ -160,3 +160,26 @@ def test_console_script_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "valid round T1" in proc.stdout
     assert "Running HiGHS" not in proc.stdout
+
+
+def test_a_file_where_the_records_folder_must_be_is_refused_before_the_solve(tmp_path):
+    wb = write(tmp_path / "t1.xlsx")
+    blocker = tmp_path / "models"
+    blocker.write_text("not a folder")
+    report = tmp_path / "r.xlsx"
+    result = _invoke("run", str(wb), "--report", str(report), "--records", str(blocker / "sub"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == \
+        f"a file is where a folder must be: {blocker}; nothing was written."
+    assert "finding the best outcome" not in result.stderr  # refused before any solve
+    assert not report.exists() and blocker.read_text() == "not a folder"
+
+
+def test_a_folder_where_the_report_must_be_is_refused(tmp_path):
+    folder = tmp_path / "r.xlsx"
+    folder.mkdir()
+    result = _invoke("run", str(write(tmp_path / "t1.xlsx")), "--report", str(folder),
+                     "--records", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert "a folder is where the report must be" in result.stderr
+    assert not (tmp_path / "m").exists() and list(folder.iterdir()) == []
