@@ -22,6 +22,7 @@ same files (ipm-nox = interior point without crossover), to choose the engine's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ def log(message: str) -> None:
 # --- one size, in its own process ------------------------------------------------------------
 def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path | None,
              no_solve: bool = False, time_limit_s: float = 3600,
-             all_or_nothing: float = 0.05) -> dict:
+             all_or_nothing: float = 0.05, beside: bool = True) -> dict:
     """Generate, read, solve, write report and record for one size; times and peak memory."""
     from benchmarks.synthetic import write_synthetic_round
 
@@ -102,7 +103,9 @@ def run_size(n: int, seed: int, workdir: Path, method: str | None, profile: Path
     if no_solve:
         return _model_phases_only(out, loaded.round, start)
     kwargs = {"method": method} if method else {}
-    with beside_a_run(workdir / "models", loaded.round):  # as `allocator run` solves
+    # As `allocator run` solves: the record's files made beside HiGHS; `--alone`: not
+    # (every stage on this thread, the MPS files written after the solve), to measure the gain.
+    with beside_a_run(workdir / "models", loaded.round) if beside else contextlib.nullcontext():
         return _solve_and_write(out, loaded, path, workdir, n, start, (profiler, profile), kwargs)
 
 
@@ -557,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="cProfile each size (slower; top functions on stderr)")
     parser.add_argument("--no-solve", action="store_true",
                         help="stop after the hand-over to HiGHS (read, build, hand-over only)")
+    parser.add_argument("--alone", action="store_true",
+                        help="solve without the work beside HiGHS (allocator.beside): every stage "
+                             "on one thread, the record's MPS files written after the solve")
     parser.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
     parser.add_argument("--time-limit", type=float, default=3600.0,
                         help="time_limit_s of the synthetic rounds: bounds the outcome (MILP) stage")
@@ -578,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         assert args.workdir is not None
         profile = args.workdir / f"profile-{args.child}.pstats" if args.profile else None
         print(json.dumps(run_size(args.child, args.seed, args.workdir, args.method, profile,
-                                  args.no_solve, args.time_limit, args.all_or_nothing)))
+                                  args.no_solve, args.time_limit, args.all_or_nothing,
+                                  not args.alone)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -604,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                 child.append("--profile")
             if args.no_solve:
                 child.append("--no-solve")
+            if args.alone:
+                child.append("--alone")
             result = _subprocess_json(child)
             result.setdefault("n", n)
             results.append(result)
