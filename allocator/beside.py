@@ -117,8 +117,10 @@ def run_beside(h: highspy.Highs, name: str, write: Callable[[Path], object] | No
     try:
         for chore in chores:
             chore()
-    finally:
-        worker.join()
+    except Exception:
+        worker.join()  # a failed chore: its error surfaces once the stage has ended
+        raise
+    worker.join()  # an interrupt (Ctrl-C), here or in a chore, does not wait for the stage
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
     written = spooled if spooled is not None and spooled.exists() else None

@@ -68,3 +68,35 @@ def test_a_round_copy_does_not_keep_the_original_canonical_json(tmp_path):
     copy = rnd.model_copy(update={"settings": rnd.settings.model_copy(update={"mip_gap": 0.01})})
     assert copy.canonical_json() != before
     assert '"mip_gap":0.01' in copy.canonical_json() and rnd.canonical_json() == before
+
+
+class _BlockedHighs:
+    """Stands in for a HiGHS instance whose run() lasts until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+
+    def run(self) -> str:
+        self.started.set()
+        self.release.wait(timeout=5)
+        self.finished.set()
+        return "done"
+
+
+def test_an_interrupt_does_not_wait_for_the_stage_to_end():
+    from allocator.beside import run_beside
+
+    highs = _BlockedHighs()
+
+    def interrupted() -> None:
+        highs.started.wait(timeout=60)
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt), working_beside(chores=[interrupted]):
+            run_beside(highs, "outcome")  # type: ignore[arg-type]
+        assert not highs.finished.is_set()  # returned while the stage was still running
+    finally:
+        highs.release.set()
