@@ -37,6 +37,7 @@ class Beside:
 
     spool: Path | None = None
     chores: list[Chore] = field(default_factory=list)
+    for_report: bool = False  # a report will be written: make what it derives beside too
     _numbers: Iterator[int] = field(default_factory=itertools.count)
 
     def due(self, name: str, write: Callable[[Path], object] | None
@@ -65,10 +66,12 @@ _current: contextvars.ContextVar[Beside | None] = contextvars.ContextVar("beside
 
 
 @contextlib.contextmanager
-def working_beside(spool: Path | None = None, chores: list[Chore] | None = None
-                   ) -> Iterator[Beside]:
-    """Within this block, every HiGHS solve runs beside this thread's work (see the module)."""
-    beside = Beside(spool, list(chores or []))
+def working_beside(spool: Path | None = None, chores: list[Chore] | None = None,
+                   for_report: bool = False) -> Iterator[Beside]:
+    """Within this block, every HiGHS solve runs beside this thread's work (see the module);
+    `for_report`: the engine also queues what the report derives from a finished stage
+    (`allocator.engine.derived_beside`)."""
+    beside = Beside(spool, list(chores or []), for_report)
     token = _current.set(beside)
     try:
         yield beside
@@ -80,11 +83,12 @@ def working_beside(spool: Path | None = None, chores: list[Chore] | None = None
 def beside_a_run(records_dir: Path, rnd: Round) -> Iterator[Beside]:
     """What `allocator run` does beside HiGHS: spools the record's MPS files in a hidden
     folder of `records_dir` (one file system with the record, so they are renamed into it) and
-    makes the round's canonical JSON. Leave the block only once the record is written."""
+    makes the round's canonical JSON and what the report derives from the prices LP. Leave
+    the block only once the record is written."""
     from allocator.atomic import scratch_dir
 
     with scratch_dir(records_dir, "mps-spool") as spool, \
-            working_beside(spool, [rnd.canonical_json]) as beside:
+            working_beside(spool, [rnd.canonical_json], for_report=True) as beside:
         yield beside
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from allocator.beside import current as current_beside
 from allocator.plan import SolvePlan
 from allocator.round import Op, Round
 from allocator.solve import Columns, RowRef, StageResult, Status
@@ -115,6 +116,7 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     outcome = warm_outcome(model, warm, threads=threads) if warm is not None else None
     outcome = outcome or solve_outcome(model, threads=threads)
     prices = solve_prices(model, outcome, threads=threads)
+    derived = derived_beside(model, prices.result)
     equity = solve_equity(model, prices, threads=threads)
     unique = make_unique(model, prices, equity, threads=threads, warm=warm)
     timings["solve"] = time.perf_counter() - tick
@@ -129,8 +131,36 @@ def solve_round(rnd: Round, *, threads: int | None = None, method: str = "choose
     warnings = [*broken, *model.blocked, *prices.warnings, *(equity.warnings if equity else []),
                 *unique.warnings, *(nominal.warnings if nominal else [])]
     status = Status.rounding_infeasible if broken else overall_status(stages)
-    return _solution(model, status, stages, prices, equity, unique.x, rounded, timings,
-                     warnings, nominal.robustness if nominal else None)
+    solution = _solution(model, status, stages, prices, equity, unique.x, rounded, timings,
+                         warnings, nominal.robustness if nominal else None)
+    solution.derived.update(derived)
+    return solution
+
+
+def derived_beside(model: BuiltModel, prices: StageResult) -> dict[str, object]:
+    """What the report derives from the prices LP alone (the Sensitivity sheet's ranging, the
+    Programs sheet's price effects), made on this thread beside the next stage's solve when
+    the run will write a report (`allocator.beside`); the dict fills as that solve runs.
+    Nothing is made otherwise: the report then makes them itself. A failure here is left
+    for the report to meet and say."""
+    derived: dict[str, object] = {}
+    beside = current_beside()
+    if beside is None or not beside.for_report or prices.x is None:
+        return derived
+
+    def make() -> None:
+        from allocator.explain import PRICE_EFFECTS, price_effects
+        from allocator.sensitivity import PRICES_RANGING, prices_ranging, ranged_here
+
+        try:
+            derived[PRICE_EFFECTS] = price_effects(model, prices.program)
+            if ranged_here(prices):
+                derived[PRICES_RANGING] = prices_ranging(model, prices)
+        except Exception:  # see the docstring
+            derived.clear()
+
+    beside.chores.append(make)
+    return derived
 
 
 def _solution(model: BuiltModel, status: Status, stages: list[StageResult], prices: Prices,

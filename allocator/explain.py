@@ -546,20 +546,31 @@ def _holding(solution, rows: dict[int, float], binding: np.ndarray
     return sorted(set(budgets)), sorted(set(rules)), sorted(set(cofin))
 
 
+# `Solution.derived` key of the price effects.
+PRICE_EFFECTS = "price_effects"
+
+
 def _price_effects(solution) -> sp.csc_matrix:
-    """Per column of the pricing LP (CSC), what one more unit of it puts on each row: its own
-    coefficient, or, on a reference total t it feeds (t = sum x), t's coefficients on the
-    other rows. Made once per solution; a program's rows are then a few column slices."""
-    cached = solution.derived.get("price_effects")
-    if cached is not None:
-        return cached
-    A = solution.prices.program.A.tocsr()
-    refs = solution.row_refs
+    """`price_effects` of the solution's pricing LP, made once per solution (a run makes it
+    beside the tie-break's solve: `allocator.engine`)."""
+    cached = solution.derived.get(PRICE_EFFECTS)
+    if cached is None:
+        cached = solution.derived[PRICE_EFFECTS] = price_effects(solution, solution.prices.program)
+    return cached
+
+
+def price_effects(built, program) -> sp.csc_matrix:
+    """Per column of the pricing LP `program` of a model or solution `built` (its `row_refs`
+    and `columns`), as CSC: what one more unit of it puts on each row, its own coefficient
+    or, on a reference total t it feeds (t = sum x), t's coefficients on the other rows. A
+    program's rows are then a few column slices."""
+    A = program.A.tocsr()
+    refs = built.row_refs
     is_total = np.array([r.component == "reference_total_define" for r in refs], dtype=bool)
     effects = sp.diags((~is_total).astype(float)) @ A
     totals = np.flatnonzero(is_total)
     if len(totals):
-        t_cols = np.asarray(solution.columns.t)[[int(refs[i].index[0]) for i in totals]]
+        t_cols = np.asarray(built.columns.t)[[int(refs[i].index[0]) for i in totals]]
         through = A.tocsc()[:, t_cols].tocoo()
         other = through.row != totals[through.col]  # not the total's own defining row
         through = sp.csr_matrix((through.data[other], (through.row[other], through.col[other])),
@@ -567,9 +578,7 @@ def _price_effects(solution) -> sp.csc_matrix:
         feeds = A[totals]
         feeds.data = np.ones_like(feeds.data)  # which totals each column feeds
         effects = effects + through @ feeds
-    effects = effects.tocsc()
-    solution.derived["price_effects"] = effects
-    return effects
+    return effects.tocsc()
 
 
 def _program_rows(solution, ks: list[int], effects: sp.csc_matrix) -> dict[int, float]:

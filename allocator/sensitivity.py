@@ -80,17 +80,57 @@ def sensitivity(solution: Solution) -> Sensitivity:
         exact = _exact(solution, program, funded)
         if exact is not None:
             return exact
-    augmented, z_of = _with_program_columns(program, solution, funded)
-    basis = getattr(prices, "basis", None)
-    if basis is None and program.shape[1] > SCRATCH_COLUMNS:
+    if not ranged_here(prices):
         return Sensitivity(False, "not computed for this size: the prices LP kept no simplex "
                                   "basis, and solving it again would cost more than the report")
-    ranging = _ranging(augmented, basis, len(z_of))
-    if ranging is None:
+    ranged = solution.derived.get(PRICES_RANGING)
+    if not isinstance(ranged, PricesRanging):
+        ranged = solution.derived[PRICES_RANGING] = prices_ranging(solution, prices)
+    if ranged.ranged is None:
         return Sensitivity(False, "not available: the simplex re-solve of the prices LP did not "
                                   "end optimal")
-    return Sensitivity(True, "", _row_table(solution, program, ranging),
-                       _program_table(solution, funded, z_of, augmented, ranging.rng))
+    return Sensitivity(True, "", _row_table(solution, program, ranged.ranged),
+                       _program_table(solution, funded, ranged.z_of, ranged.augmented,
+                                      ranged.ranged.rng))
+
+
+def ranged_here(prices: Any) -> bool:
+    """Whether the ranges of these prices above EXACT_COLUMNS are HiGHS's ranging of the
+    prices LP (`prices_ranging`): a vertex with its basis to start from, or an LP small enough
+    to solve again, and at most RANGING_COLUMNS columns."""
+    program = getattr(prices, "program", None)
+    if program is None or prices.x is None or is_interior(prices):
+        return False
+    n = program.shape[1]
+    return n <= RANGING_COLUMNS and (getattr(prices, "basis", None) is not None
+                                     or n <= SCRATCH_COLUMNS)
+
+
+# `Solution.derived` key of the `PricesRanging`.
+PRICES_RANGING = "prices_ranging"
+
+
+@dataclass
+class PricesRanging:
+    """The prices LP with a z column per program (see the module doc) and HiGHS's ranging of
+    it (None: the simplex re-solve did not end optimal). It depends on the prices LP alone,
+    not on the allocation, so a run makes it beside the tie-break's solve
+    (`allocator.engine`); the report reads it from `Solution.derived`."""
+
+    augmented: MatrixProgram
+    z_of: dict[str, int]
+    ranged: _Ranged | None
+
+
+def prices_ranging(built: Any, prices: Any) -> PricesRanging:
+    """The `PricesRanging` of the prices stage `prices` of a model or solution `built` (its
+    `round`, `index` and `columns`). Every program gets its z column, funded or not: the
+    ranging does not wait for the allocation, and a z column is basic in the prices LP's
+    basis, so the others' ranges are the same with or without it."""
+    augmented, z_of = _with_program_columns(
+        prices.program, built, [p.program_id for p in built.round.programs])
+    return PricesRanging(augmented, z_of, _ranging(augmented, getattr(prices, "basis", None),
+                                                   len(z_of)))
 
 
 # Up to this many LP columns the ranges are exact (an LP per end, on the prices LP's own
@@ -330,12 +370,13 @@ def _funded_programs(solution: Solution) -> list[str]:
     return [p.program_id for p in solution.round.programs if p.program_id in funded]
 
 
-def _with_program_columns(program: MatrixProgram, solution: Solution,
+def _with_program_columns(program: MatrixProgram, built: Any,
                           funded: list[str]) -> tuple[MatrixProgram, dict[str, int]]:
-    """The prices LP with z_p = sum of p's columns carrying p's objective (see module doc)."""
+    """The prices LP with z_p = sum of p's columns carrying p's objective (see module doc), for
+    the programs `funded` of `built` (a model or a solution: its `index` and `columns`)."""
     m, n = program.shape
-    cols_x = solution.columns.x if solution.columns is not None else np.zeros(0, int)
-    prog_of_x = np.asarray(solution.index.programs)[solution.index.p] if len(cols_x) else []
+    cols_x = built.columns.x if built.columns is not None else np.zeros(0, int)
+    prog_of_x = np.asarray(built.index.programs)[built.index.p] if len(cols_x) else []
     c = program.c.astype(float).copy()
     rows, cols, vals = [], [], []
     z_cost = []

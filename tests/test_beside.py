@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import pytest
 
 from allocator import api
@@ -100,3 +101,22 @@ def test_an_interrupt_does_not_wait_for_the_stage_to_end():
         assert not highs.finished.is_set()  # returned while the stage was still running
     finally:
         highs.release.set()
+
+
+def test_what_the_report_derives_from_the_prices_lp_is_made_beside_and_equals_its_own(tmp_path):
+    from allocator.explain import PRICE_EFFECTS, _price_effects
+    from allocator.sensitivity import PRICES_RANGING, sensitivity
+    from benchmarks.synthetic import write_synthetic_round
+
+    # 300 programs: about 3,000 columns, so the Sensitivity sheet is HiGHS's ranging
+    rnd = load_round(write_synthetic_round(tmp_path / "s.xlsx", 300, 0)).round
+    with working_beside(for_report=True):
+        made_beside = solve_round(rnd)
+    assert {PRICE_EFFECTS, PRICES_RANGING} <= made_beside.derived.keys()
+    own = solve_round(rnd)  # outside a run: the report makes them itself
+    assert not own.derived
+    ours, theirs = sensitivity(made_beside), sensitivity(own)
+    assert ours.available and not ours.exact
+    pd.testing.assert_frame_equal(ours.rows, theirs.rows)
+    pd.testing.assert_frame_equal(ours.programs, theirs.programs)
+    assert abs(made_beside.derived[PRICE_EFFECTS] - _price_effects(own)).max() == 0
