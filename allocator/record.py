@@ -129,8 +129,8 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
                            "method": stage.solver_log.get("method"),
                            "options": stage.solver_log.get("options"),
                            "seconds": round(stage.seconds, 3),
-                           **({"start": stage.solver_log["start"]}
-                              if "start" in stage.solver_log else {})})
+                           **{key: stage.solver_log[key] for key in ("start", "finish")
+                              if key in stage.solver_log}})
         alloc_text = allocation_csv(solution)
         (tmp / "allocation.csv").write_text(alloc_text, encoding="utf-8")
         output_digest = hashlib.sha256(alloc_text.encode("utf-8")).hexdigest()

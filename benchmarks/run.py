@@ -191,6 +191,9 @@ def _solve_and_write(out: dict, loaded: Any, path: Path, workdir: Path, n: int, 
         # which earlier stage's file a stage started from (the prices LP: the outcome's)
         "stage_starts": {st["file"]: by_name[st["start"]] for st in recorded_stages
                          if st.get("start") in by_name},
+        # how a stage solved by interior point reached its vertex, when not by HiGHS's own
+        # crossover (the tie-break: `allocator.solve._vertex_from_interior`)
+        "stage_finish": {st["file"]: st["finish"] for st in recorded_stages if "finish" in st},
         "time_limit_s": float(loaded.round.settings.time_limit_s),
         "mip_gap": float(loaded.round.settings.mip_gap),
         # ru_maxrss is in KiB on Linux
@@ -237,12 +240,15 @@ def _model_phases_only(out: dict, rnd: Any, start: float) -> dict:
 
 
 # --- one bare HiGHS solve, in its own process -------------------------------------------------
-def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = None) -> dict:
+def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = None,
+               finish: str | None = None) -> dict:
     """readModel + run with the given options; the run() time is what the ratio compares.
 
     `start_from`: a stage the engine started from an earlier stage's optimum (the prices LP
     from the MILP's); that file is solved first, untimed, and its point handed over the same
-    way (`setSolution`, values only), so the bare solve does the engine's work and no more."""
+    way (`setSolution`, values only), so the bare solve does the engine's work and no more.
+    `finish` "crossover_from_interior": after the interior point run, the engine's way to the
+    vertex (crossover from its solution, then primal simplex), timed with it."""
     import highspy
 
     h = highspy.Highs()
@@ -256,6 +262,12 @@ def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = 
         h.setSolution(_with_partial_sums(h, _optimum_of(start_from, options)))
     tick = time.perf_counter()
     h.run()
+    if finish == "crossover_from_interior" \
+            and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        h.crossover(h.getSolution())
+        h.setOptionValue("solver", "simplex")
+        h.setOptionValue("simplex_strategy", 4)
+        h.run()
     seconds = time.perf_counter() - tick
     info = h.getInfo()
     return {"file": mps.name, "read": read, "seconds": seconds,
@@ -357,6 +369,9 @@ def compare(result: dict, methods: list[str], method_time_limit: float) -> dict[
             start = result.get("stage_starts", {}).get(Path(mps).name)
             start_args = ["--start-from", str(Path(mps).parent / start)] \
                 if start and label == "engine" else []
+            finish = result.get("stage_finish", {}).get(Path(mps).name)
+            if finish and label == "engine":
+                start_args += ["--finish", finish]
             res = _subprocess_json(["--bare", mps, "--options", json.dumps(options), *start_args],
                                    timeout=2 * float(options["time_limit"]) + 300)
             res.setdefault("file", Path(mps).name)
@@ -575,10 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--start-from", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--finish", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.bare is not None:
-        print(json.dumps(bare_solve(args.bare, json.loads(args.options), args.start_from)))
+        print(json.dumps(bare_solve(args.bare, json.loads(args.options), args.start_from,
+                                    args.finish)))
         return 0
     if args.child is not None:
         assert args.workdir is not None

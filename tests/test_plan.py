@@ -11,7 +11,7 @@ import pytest
 
 import allocator.stages.model
 from allocator.engine import solve_round
-from allocator.plan import THRESHOLDS, SolvePlan, choose_plan, stage_options
+from allocator.plan import THRESHOLDS, SolvePlan, choose_plan, plan_lines, stage_options
 from allocator.record import sha256_file, verify_record, write_record
 from allocator.report import _audit
 from allocator.solve import ENGINE_THREADS
@@ -206,3 +206,14 @@ def test_a_record_without_a_plan_still_verifies(solved, tmp_path):
     result = verify_record(record)
     assert result.verified, result.problems
     assert any(n.startswith("no plan.json") for n in result.notes)
+
+
+def test_the_tie_break_reaches_its_vertex_from_the_interior_point_only_where_ipm_crosses_over():
+    t = THRESHOLDS
+    assert plan_for(t.ipm_columns, 10).tiebreak_finish == "solver"  # simplex: a vertex anyway
+    between = plan_for(t.ipm_columns + 1, 10)
+    assert between.lp_method == "ipm" and between.crossover
+    assert between.tiebreak_finish == "crossover_from_interior"
+    assert any("crossover, then a few simplex steps" in text for _, text in plan_lines(between))
+    # no crossover above its limit: the interior-point centre, no tie-break LP
+    assert plan_for(t.crossover_columns + 1, 0).tiebreak_finish == "solver"

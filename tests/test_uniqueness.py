@@ -173,3 +173,48 @@ def test_optimal_face_needs_a_vertex():
                            options={"solver": "ipm", "run_crossover": "off"})
     assert solved.solver_log["basis"] is False
     assert optimal_face(lp, solved) is lp
+
+
+def _tiebreak_lp(tmp_path):
+    """The tie-break LP of a 300-program synthetic round (about 3,000 columns): one vertex."""
+    from benchmarks.synthetic import write_synthetic_round
+
+    rnd = load_round(write_synthetic_round(tmp_path / "s.xlsx", 300, 3)).round
+    return next(s for s in solve_round(rnd).stages if s.name == "tiebreak").program
+
+
+INTERIOR_WITH_CROSSOVER = {"solver": "ipm", "run_crossover": "on", "presolve_rule_off": 1 << 10}
+
+
+def test_the_vertex_reached_from_the_interior_point_is_the_tie_breaks_one_optimum(tmp_path):
+    import numpy as np
+
+    from allocator.solve import Status, solve_program
+
+    tb = _tiebreak_lp(tmp_path)
+    kw = {"time_limit": 600.0, "mip_gap": 1e-4}
+    finished = solve_program(tb, "tiebreak", options=INTERIOR_WITH_CROSSOVER,
+                             finish="crossover_from_interior", **kw)
+    assert finished.status == Status.optimal and finished.solver_log["finish"] == \
+        "crossover_from_interior"
+    assert finished.solver_log["basis"]  # a vertex: HiGHS holds a valid basis
+    assert finished.solver_log["options"]["run_crossover"] == "off"  # what the record replays
+    # independently: dual simplex from scratch on the same LP
+    simplex = solve_program(tb, "tiebreak", options={"solver": "simplex"}, **kw)
+    assert simplex.status == Status.optimal
+    assert finished.objective == pytest.approx(simplex.objective, rel=1e-9)
+    scale = max(1.0, float(np.abs(simplex.x).max()))
+    assert np.abs(finished.x - simplex.x).max() <= 1e-7 * scale
+
+
+def test_when_the_crossover_from_the_interior_point_fails_highs_own_crossover_is_used(
+        tmp_path, monkeypatch):
+    import allocator.solve as solve
+    from allocator.solve import Status, solve_program
+
+    tb = _tiebreak_lp(tmp_path)
+    monkeypatch.setattr(solve, "_vertex_from_interior", lambda *a, **k: None)
+    out = solve_program(tb, "tiebreak", options=INTERIOR_WITH_CROSSOVER,
+                        finish="crossover_from_interior", time_limit=600.0, mip_gap=1e-4)
+    assert out.status == Status.optimal and "finish" not in out.solver_log
+    assert out.solver_log["options"]["run_crossover"] == "on" and out.solver_log["basis"]

@@ -76,7 +76,7 @@ def make_unique(model: BuiltModel, prices: Prices, equity: EquityResult | None, 
     tie = solve_program(tb, "tiebreak", time_limit=plan.follow_up_time_limit_s,
                         mip_gap=rnd.settings.mip_gap, threads=threads, options=TIEBREAK_OPTIONS,
                         plan=plan, start=warm.start(warm.tiebreak, tb.shape) if warm else None,
-                        keep_basis=warm is not None)
+                        keep_basis=warm is not None, finish=plan.tiebreak_finish)
     if warm is not None:
         warm.tiebreak = tie.basis or warm.tiebreak
     if tie.status == Status.optimal:
