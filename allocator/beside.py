@@ -80,23 +80,18 @@ def working_beside(spool: Path | None = None, chores: list[Chore] | None = None,
 
 
 @contextlib.contextmanager
-def beside_a_run(records_dir: Path, rnd: Round) -> Iterator[Beside]:
+def beside_a_run(records_dir: Path, rnd: Round, chores: list[Chore] | None = None
+                 ) -> Iterator[Beside]:
     """What `allocator run` does beside HiGHS: spools the record's MPS files in a hidden
-    folder of `records_dir` (one file system with the record, so they are renamed into it) and
-    makes the round's canonical JSON, the report's imports and what the report derives from
-    the prices LP. Leave the block only once the record is written."""
+    folder of `records_dir` (one file system with the record, so they are renamed into it),
+    makes the round's canonical JSON, then the caller's `chores`, and what the report derives
+    from the prices LP. Leave the block only once the record is written."""
     from allocator.atomic import scratch_dir
 
     with scratch_dir(records_dir, "mps-spool") as spool, \
-            working_beside(spool, [rnd.canonical_json, _load_report_modules],
+            working_beside(spool, [rnd.canonical_json, *(chores or [])],
                            for_report=True) as beside:
         yield beside
-
-
-def _load_report_modules() -> None:
-    """Import what writes the report (openpyxl and the report's own modules: 0.12 s) while
-    the first stage solves, not after the last."""
-    import allocator.report  # noqa: F401
 
 
 def current() -> Beside | None:
