@@ -293,7 +293,8 @@ def _vertex_from_interior(h: highspy.Highs, name: str, solved: MatrixProgram,
                           interior: StageResult) -> StageResult | None:
     """The optimal vertex reached from an interior-point optimum (`interior`, solved without
     crossover): IPX's crossover on the whole LP from that primal-dual point, then primal
-    simplex from the basis it ends with. None when that does not end optimal at a vertex.
+    simplex from the basis it ends with. None when that does not end optimal at a vertex;
+    `interior` itself when it is not optimal (a stopped stage is not solved again).
 
     Why not HiGHS's own crossover: with crossover on, HiGHS's presolve keeps only reductions
     a basis can be mapped back through, and the interior point solve of the larger LP costs
@@ -303,7 +304,7 @@ def _vertex_from_interior(h: highspy.Highs, name: str, solved: MatrixProgram,
     within 1.4e-7).
     """
     if interior.status != Status.optimal:
-        return None
+        return interior
     tick = time.perf_counter()
     if h.crossover(h.getSolution()) == highspy.HighsStatus.kError:
         return None

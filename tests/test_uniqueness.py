@@ -218,3 +218,14 @@ def test_when_the_crossover_from_the_interior_point_fails_highs_own_crossover_is
                         finish="crossover_from_interior", time_limit=600.0, mip_gap=1e-4)
     assert out.status == Status.optimal and "finish" not in out.solver_log
     assert out.solver_log["options"]["run_crossover"] == "on" and out.solver_log["basis"]
+
+
+def test_a_tie_break_stopped_by_its_time_limit_is_not_solved_again(tmp_path):
+    from allocator.solve import Status, solve_program
+
+    tb = _tiebreak_lp(tmp_path)
+    out = solve_program(tb, "tiebreak", options=INTERIOR_WITH_CROSSOVER,
+                        finish="crossover_from_interior", time_limit=1e-4, mip_gap=1e-4)
+    assert out.status != Status.optimal
+    # the interior point run as recorded, not a second run with HiGHS's own crossover
+    assert out.solver_log["options"]["run_crossover"] == "off" and "finish" not in out.solver_log
