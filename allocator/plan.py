@@ -18,7 +18,8 @@ from typing import Any, Literal
 Uniqueness = Literal["tiebreak", "interior_centre"]
 # Where the prices LP (the outcome LP with the on/off decisions fixed) starts: from the MILP's
 # optimum, which is also its own; from scratch, after a relaxation's decisions were rounded
-# (that point is not the fixed LP's); or nowhere, when an LP outcome stage is its own prices.
+# (that point is not the fixed LP's) or above THRESHOLDS.prices_from_optimum_columns; or
+# nowhere, when an LP outcome stage is its own prices.
 PricesFrom = Literal["outcome_optimum", "cold", "outcome_stage"]
 # How an LP stage solved by interior point with crossover reaches its vertex: HiGHS's own
 # crossover ("solver"), or interior point without crossover on HiGHS's fuller presolve, then
@@ -50,6 +51,13 @@ class Thresholds:
     # branch and bound had not finished its root LP (dual simplex) after 10 minutes, while
     # interior point solved the relaxation in 499 s with 18 of 7,024 on/off decisions fractional.
     relaxation_columns: int = 250_000
+    # Up to this many columns the prices LP of a MILP starts from the MILP's optimum (primal
+    # simplex); above, it is solved from scratch by the LP stages' method (interior point with
+    # crossover). Primal simplex from the optimum against from scratch, synthetic rounds:
+    # 10,000 programs (103,520 columns) 3.9-5.2 s against 55 s; 15,000 (155,926) 86.9 s
+    # (40,880 steps) against 108.1 s; 20,000 (207,000) 255.7 s against 176.2 s. The limit is
+    # just above the largest size where the start was measured to win.
+    prices_from_optimum_columns: int = 160_000
     # Without crossover, an interior point stage stopped by its time limit still holds IPX's
     # last iterate, an allocation with a bound on the optimum once IPX is a few iterations in --
     # but only without presolve: HiGHS does not map a non-optimal interior point back through
@@ -172,7 +180,8 @@ def choose_plan(columns: int, integer_columns: int, *, time_limit_s: float, equi
         lp_method=str(lp["solver"]), crossover=crossover, presolve=lp.get("presolve") != "off",
         equity=equity, uniqueness="interior_centre" if centre else "tiebreak",
         prices_from="outcome_stage" if integer_columns == 0 else
-        "cold" if relax else "outcome_optimum", tiebreak_from="cold",
+        "cold" if relax or columns > t.prices_from_optimum_columns else "outcome_optimum",
+        tiebreak_from="cold",
         tiebreak_finish="crossover_from_interior" if lp["solver"] == "ipm"
         and lp.get("run_crossover") == "on" else "solver",
         # Shared partial sums as columns (allocator.partials) where the outcome stage is an LP
@@ -224,7 +233,8 @@ def plan_lines(plan: SolvePlan) -> list[tuple[str, str]]:
     prices = {
         "outcome_optimum": "the simplex method started from the best outcome's allocation, which "
                            "is already optimal there (only its prices are computed)",
-        "cold": "the rounded on/off decisions held fixed, solved from scratch by " + how,
+        "cold": ("the rounded on/off decisions" if plan.relaxation_first else
+                 "the on/off decisions") + " held fixed, solved from scratch by " + how,
         "outcome_stage": "read from the best outcome's own solution",
     }[plan.prices_from]
     return [

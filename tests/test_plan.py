@@ -62,7 +62,7 @@ def test_above_the_relaxation_size_a_milp_solves_its_relaxation_first():
 
 def test_prices_start_from_the_milp_optimum_only_where_it_is_the_prices_lps_optimum():
     t = THRESHOLDS.relaxation_columns
-    milp = plan_for(t, 10)
+    milp = plan_for(THRESHOLDS.prices_from_optimum_columns, 10)
     assert milp.prices_from == "outcome_optimum" and milp.tiebreak_from == "cold"
     assert milp.options(True, milp.prices_extra()) == {"solver": "simplex", "simplex_strategy": 4}
     # A rounded relaxation's point is not the fixed LP's optimum: that LP is solved as planned.
@@ -217,3 +217,14 @@ def test_the_tie_break_reaches_its_vertex_from_the_interior_point_only_where_ipm
     assert any("crossover, then a few simplex steps" in text for _, text in plan_lines(between))
     # no crossover above its limit: the interior-point centre, no tie-break LP
     assert plan_for(t.crossover_columns + 1, 0).tiebreak_finish == "solver"
+
+
+def test_above_its_size_the_prices_lp_of_a_milp_is_solved_from_scratch():
+    t = THRESHOLDS
+    assert plan_for(t.prices_from_optimum_columns, 10).prices_from == "outcome_optimum"
+    above = plan_for(t.prices_from_optimum_columns + 1, 10)
+    assert above.milp and above.prices_from == "cold" and above.prices_extra() is None
+    assert above.options(True) == {"solver": "ipm", "run_crossover": "on"}
+    said = dict(plan_lines(above))["solve plan: prices of budgets and rules"]
+    assert said.startswith("the on/off decisions held fixed, solved from scratch by")
+    assert t.prices_from_optimum_columns < t.relaxation_columns
