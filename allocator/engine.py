@@ -149,15 +149,14 @@ def derived_beside(model: BuiltModel, prices: StageResult) -> dict[str, object]:
         return derived
 
     def make() -> None:
-        from allocator import sensitivity
         from allocator.explain import PRICE_EFFECTS, price_effects
+        from allocator.sensitivity import PRICES_RANGING, ranging_for_report
 
         try:
             derived[PRICE_EFFECTS] = price_effects(model, prices.program)
-            # up to EXACT_COLUMNS the report's ranges are exact, from the prices themselves
-            if prices.program.shape[1] > sensitivity.EXACT_COLUMNS \
-                    and sensitivity.ranged_here(prices):
-                derived[sensitivity.PRICES_RANGING] = sensitivity.prices_ranging(model, prices)
+            ranging = ranging_for_report(model, prices)
+            if ranging is not None:
+                derived[PRICES_RANGING] = ranging
         except Exception:  # see the docstring
             derived.clear()
 

@@ -27,11 +27,13 @@ PricesFrom = Literal["outcome_optimum", "cold", "outcome_stage"]
 # basis ("crossover_from_interior"; allocator.solve._vertex_from_interior). The tie-break LP,
 # whose optimum is one vertex, is solved the second way: 10,000 programs 13.3 s -> 5.0 s.
 Finish = Literal["solver", "crossover_from_interior"]
-# The MILP's optimum is an optimum of the prices LP, so only its prices are missing: primal
-# simplex started from that point finds an optimal basis in a few iterations, where dual
-# simplex gains little from a primal point (measured, 2 cores: 1,000 programs 1.5 s -> 0.03 s,
-# 5,000 programs 62.1 s -> 1.2 s, 10,000 programs 55.0 s -> 3.9 s; docs/benchmark.md).
-PRICES_FROM_OPTIMUM_OPTIONS: dict[str, object] = {"solver": "simplex", "simplex_strategy": 4}
+# Primal simplex, for an LP started from a point or basis that is already primal feasible and
+# optimal or nearly so. The MILP's optimum is an optimum of the prices LP, so only its prices
+# are missing: primal simplex started from that point finds an optimal basis in a few
+# iterations, where dual simplex gains little from a primal point (measured, 2 cores: 1,000
+# programs 1.5 s -> 0.03 s, 5,000 programs 62.1 s -> 1.2 s, 10,000 programs 55.0 s -> 3.9 s;
+# docs/benchmark.md). The tie-break's finish runs it from the crossover's basis.
+PRIMAL_SIMPLEX_OPTIONS: dict[str, object] = {"solver": "simplex", "simplex_strategy": 4}
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class SolvePlan:
 
     def prices_extra(self) -> dict[str, object] | None:
         """What the prices LP (stage 2 of a MILP round) adds to the LP stages' options."""
-        return PRICES_FROM_OPTIMUM_OPTIONS if self.prices_from == "outcome_optimum" else None
+        return PRIMAL_SIMPLEX_OPTIONS if self.prices_from == "outcome_optimum" else None
 
     def options(self, lp: bool, extra: Mapping[str, object] | None = None) -> dict[str, object]:
         """The HiGHS options (`solver`, `run_crossover`, `presolve`) of a stage: an LP stage,

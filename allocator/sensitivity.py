@@ -122,6 +122,14 @@ class PricesRanging:
     ranged: _Ranged | None
 
 
+def ranging_for_report(built: Any, prices: Any) -> PricesRanging | None:
+    """`prices_ranging`, where the Sensitivity sheet will read it: above EXACT_COLUMNS (up to
+    it the ranges are exact, from the prices themselves) and where `ranged_here`."""
+    if prices.program.shape[1] <= EXACT_COLUMNS or not ranged_here(prices):
+        return None
+    return prices_ranging(built, prices)
+
+
 def prices_ranging(built: Any, prices: Any) -> PricesRanging:
     """The `PricesRanging` of the prices stage `prices` of a model or solution `built` (its
     `round`, `index` and `columns`). Every program gets its z column, funded or not: the

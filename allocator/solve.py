@@ -28,7 +28,7 @@ from allocator.bound import dual_bound, relative_violation
 from allocator.errors import InfeasibleRoundError, SolverStoppedError
 from allocator.measures import is_rule_family
 from allocator.partials import PartialSums, partial_sums
-from allocator.plan import Finish, SolvePlan, stage_options
+from allocator.plan import PRIMAL_SIMPLEX_OPTIONS, Finish, SolvePlan, stage_options
 from allocator.progress import detail_reporter
 
 INF = highspy.kHighsInf
@@ -309,8 +309,8 @@ def _vertex_from_interior(h: highspy.Highs, name: str, solved: MatrixProgram,
     if h.crossover(h.getSolution()) == highspy.HighsStatus.kError:
         return None
     crossed = time.perf_counter() - tick
-    h.setOptionValue("solver", "simplex")
-    h.setOptionValue("simplex_strategy", 4)  # primal: the crossover's basis is primal feasible
+    for key, value in PRIMAL_SIMPLEX_OPTIONS.items():  # the crossover's basis is primal feasible
+        h.setOptionValue(key, value)
     vertex = _run(h, name, solved, original, keep_basis, recorded=False, follow=False)
     if vertex.status != Status.optimal or not vertex.solver_log.get("basis"):
         return None
@@ -318,10 +318,6 @@ def _vertex_from_interior(h: highspy.Highs, name: str, solved: MatrixProgram,
     vertex.mps_file = interior.mps_file
     vertex.solver_log["ipm_iterations"] = interior.solver_log.get("ipm_iterations")
     vertex.solver_log["finish"] = "crossover_from_interior"
-    vertex.solver_log["finish_seconds"] = {"interior": round(interior.seconds, 3),
-                                           "crossover": round(crossed, 3),
-                                           "simplex": round(vertex.seconds - interior.seconds
-                                                            - crossed, 3)}
     return vertex
 
 

@@ -264,9 +264,11 @@ def bare_solve(mps: Path, options: dict[str, object], start_from: Path | None = 
     h.run()
     if finish == "crossover_from_interior" \
             and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        from allocator.plan import PRIMAL_SIMPLEX_OPTIONS
+
         h.crossover(h.getSolution())
-        h.setOptionValue("solver", "simplex")
-        h.setOptionValue("simplex_strategy", 4)
+        for key, value in PRIMAL_SIMPLEX_OPTIONS.items():
+            h.setOptionValue(key, value)
         h.run()
     seconds = time.perf_counter() - tick
     info = h.getInfo()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.optimize import linprog
@@ -201,3 +202,23 @@ def test_a_warm_re_solve_that_stops_short_is_solved_again_from_scratch(solved, m
         assert list(now["meaning"]) == list(was["meaning"])
         np.testing.assert_allclose(now[numbers].astype(float), was[numbers].astype(float),
                                    rtol=1e-9, atol=1e-6)
+
+
+def test_a_z_column_for_every_program_leaves_the_funded_programs_ranges_as_they_were(tmp_path):
+    """Above EXACT_COLUMNS the ranges come from HiGHS's ranging of the prices LP with a z
+    column per program, every program's (so that it can be made before the allocation is
+    known); checked against the LP with z columns for the funded programs alone."""
+    from allocator import sensitivity as S
+    from benchmarks.synthetic import write_synthetic_round
+
+    solution = solve_round(load_round(write_synthetic_round(tmp_path / "s.xlsx", 300, 0)).round)
+    prices, funded = solution.prices, S._funded_programs(solution)
+    assert prices.program.shape[1] > S.EXACT_COLUMNS and len(funded) < len(solution.round.programs)
+    ours = sensitivity(solution)
+    assert ours.available and not ours.exact
+    augmented, z_of = S._with_program_columns(prices.program, solution, funded)
+    ranged = S._ranging(augmented, prices.basis, len(z_of))
+    pd.testing.assert_frame_equal(ours.rows, S._row_table(solution, prices.program, ranged),
+                                  rtol=1e-9)
+    pd.testing.assert_frame_equal(
+        ours.programs, S._program_table(solution, funded, z_of, augmented, ranged.rng), rtol=1e-9)
