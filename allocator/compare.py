@@ -136,7 +136,6 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
     `warm`: the variants that change only budgets, outcome values and weights are solved in
     chains from the base's model, each from the one before (`variant_chains`); otherwise
     every run from scratch. The answers are the same either way (tests/test_variants.py)."""
-    from allocator.manifest import new_run_id
     from allocator.pool import WARM_CHAINS, pool_size, run_tasks
     from allocator.record import write_record
     from allocator.validate import load_round
@@ -162,9 +161,9 @@ def compare(workbook: str | Path, *, report: str | Path | None = None,
         for run in runs:
             if run.solution is None:
                 continue
-            run_id = f"{new_run_id(run.round.digest())}-{slug(run.name)}"
             paths = write_record(run.solution, Path(records),
-                                 workbook if run.name == BASE_NAME else None, run_id=run_id)
+                                 workbook if run.name == BASE_NAME else None,
+                                 id_suffix=f"-{slug(run.name)}")
             run.record = paths.folder
     target = Path(report) if report is not None else default_compare_path(base)
     tables = comparison_tables(runs)

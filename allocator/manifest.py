@@ -5,6 +5,7 @@ Shared by `record` (decision records) and `settle` (settlement records), below b
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -15,11 +16,34 @@ from allocator.signing import SIGNATURE_FILE
 ALLOCATION_COLUMNS = ["program_id", "region_id", "fund_id", "period", "amount"]
 
 
-def new_run_id(input_digest: str) -> str:
-    """A sortable, unique-enough run id: UTC time to the microsecond plus the input digest."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    micro = f"{time.time_ns() // 1000 % 1_000_000:06d}"
-    return f"{stamp}{micro}Z-{input_digest[:8]}"
+def new_run_id(input_digest: str, after: str | None = None) -> str:
+    """A sortable, unique-enough run id: UTC time to the microsecond plus the input digest.
+
+    `after` is the name of the round's latest record: the new id sorts after it even when the
+    clock has gone back, since the chain is read in the order of these names.
+    """
+    return f"{id_stamp(after)}Z-{input_digest[:8]}"
+
+
+def id_stamp(after: str | None = None) -> str:
+    """`YYYYMMDDTHHMMSS` plus six digits of microseconds: now, or 1 µs after `after`'s stamp."""
+    # One clock reading: seconds and microseconds read separately can straddle a second and
+    # give a stamp a second too early, sorting before the run that came just before.
+    micros = time.time_ns() // 1000
+    if after is not None and (earlier := _stamp_micros(after)) is not None:
+        micros = max(micros, earlier + 1)
+    seconds, rest = divmod(micros, 1_000_000)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f"{rest:06d}"
+
+
+def _stamp_micros(name: str) -> int | None:
+    """Microseconds since the epoch that a record id starts with, or None if it does not."""
+    try:
+        seconds = calendar.timegm(time.strptime(name[:15], "%Y%m%dT%H%M%S"))
+    except ValueError:
+        return None
+    rest = name[15:21]
+    return seconds * 1_000_000 + int(rest) if len(rest) == 6 and rest.isdigit() else None
 
 
 def sha256_file(path: Path) -> str:

@@ -90,7 +90,7 @@ PLAN_FILE = "plan.json"
 
 
 def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *,
-                 run_id: str | None = None, after_write=None,
+                 run_id: str | None = None, id_suffix: str = "", after_write=None,
                  sign_key: Path | SigningKey | None = None) -> RecordPaths:
     """Write the record folder atomically; `after_write(folder)` runs inside the transaction.
 
@@ -105,50 +105,52 @@ def write_record(solution: Solution, records_dir: Path, workbook: Path | None, *
     rnd = solution.round
     canonical = rnd.canonical_json()
     digest = digest_of(canonical)
-    run_id = run_id or new_run_id(digest)
     key_path = sign_key if sign_key is not None else key_from_env()
     key = key_path if isinstance(key_path, SigningKey) or key_path is None else load_private(key_path)
     round_dir = inside(Path(records_dir), rnd.settings.round_id)
-    target = inside(round_dir, run_id)
     clean_leftovers(round_dir)
-    with writing(round_dir), atomic_dir(target) as tmp:
+    with writing(round_dir):
+        # Named under the round's lock, after its latest record: the names sort in chain order.
         earlier = round_records(round_dir)
-        (tmp / "round.json").write_text(canonical, encoding="utf-8")
-        if workbook is not None:
-            shutil.copyfile(workbook, tmp / "workbook.xlsx")
-        (tmp / "settings.json").write_text(_json(solver_settings(rnd)), encoding="utf-8")
-        (tmp / "versions.json").write_text(_json(versions()), encoding="utf-8")
-        if solution.plan is not None:
-            (tmp / PLAN_FILE).write_text(_json(solution.plan.as_dict()), encoding="utf-8")
-        stages = []
-        for i, stage in enumerate(solution.stages, start=1):
-            name = f"stage{i}_{stage.name}.mps"
-            write_stage_mps(stage, tmp / name)
-            stages.append({"stage": stage.name, "file": name, "status": stage.status.value,
-                           "objective": stage.objective, "mip_gap": stage.mip_gap,
-                           "method": stage.solver_log.get("method"),
-                           "options": stage.solver_log.get("options"),
-                           "seconds": round(stage.seconds, 3),
-                           **{key: stage.solver_log[key] for key in ("start", "finish")
-                              if key in stage.solver_log}})
-        alloc_text = allocation_csv(solution)
-        (tmp / "allocation.csv").write_text(alloc_text, encoding="utf-8")
-        output_digest = hashlib.sha256(alloc_text.encode("utf-8")).hexdigest()
-        (tmp / "objectives.json").write_text(_json({
-            "status": solution.status.value, "stages": stages,
-            "rounded_objective": solution.objective, "rounding": solution.rounded.method,
-        }), encoding="utf-8")
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {"format": RECORD_FORMAT, "kind": "decision", "round_id": rnd.settings.round_id,
-                    "run_id": run_id, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "input_digest": digest, "output_digest": output_digest, "files": files,
-                    "previous": previous_digest(round_dir),
-                    "previous_run": earlier[-1].name if earlier else None}
-        (tmp / "manifest.json").write_text(_json(manifest), encoding="utf-8")
-        if key is not None:
-            sign_record(tmp, key)
-        if after_write is not None:
-            after_write(target, run_id, digest, output_digest)
+        run_id = run_id or new_run_id(digest, earlier[-1].name if earlier else None) + id_suffix
+        target = inside(round_dir, run_id)
+        with atomic_dir(target) as tmp:
+            (tmp / "round.json").write_text(canonical, encoding="utf-8")
+            if workbook is not None:
+                shutil.copyfile(workbook, tmp / "workbook.xlsx")
+            (tmp / "settings.json").write_text(_json(solver_settings(rnd)), encoding="utf-8")
+            (tmp / "versions.json").write_text(_json(versions()), encoding="utf-8")
+            if solution.plan is not None:
+                (tmp / PLAN_FILE).write_text(_json(solution.plan.as_dict()), encoding="utf-8")
+            stages = []
+            for i, stage in enumerate(solution.stages, start=1):
+                name = f"stage{i}_{stage.name}.mps"
+                write_stage_mps(stage, tmp / name)
+                stages.append({"stage": stage.name, "file": name, "status": stage.status.value,
+                               "objective": stage.objective, "mip_gap": stage.mip_gap,
+                               "method": stage.solver_log.get("method"),
+                               "options": stage.solver_log.get("options"),
+                               "seconds": round(stage.seconds, 3),
+                               **{key: stage.solver_log[key] for key in ("start", "finish")
+                                  if key in stage.solver_log}})
+            alloc_text = allocation_csv(solution)
+            (tmp / "allocation.csv").write_text(alloc_text, encoding="utf-8")
+            output_digest = hashlib.sha256(alloc_text.encode("utf-8")).hexdigest()
+            (tmp / "objectives.json").write_text(_json({
+                "status": solution.status.value, "stages": stages,
+                "rounded_objective": solution.objective, "rounding": solution.rounded.method,
+            }), encoding="utf-8")
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            manifest = {"format": RECORD_FORMAT, "kind": "decision", "round_id": rnd.settings.round_id,
+                        "run_id": run_id, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "input_digest": digest, "output_digest": output_digest, "files": files,
+                        "previous": previous_digest(round_dir),
+                        "previous_run": earlier[-1].name if earlier else None}
+            (tmp / "manifest.json").write_text(_json(manifest), encoding="utf-8")
+            if key is not None:
+                sign_record(tmp, key)
+            if after_write is not None:
+                after_write(target, run_id, digest, output_digest)
     return RecordPaths(target, run_id, digest, output_digest)
 
 

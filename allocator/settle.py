@@ -43,7 +43,7 @@ from allocator.manifest import (
     ALLOCATION_COLUMNS,
     Verification,
     check_digests,
-    new_run_id,
+    id_stamp,
     sha256_file,
 )
 from allocator.report import (
@@ -444,10 +444,10 @@ def _dec_text(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
-def new_settlement_id(results_digest: str) -> str:
-    """`<UTC timestamp>Z-settle-<8 hex of the results digest>`: sorts with the decision ids."""
-    stamp = new_run_id(results_digest).split("Z-", 1)[0]
-    return f"{stamp}Z-settle-{results_digest[:8]}"
+def new_settlement_id(results_digest: str, after: str | None = None) -> str:
+    """`<UTC timestamp>Z-settle-<8 hex of the results digest>`: sorts with the decision ids,
+    after `after` (the round's latest record)."""
+    return f"{id_stamp(after)}Z-settle-{results_digest[:8]}"
 
 
 def write_settlement_manifest(folder: Path, manifest: dict[str, Any], key: Any = None) -> None:
@@ -486,32 +486,34 @@ def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
 
     decision = s.decision
     digest = s.results.digest()
-    settlement_id = settlement_id or new_settlement_id(digest)
     round_dir = decision.folder.parent
-    target = round_dir / settlement_id
     clean_leftovers(round_dir)
-    with chain.writing(round_dir), atomic_dir(target) as tmp:
+    with chain.writing(round_dir):
+        # Named under the round's lock, after its latest record: the names sort in chain order.
         earlier = chain.round_records(round_dir)
-        (tmp / RESULTS_JSON).write_text(s.results.canonical_json(), encoding="utf-8")
-        if results_workbook is not None:
-            shutil.copyfile(results_workbook, tmp / RESULTS_XLSX)
-        text = settlement_csv(s)
-        (tmp / SETTLEMENT_CSV).write_text(text, encoding="utf-8")
-        output_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {
-            "format": SETTLEMENT_FORMAT, "kind": "settlement",
-            "round_id": s.round.settings.round_id, "run_id": settlement_id,
-            "settles": {"run_id": decision.run_id,
-                        "record_digest": chain.record_digest(decision.folder)},
-            "previous": chain.previous_digest(round_dir),
-            "previous_run": earlier[-1].name if earlier else None,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "input_digest": digest, "output_digest": output_digest, "files": files,
-        }
-        write_settlement_manifest(tmp, manifest, sign_key)
-        if after_write is not None:
-            after_write(target, settlement_id)
+        settlement_id = settlement_id or new_settlement_id(digest, earlier[-1].name if earlier else None)
+        target = round_dir / settlement_id
+        with atomic_dir(target) as tmp:
+            (tmp / RESULTS_JSON).write_text(s.results.canonical_json(), encoding="utf-8")
+            if results_workbook is not None:
+                shutil.copyfile(results_workbook, tmp / RESULTS_XLSX)
+            text = settlement_csv(s)
+            (tmp / SETTLEMENT_CSV).write_text(text, encoding="utf-8")
+            output_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            manifest = {
+                "format": SETTLEMENT_FORMAT, "kind": "settlement",
+                "round_id": s.round.settings.round_id, "run_id": settlement_id,
+                "settles": {"run_id": decision.run_id,
+                            "record_digest": chain.record_digest(decision.folder)},
+                "previous": chain.previous_digest(round_dir),
+                "previous_run": earlier[-1].name if earlier else None,
+                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "input_digest": digest, "output_digest": output_digest, "files": files,
+            }
+            write_settlement_manifest(tmp, manifest, sign_key)
+            if after_write is not None:
+                after_write(target, settlement_id)
     return SettlementRecord(target, settlement_id, digest, output_digest)
 
 

@@ -332,3 +332,30 @@ def test_more_completers_never_pay_more_and_a_missed_milestone_stops_a_results_t
             for r in run.tables["Settlement"].iloc[:-1].itertuples()}
     assert rows[("P2", "final")] == (0, 5000, "returned", "milestone of tranche 'final' not met; "
                                                           "results score 0.9 of target")
+
+
+def test_a_settlement_after_the_clock_went_back_is_named_after_its_decision(
+        decided: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With the clock an hour behind the decision record, the settlement still sorts after it."""
+    import time
+
+    import allocator.manifest as manifest
+    from allocator.chain import round_records, walk_chain
+
+    class Behind:
+        def __getattr__(self, name: str):
+            return getattr(time, name)
+
+        def time_ns(self) -> int:
+            return time.time_ns() - 3600 * 10**9
+
+        def time(self) -> float:
+            return self.time_ns() / 1e9
+
+        def gmtime(self, secs: float | None = None):
+            return time.gmtime(self.time() if secs is None else secs)
+
+    monkeypatch.setattr(manifest, "time", Behind())
+    run = api.settle(decided, results_book(tmp_path / "r.xlsx"), report=tmp_path / "s.xlsx")
+    assert round_records(decided.parent) == [decided, run.record.folder]
+    assert walk_chain(decided.parent).verified

@@ -417,3 +417,59 @@ def test_a_new_record_chains_after_the_committed_older_format_one(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert "older-format record without previous, accepted as the chain's start" in result.output
     assert f"follows {old.name}" in result.output
+
+
+# --- record names sort in the order records were chained -----------------------------------------
+class _Clock:
+    """A stand-in for the `time` module whose clock reads from a list of nanosecond readings."""
+
+    def __init__(self, readings: list[int]) -> None:
+        import time as real
+
+        self._real, self._readings = real, iter(readings)
+
+    def time_ns(self) -> int:
+        return next(self._readings)
+
+    def time(self) -> float:
+        return self.time_ns() / 1e9
+
+    def gmtime(self, secs: float | None = None):
+        return self._real.gmtime(self.time() if secs is None else secs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def test_run_ids_sort_in_clock_order_across_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids made while the clock crosses a second sort in the order they were made (the chain is
+    read in name order): seconds and microseconds come from one reading of the clock."""
+    import allocator.manifest as manifest
+
+    start = 1_800_000_000 * 10**9 + 999_997_500  # 2.5 µs before a whole second
+    monkeypatch.setattr(manifest, "time", _Clock([start + 1_000 * i for i in range(20)]))
+    ids = [manifest.new_run_id("ab" * 32) for _ in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5, ids
+    assert ids[0].startswith("20270115T080000999997Z-abababab"), ids[0]
+
+
+def test_a_record_written_after_the_clock_went_back_still_chains_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock set an hour back between two runs: the second record is still named after the
+    first (its id is taken under the round's lock, after the latest record), and the chain holds."""
+    import time
+
+    import allocator.manifest as manifest
+
+    base()(tmp_path / "round.xlsx")
+    run = ("run", tmp_path / "round.xlsx", "--report", tmp_path / "report.xlsx",
+           "--records", tmp_path / "records", "--quiet")
+    assert cli(*run).exit_code == 0
+    back = time.time_ns() - 3600 * 10**9
+    monkeypatch.setattr(manifest, "time", _Clock([back + 1_000 * i for i in range(1_000)]))
+    result = cli(*run)
+    assert result.exit_code == 0, result.output
+    first, second = records_of(tmp_path / "records")
+    assert json.loads((second / "manifest.json").read_text())["previous_run"] == first.name
+    result = cli("verify", "--chain", tmp_path / "records" / "T1")
+    assert result.exit_code == 0, result.output
