@@ -4,7 +4,7 @@ Pipeline, one module per stage: workbook -> validate (Round) -> eligibility/form
 (Pyomo) -> solve (HiGHS) -> rounding -> report / record.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 
 def _skip_pyomo_scipy_finaliser() -> None:

@@ -791,7 +791,7 @@ def split_units(units: int, shares: Sequence[float]) -> list[int]:
     """Split whole units by shares (largest-remainder method): the parts add up to `units`.
 
     Shares are read as the decimals typed (0.3 is 3/10) and normalised by their sum; ties in
-    the remainders go to the earlier tranche.
+    the remainders go to the earlier part. (A fund's tranches are split by `split_tranches`.)
     """
     fr = [Fraction(_dec(s)) for s in shares]
     total = sum(fr, Fraction(0))
@@ -804,31 +804,44 @@ def split_units(units: int, shares: Sequence[float]) -> list[int]:
     return parts
 
 
-def split_units_many(units: np.ndarray, shares: Sequence[float]) -> np.ndarray:
-    """`split_units` of many amounts at once: row i of the result is split_units(units[i], shares).
+def remainder_tranche(trs: Sequence[TrancheRow]) -> int:
+    """The tranche a split's remainder goes to: the earliest due, the first listed among equals."""
+    return min(range(len(trs)), key=lambda i: (trs[i].due, i))
 
-    The shares become integer weights over a common denominator, so every quota, floor and
-    remainder is exact integer arithmetic, and remainders compare exactly as in `split_units`.
+
+def split_tranches(units: int, trs: Sequence[TrancheRow]) -> list[int]:
+    """Whole units split into a fund's tranches (DESIGN.md 1.1): each tranche gets
+    floor(units x share) and the remainder goes to the earliest tranche (`remainder_tranche`).
+
+    Shares are read as the decimals typed (0.3 is 3/10) and normalised by their sum, so the
+    parts add up to `units` exactly.
+    """
+    fr = [Fraction(_dec(tr.share)) for tr in trs]
+    total = sum(fr, Fraction(0))
+    parts = [math.floor(units * s / total) for s in fr]
+    parts[remainder_tranche(trs)] += units - sum(parts)
+    return parts
+
+
+def split_tranches_many(units: np.ndarray, trs: Sequence[TrancheRow]) -> np.ndarray:
+    """`split_tranches` of many amounts at once: row i is split_tranches(units[i], trs).
+
+    The shares become integer weights over a common denominator, so every floor is exact
+    integer arithmetic.
     """
     units = np.asarray(units, dtype=np.int64)
-    fr = [Fraction(_dec(s)) for s in shares]
+    fr = [Fraction(_dec(tr.share)) for tr in trs]
     den = math.lcm(*(f.denominator for f in fr))
     weights = [int(f * den) for f in fr]
     total = sum(weights)
     top = int(np.abs(units).max()) if len(units) else 0
     if total <= 0 or min(weights) < 0 or top * max(weights) >= 2**62:
-        # Beyond int64 (or shares split_units refuses): the exact scalar path, row by row.
-        return np.array([split_units(u, shares) for u in units.tolist()],
-                        dtype=np.int64).reshape(len(units), len(shares))
-    prod = units[:, None] * np.array(weights, dtype=np.int64)[None, :]
-    parts, rem = np.divmod(prod, total)
-    left = units - parts.sum(axis=1)
-    k = np.arange(len(shares))
-    # ahead[m, i, j]: tranche j gets its extra unit before tranche i (larger remainder, or a
-    # tie and j is earlier); tranche i gets one when fewer than `left` are ahead of it.
-    ahead = (rem[:, None, :] > rem[:, :, None]) | \
-        ((rem[:, None, :] == rem[:, :, None]) & (k[None, None, :] < k[None, :, None]))
-    return parts + (ahead.sum(axis=2) < left[:, None])
+        # Beyond int64 (or shares the validator refuses): the exact scalar path, row by row.
+        return np.array([split_tranches(u, trs) for u in units.tolist()],
+                        dtype=np.int64).reshape(len(units), len(trs))
+    parts = units[:, None] * np.array(weights, dtype=np.int64)[None, :] // total
+    parts[:, remainder_tranche(trs)] += units - parts.sum(axis=1)
+    return parts
 
 
 def due_label(periods: Sequence[str], funded: str, due: int) -> str:
@@ -864,8 +877,7 @@ class _Split:
         self.by_fund: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for f, trs in self.tranches.items():
             at = np.flatnonzero(self.fund_of == f)
-            self.by_fund[f] = (at, split_units_many(self.keys["units"].to_numpy()[at],
-                                                    [tr.share for tr in trs]))
+            self.by_fund[f] = (at, split_tranches_many(self.keys["units"].to_numpy()[at], trs))
 
 
 def _cash_flow(rnd: Round, ledger: _Ledger, split: _Split) -> Table:
@@ -922,7 +934,7 @@ def _disbursements(rnd: Round, ledger: _Ledger, split: _Split | None = None) -> 
 
     cols = ["program_id", "program", "fund_id", "period", "tranche", "share", "amount",
             "due_period", "condition"]
-    # The tranches of a key add up to its units (largest remainder), so this is the total.
+    # The tranches of a key add up to its units (split_tranches), so this is the total.
     total = [TOTAL_LABEL, None, None, None, None, None, ledger.money(ledger.total()), None, None]
     return Table("Disbursements", cols, Rows(count, blocks), {"share": "percent", "amount": "money"},
                  total)

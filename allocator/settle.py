@@ -51,6 +51,7 @@ from allocator.report import (
     _money,
     _tranches_of,
     due_label,
+    split_tranches,
     split_units,
 )
 from allocator.results import Funded, Results, exact, load_results
@@ -197,13 +198,23 @@ class Settlement:
         return Decimal(units) * self.round.settings.rounding_unit
 
 
-def settle(decision: Decision, results: Results) -> Settlement:
-    """Settle every funded program, fund, period and tranche of the decision."""
+# How a tranche split's leftover units are placed, as the settlement manifest records it
+# (`tranche_remainder`): to the earliest tranche (DESIGN.md 1.1, engine 0.3.1 on), or by the
+# largest remainder (settlement records written before, which have no such key).
+TRANCHE_REMAINDER = "earliest_tranche"
+OLDER_TRANCHE_REMAINDER = "largest_remainder"
+
+
+def settle(decision: Decision, results: Results, *,
+           remainder: str = TRANCHE_REMAINDER) -> Settlement:
+    """Settle every funded program, fund, period and tranche of the decision; `remainder`
+    says how a tranche split places its leftover units (an older record's way to verify it)."""
     rnd = decision.round
     lines: list[Line] = []
     for p, f, t, units in decision.funded_keys():
         trs = _tranches_of(rnd, rnd.fund(f))
-        parts = split_units(units, [tr.share for tr in trs])  # = the Disbursements sheet
+        parts = split_tranches(units, trs) if remainder == TRANCHE_REMAINDER else \
+            split_units(units, [tr.share for tr in trs])  # = the Disbursements sheet
         completed = results.completed(p, t)
         funded = decision.funded_trainees(p, t)
         for tr, scheduled in zip(trs, parts, strict=True):
@@ -504,6 +515,7 @@ def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
             manifest = {
                 "format": SETTLEMENT_FORMAT, "kind": "settlement",
                 "round_id": s.round.settings.round_id, "run_id": settlement_id,
+                "tranche_remainder": TRANCHE_REMAINDER,
                 "settles": {"run_id": decision.run_id,
                             "record_digest": chain.record_digest(decision.folder)},
                 "previous": chain.previous_digest(round_dir),
@@ -554,7 +566,12 @@ def verify_settlement(folder: Path) -> Verification:
         out.problems.append(f"{RESULTS_JSON}: its canonical digest differs from the manifest's "
                             "input_digest (the results were changed)")
     _check_results_copy(folder, decision, results, out)
-    _compare_lines(folder, settle(decision, results), out)
+    remainder = manifest.get("tranche_remainder", OLDER_TRANCHE_REMAINDER)
+    if remainder not in (TRANCHE_REMAINDER, OLDER_TRANCHE_REMAINDER):
+        out.problems.append(f"manifest.json: tranche_remainder {remainder!r} is not one allocator "
+                            "writes")
+        return out
+    _compare_lines(folder, settle(decision, results, remainder=remainder), out)
     return out
 
 

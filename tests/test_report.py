@@ -27,10 +27,12 @@ from allocator.report import (
     _Ledger,
     due_label,
     report_tables,
+    split_tranches,
+    split_tranches_many,
     split_units,
-    split_units_many,
     write_report,
 )
+from allocator.round import TrancheRow
 from allocator.template import Formula, write_round_workbook
 from allocator.validate import load_round
 
@@ -77,26 +79,28 @@ R1_ALLOCATION = {  # (program, region, fund, period) -> amount
     ("P1", "A1", "JIF", "2027"): 30000, ("P2", "B1", "EMP", "2026"): 5000,
     ("P2", "B1", "JIF", "2026"): 80000, ("P2", "B1", "JIF", "2027"): 20000,
 }
-# Tranches, largest remainder by hand. JIF (kind joint) 0.333/0.333/0.334, due 0/1/2:
-#   20 units -> 6.66, 6.66, 6.68 -> 6,6,6 + 2 left to c (.68) and a (.66, first) = 7,6,7
-#   80 units -> 26.64, 26.64, 26.72 -> 27,26,27;  30 units -> 9.99, 9.99, 10.02 -> 10,10,10
+# Tranches by hand (DESIGN.md 1.1: each floored, the remainder to the earliest tranche).
+# JIF (kind joint) 0.333/0.333/0.334, due 0/1/2, so `a` takes the remainder:
+#   20 units -> 6.66, 6.66, 6.68 -> 6,6,6 + 2 left to a = 8,6,6
+#   80 units -> 26.64, 26.64, 26.72 -> 26,26,26 + 2 = 28,26,26
+#   30 units -> 9.99, 9.99, 10.02 -> 9,9,10 + 2 = 11,9,10
 # PUB has fund_id rows (they beat its kind's row): 0.5/0.5; EMP has none: one "single".
 R1_DISBURSEMENTS = [
-    ("P1", "JIF", "2026", "a", 7000, "2026", None),
+    ("P1", "JIF", "2026", "a", 8000, "2026", None),
     ("P1", "JIF", "2026", "b", 6000, "2027", None),
-    ("P1", "JIF", "2026", "c", 7000, "2027+1", "final report"),
-    ("P1", "JIF", "2027", "a", 10000, "2027", None),
-    ("P1", "JIF", "2027", "b", 10000, "2027+1", None),
+    ("P1", "JIF", "2026", "c", 6000, "2027+1", "final report"),
+    ("P1", "JIF", "2027", "a", 11000, "2027", None),
+    ("P1", "JIF", "2027", "b", 9000, "2027+1", None),
     ("P1", "JIF", "2027", "c", 10000, "2027+2", "final report"),
     ("P1", "PUB", "2026", "p1", 5000, "2026", None),
     ("P1", "PUB", "2026", "p2", 5000, "2027", DDE),
     ("P2", "EMP", "2026", "single", 5000, "2026", None),
-    ("P2", "JIF", "2026", "a", 27000, "2026", None),
+    ("P2", "JIF", "2026", "a", 28000, "2026", None),
     ("P2", "JIF", "2026", "b", 26000, "2027", None),
-    ("P2", "JIF", "2026", "c", 27000, "2027+1", "final report"),
-    ("P2", "JIF", "2027", "a", 7000, "2027", None),
+    ("P2", "JIF", "2026", "c", 26000, "2027+1", "final report"),
+    ("P2", "JIF", "2027", "a", 8000, "2027", None),
     ("P2", "JIF", "2027", "b", 6000, "2027+1", None),
-    ("P2", "JIF", "2027", "c", 7000, "2027+2", "final report"),
+    ("P2", "JIF", "2027", "c", 6000, "2027+2", "final report"),
 ]
 
 
@@ -575,22 +579,40 @@ def test_leftovers_of_a_killed_run_are_hidden_and_never_taken_for_results(r1, tm
 # --- the pieces -----------------------------------------------------------------------------
 
 
+def _tranches(shares: list[float], dues: list[int] | None = None) -> list[TrancheRow]:
+    dues = dues if dues is not None else list(range(len(shares)))
+    return [TrancheRow(fund_kind="joint", tranche=f"t{i}", share=s, due=d)
+            for i, (s, d) in enumerate(zip(shares, dues, strict=True))]
+
+
+@pytest.mark.parametrize(("units", "shares", "dues", "parts"), [
+    (20, [0.333, 0.333, 0.334], None, [8, 6, 6]),  # floors 6,6,6; 2 left to the earliest
+    (30, [0.333, 0.333, 0.334], None, [11, 9, 10]),  # floors 9,9,10 (10.02)
+    (69, [0.4, 0.4, 0.2], None, [29, 27, 13]),  # 27.6, 27.6, 13.8 -> 27,27,13 + 2
+    (1, [0.5, 0.5], None, [1, 0]),
+    (10, [0.1, 0.2, 0.7], None, [1, 2, 7]),  # exact decimals stay exact (no float 0.1 drift)
+    (0, [0.3, 0.7], None, [0, 0]),
+    (7, [0.5, 0.5], [1, 0], [3, 4]),  # the earliest due, not the first listed
+    (7, [0.25, 0.25, 0.5], [1, 0, 0], [1, 3, 3]),  # equal dues: the first listed of them
+])
+def test_split_tranches_remainder_to_the_earliest_tranche(units, shares, dues, parts):
+    assert split_tranches(units, _tranches(shares, dues)) == parts
+
+
+def test_split_tranches_always_adds_up():
+    for units in range(0, 200, 7):
+        for shares in ([1 / 3, 1 / 3, 1 / 3], [0.15, 0.35, 0.5], [0.999, 0.001]):
+            parts = split_tranches(units, _tranches(shares))
+            assert sum(parts) == units and min(parts) >= 0
+
+
 @pytest.mark.parametrize(("units", "shares", "parts"), [
     (20, [0.333, 0.333, 0.334], [7, 6, 7]),
-    (30, [0.333, 0.333, 0.334], [10, 10, 10]),
-    (1, [0.5, 0.5], [1, 0]),  # a tie goes to the earlier tranche
-    (10, [0.1, 0.2, 0.7], [1, 2, 7]),  # exact decimals stay exact (no float 0.1 drift)
-    (0, [0.3, 0.7], [0, 0]),
+    (1, [0.5, 0.5], [1, 0]),  # a tie goes to the earlier part
+    (10, [0.1, 0.2, 0.7], [1, 2, 7]),
 ])
 def test_split_units_by_largest_remainder(units, shares, parts):
     assert split_units(units, shares) == parts
-
-
-def test_split_units_always_adds_up():
-    for units in range(0, 200, 7):
-        for shares in ([1 / 3, 1 / 3, 1 / 3], [0.15, 0.35, 0.5], [0.999, 0.001]):
-            parts = split_units(units, shares)
-            assert sum(parts) == units and min(parts) >= 0
 
 
 def test_due_label_past_the_last_period():
@@ -606,13 +628,14 @@ def test_due_label_past_the_last_period():
 
 @pytest.mark.parametrize("shares", [
     [0.333, 0.333, 0.334], [0.5, 0.5], [1.0], [0.1, 0.2, 0.7], [1 / 3, 1 / 3, 1 / 3],
-    [0.15, 0.35, 0.5], [0.999, 0.001], [0.25, 0.25, 0.25, 0.25], [2, 1],
+    [0.15, 0.35, 0.5], [0.999, 0.001], [0.25, 0.25, 0.25, 0.25], [0.6, 0.4],
 ])
-def test_split_units_many_is_split_units_row_by_row(shares):
+def test_split_tranches_many_is_split_tranches_row_by_row(shares):
     units = np.array([0, 1, 2, 3, 7, 19, 20, 30, 80, 99, 1000, 12345, 10**9, 10**12], np.int64)
-    got = split_units_many(units, shares)
+    trs = _tranches(shares, list(reversed(range(len(shares)))))  # the last listed is earliest
+    got = split_tranches_many(units, trs)
     assert got.shape == (len(units), len(shares))
-    assert got.tolist() == [split_units(int(u), shares) for u in units]
+    assert got.tolist() == [split_tranches(int(u), trs) for u in units]
 
 
 def test_money_list_is_money_for_any_rounding_unit():
