@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +97,8 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
     timings["read"] = time.perf_counter() - tick
     report_path = Path(report) if report is not None else default_report_path(loaded.round)
     records_dir = Path(records) if records is not None else Path("models")
-    check_output_places(report_path, records_dir)  # before the solve, which may take an hour
+    # before the solve, which may take an hour
+    check_output_places(report_path, records_dir, inputs=[Path(workbook)])
     # the record's files, and the report's imports (0.12 s), made while HiGHS solves
     with beside_a_run(records_dir, loaded.round, [_load_report_modules]):
         solution = _solve_diagnosed(loaded.round, threads)
@@ -103,16 +106,37 @@ def run(workbook: str | Path, *, report: str | Path | None = None,
         return _write_run(loaded, solution, workbook, report_path, records_dir, key, timings)
 
 
-def check_output_places(report: Path, records_dir: Path) -> None:
-    """NotADirectoryError / IsADirectoryError when the report or the records cannot go where
-    asked: a file where a folder must be, or a folder where the report must be."""
-    for folder in (records_dir, report.parent):
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder must be",
-                                     str(existing))
-    if report.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder is where the report must be", str(report))
+def check_output_places(report: Path, records_dir: Path, *, inputs: Sequence[Path] = ()) -> None:
+    """OSError naming the path when the report or the records cannot go where asked: a file
+    where a folder must be, or the report would replace a folder or one of the `inputs`."""
+    check_folder_place(records_dir)
+    check_file_place(report, "the report", inputs)
+
+
+def check_folder_place(folder: Path) -> None:
+    """NotADirectoryError when a file stands where `folder` or one of its parents must be."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder must be", str(existing))
+
+
+def check_file_place(path: Path, what: str, inputs: Sequence[Path] = ()) -> None:
+    """OSError when `what` cannot be written at `path`: its folder is blocked by a file, a
+    folder stands there, or it is one of the `inputs` (the round workbook a run reads)."""
+    check_folder_place(path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"a folder is where {what} must be", str(path))
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise FileExistsError(errno.EEXIST, f"{what} would overwrite {source}, which this run reads",
+                                  str(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _load_report_modules() -> None:

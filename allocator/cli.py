@@ -153,6 +153,8 @@ def run(
     from allocator.progress import rich_phases
 
     _check_summary_path(summary)
+    if summary is not None:  # before the solve, as the report's place is
+        api.check_file_place(summary, "the board summary", [workbook])
     try:
         with rich_phases(enabled=not quiet):
             result = api.run(workbook, report=report, records=records, sign_key=sign_key)
@@ -160,9 +162,7 @@ def run(
         _write_diagnosis(exc, report)
         raise
     if summary is not None:
-        from allocator.summary import run_board, write_summary
-
-        write_summary(run_board(result.solution), summary)
+        _write_run_summary(result, summary)
     if not quiet:
         typer.echo(summary_text(result))
         if summary is not None:
@@ -177,6 +177,19 @@ def run(
              f" and the record ({result.record.folder}) are written and marked "
              "rounding_infeasible.")
         raise typer.Exit(EXIT_ROUNDING)
+
+
+def _write_run_summary(result, summary: Path) -> None:
+    """The board summary of a run whose report and record are already written: a failure
+    here says so, rather than that nothing was written."""
+    from allocator.summary import run_board, write_summary
+
+    try:
+        write_summary(run_board(result.solution), summary)
+    except OSError as exc:
+        _err(f"{exc.strerror or exc}: {exc.filename or summary}; the report ({result.report}) and "
+             f"the record ({result.record.folder}) are written, the board summary is not.")
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _check_summary_path(summary: Path | None) -> None:
@@ -486,6 +499,8 @@ def settle(
     from allocator import api
     from allocator.settle import RecordError, fund_totals
 
+    if report is not None:  # never over the results it reads
+        api.check_file_place(report, "the settlement report", [results])
     try:
         run_ = api.settle(record, results, report=report, sign_key=sign_key)
     except RecordError as exc:
@@ -579,6 +594,11 @@ def compare(
         raise typer.Exit(EXIT_USAGE)
     _require_dask(scheduler)
     _check_summary_path(summary)
+    from allocator.api import check_file_place
+
+    for path, what in ((summary, "the board summary"), (report, "the comparison workbook")):
+        if path is not None:  # before the variants are solved
+            check_file_place(path, what, [workbook])
     result = run_compare(workbook, report=report, records=None if no_records else (records or Path("models")),
                          workers=workers, scheduler=scheduler, progress=not quiet,
                          warm=not cold)

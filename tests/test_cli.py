@@ -183,3 +183,64 @@ def test_a_folder_where_the_report_must_be_is_refused(tmp_path):
     assert result.exit_code == 2
     assert "a folder is where the report must be" in result.stderr
     assert not (tmp_path / "m").exists() and list(folder.iterdir()) == []
+
+
+def test_a_report_over_the_round_workbook_is_refused_before_the_solve(tmp_path):
+    wb = write(tmp_path / "t1.xlsx")
+    before = wb.read_bytes()
+    same = tmp_path / "." / "t1.xlsx"
+    result = _invoke("run", str(wb), "--report", str(same), "--records", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"the report would overwrite {wb}, which this run reads: {same}; nothing was written.")
+    assert "finding the best outcome" not in result.stderr
+    assert wb.read_bytes() == before and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_an_unusable_summary_place_is_refused_before_the_solve(tmp_path, where):
+    wb = write(tmp_path / "t1.xlsx")
+    if where == "under_a_file":
+        (tmp_path / "afile").write_text("x")
+        summary, message = tmp_path / "afile" / "s.pdf", "a file is where a folder must be"
+    else:
+        summary, message = tmp_path / "s.pdf", "a folder is where the board summary must be"
+        summary.mkdir()
+    result = _invoke("run", str(wb), "--report", str(tmp_path / "r.xlsx"),
+                     "--records", str(tmp_path / "m"), "--summary", str(summary))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and result.stderr.endswith("nothing was written.\n")
+    assert not (tmp_path / "r.xlsx").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_summary_that_fails_after_the_run_says_what_was_written(tmp_path, monkeypatch):
+    import allocator.summary
+
+    def disk_full(board, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(allocator.summary, "write_summary", disk_full)
+    wb = write(tmp_path / "t1.xlsx")
+    result = _invoke("run", str(wb), "--report", str(tmp_path / "r.xlsx"),
+                     "--records", str(tmp_path / "m"), "--summary", str(tmp_path / "s.pdf"))
+    assert result.exit_code == 2
+    assert "nothing was written" not in result.stderr
+    assert f"the report ({tmp_path / 'r.xlsx'}) and the record (" in result.stderr
+    assert "are written, the board summary is not." in result.stderr
+    assert (tmp_path / "r.xlsx").is_file()
+
+
+def test_a_settlement_report_over_the_results_is_refused(tmp_path):
+    from allocator import api
+    from allocator.template import write_round_workbook
+    from tests.rounds import SETTLE_RESULTS, SETTLE_ROUND
+
+    book = write_round_workbook(tmp_path / "s1.xlsx", SETTLE_ROUND)
+    run = api.run(book, report=tmp_path / "r.xlsx", records=tmp_path / "models")
+    results = write_round_workbook(tmp_path / "results.xlsx", SETTLE_RESULTS)
+    before = results.read_bytes()
+    result = _invoke("settle", str(run.record.folder), str(results), "--report", str(results))
+    assert result.exit_code == 2
+    assert "the settlement report would overwrite" in result.stderr
+    assert results.read_bytes() == before
+    assert [p.name for p in run.record.folder.parent.iterdir()] == [run.record.folder.name]
