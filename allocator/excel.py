@@ -36,6 +36,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.properties import PageSetupProperties
 
 from allocator.atomic import atomic_path
+from allocator.safetext import cell_text
 from allocator.xlsxrows import RowBlock, fill_sheets, rows_xml
 
 if TYPE_CHECKING:
@@ -556,7 +557,7 @@ HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 
 def _text(value: str) -> str:
     # Characters XML 1.0 cannot hold would make openpyxl refuse the whole workbook.
-    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", cell_text(value))
 
 
 def _header_cell(ws: Any, name: str) -> WriteOnlyCell:

@@ -16,6 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Excel holds at most this many characters in a cell and reports a longer one as damaged.
+CELL_TEXT_MAX = 32_767
+CUT_MARK = " [...]"
+
+
+def cell_text(text: str) -> str:
+    """Text that fits one spreadsheet cell: past CELL_TEXT_MAX characters, cut and marked."""
+    if len(text) <= CELL_TEXT_MAX:
+        return text
+    return text[:CELL_TEXT_MAX - len(CUT_MARK)] + CUT_MARK
 
 
 def starts_like_formula(text: object) -> bool:
@@ -42,4 +52,5 @@ def append_text_row(ws: Any, values: Sequence[Any]) -> None:
     ws.append(list(values))
     for cell in ws[ws.max_row]:
         if isinstance(cell.value, str):
+            cell.value = cell_text(cell.value)
             cell.data_type = "s"

@@ -28,6 +28,8 @@ import numpy as np
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import get_column_letter
 
+from allocator.safetext import cell_text
+
 # Rows of one block, the style id of each column's numbers, and of each column's texts;
 # optionally each row's height in points (None: the default), see `rows_xml`.
 RowBlock = (tuple[Sequence[Sequence[Any]], Sequence[int], Sequence[int]]
@@ -49,8 +51,9 @@ _DIMENSION = re.compile(r"<dimension\b[^>]*/>")
 
 
 def xml_text(value: str) -> str:
-    """Text as XML character data; characters XML 1.0 cannot hold become U+FFFD."""
-    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value).translate(_ESCAPES)
+    """Text as XML character data, cut to what a cell holds (safetext.cell_text); characters
+    XML 1.0 cannot hold become U+FFFD."""
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", cell_text(value)).translate(_ESCAPES)
 
 
 def number_text(value: float) -> str | None:

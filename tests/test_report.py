@@ -710,3 +710,22 @@ def test_block_size_does_not_change_the_workbook(r1, tmp_path, monkeypatch):
         got = [[(c.value, c.number_format, c.font.bold) for c in r] for r in small[name].iter_rows()]
         want = [[(c.value, c.number_format, c.font.bold) for c in r] for r in wb[name].iter_rows()]
         assert got == want, name
+
+
+def test_no_report_cell_holds_more_than_excel_can(tmp_path):
+    """A program name at Excel's own limit (32,767 characters) is quoted inside longer texts
+    (the Sensitivity sheet's sentences); every cell is cut to the limit and marked."""
+    from allocator import api
+    from allocator.safetext import CELL_TEXT_MAX, CUT_MARK
+    from tests.rounds import sheets, write
+
+    data = sheets()
+    data["Programs"][0]["name"] = "N" * CELL_TEXT_MAX
+    run = api.run(write(tmp_path / "long.xlsx", data), report=tmp_path / "r.xlsx",
+                  records=tmp_path / "m")
+    wb = openpyxl.load_workbook(run.report, read_only=True)
+    texts = [v for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row
+             if isinstance(v, str)]
+    assert max(len(t) for t in texts) <= CELL_TEXT_MAX
+    assert "N" * CELL_TEXT_MAX in texts  # the name itself, whole
+    assert any(t.endswith(CUT_MARK) and "N" * 1000 in t for t in texts)  # a sentence around it
