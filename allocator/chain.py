@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from allocator.atomic import is_leftover
+from allocator.manifest import ManifestError, read_manifest
 
 MANIFEST = "manifest.json"
 
@@ -99,11 +99,12 @@ def chain_folders(folder: Path) -> list[Path]:
 
 
 def _manifest(folder: Path) -> dict | None:
+    """The record's manifest, or None where `read_manifest` refuses it (the record check says
+    why)."""
     try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        return read_manifest(folder)
+    except ManifestError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
@@ -123,11 +124,14 @@ def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
     chained_seen = False
     for i, rec in enumerate(records):
         label = f"{round_dir.name}/{rec.name}"
-        manifest = _manifest(rec)
+        try:
+            manifest: dict | None = read_manifest(rec)
+        except ManifestError as exc:
+            manifest, unreadable = None, str(exc)
         kind = (manifest or {}).get("kind", "decision (older format)")
         head = f"{label} [{kind}] digest {digests[i][:16]}"
         if manifest is None:
-            out.problems.append(f"{label}: manifest.json is not readable JSON")
+            out.problems.append(f"{label}: {unreadable}")
             out.lines.append(f"{head}: unreadable manifest")
             continue
         if check_record is not None:
@@ -152,7 +156,9 @@ def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
             continue
         chained_seen = True
         prev = manifest.get("previous")
-        problem = _link_problem(i, prev, manifest, records, digests, by_digest)
+        problem = _link_problem(i, prev, manifest, records, digests, by_digest) \
+            if prev is None or isinstance(prev, str) else \
+            f"previous is {_json_kind(prev)}, not a record's digest: the link is broken"
         if problem:
             out.problems.append(f"{label}: {problem}")
             out.lines.append(f"{head}: BROKEN LINK")
@@ -163,6 +169,12 @@ def walk_chain(round_dir: Path, check_record=None) -> ChainReport:
     if not records:
         out.problems.append(f"{round_dir}: no records (no folder with a manifest.json)")
     return out
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in words: `a list`, `an object`, `a number`."""
+    kind = {list: "a list", dict: "an object", bool: "true or false", str: "a string"}
+    return kind.get(type(value), "a number")
 
 
 def _forks(records: list[Path], digests: list[str]) -> list[str]:
@@ -180,6 +192,7 @@ def _forks(records: list[Path], digests: list[str]) -> list[str]:
                             "(the same manifest): inserted")
         first_of.setdefault(d, i)
     prevs = [(_manifest(r) or {}).get("previous") for r in records]
+    prevs = [p if isinstance(p, str) else None for p in prevs]  # a broken link is named apart
     pointed = {p for p in prevs if p is not None}
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(prevs):

@@ -29,9 +29,14 @@ from allocator.atomic import atomic_dir
 from allocator.engine import Solution
 from allocator.manifest import (
     ALLOCATION_COLUMNS,
+    ManifestError,
     Verification,
     check_digests,
+    check_place,
+    first_difference,
+    link_problems,
     new_run_id,
+    read_manifest,
     sha256_file,
 )
 from allocator.round import Round, digest_of
@@ -190,17 +195,9 @@ def verify_record(folder: Path, *, threads: int | None = None,
     recorded = _load_allocation(folder, out)
     _check_output_digest(folder, manifest, out)
     _check_workbook_copy(folder, rnd, out)
-    # Exact comparison needs the recording's versions; older-format records (before `kind`)
-    # keep the contract's one-unit tolerance, whatever their versions.json says.
-    same_versions = _check_versions(folder, out) and manifest.get("kind") is not None
+    same_versions = not _versions_differ(folder, manifest, out)
     if rnd is None:
         return out
-    if manifest.get("round_id") != rnd.settings.round_id:
-        out.problems.append(f"manifest.json: round_id {manifest.get('round_id')!r} differs from "
-                            f"round.json's {rnd.settings.round_id!r}")
-    if manifest.get("run_id") != folder.name:
-        out.warnings.append(f"the record's folder is named {folder.name!r}, its manifest says run "
-                            f"{manifest.get('run_id')!r} (was the folder renamed?)")
     _check_settings(folder, rnd, out)
     if recorded is not None:
         for v in check_allocation(rnd, recorded):
@@ -225,25 +222,25 @@ def verify_record(folder: Path, *, threads: int | None = None,
     if recorded is not None:
         before = len(out.problems)
         _compare_allocations(recorded, solution, out, exact=same_versions)
+        if not same_versions:
+            _check_outcome_value(recorded, solution, out)
         if same_versions and len(out.problems) == before:
             _compare_allocation_text(folder, solution, out)
     return out
 
 
 def _compare_allocation_text(folder: Path, solution: Solution, out: Verification) -> None:
-    """On the recording's versions, allocation.csv is exactly the text the engine writes."""
+    """On the recording's versions, allocation.csv is byte for byte the text the engine writes
+    (line ends, quoting and number forms too: a reader of the file sees only its bytes)."""
     try:
-        recorded = (folder / "allocation.csv").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+        data = (folder / "allocation.csv").read_bytes()
+    except OSError:
         return
-    expected = allocation_csv(solution).splitlines()
-    if recorded == expected:
+    expected = allocation_csv(solution).encode("utf-8")
+    if data == expected:
         return
-    n = next((i for i, (a, b) in enumerate(zip(recorded, expected, strict=False)) if a != b),
-             min(len(recorded), len(expected)))
-    got = recorded[n] if n < len(recorded) else "(end of file)"
-    want = expected[n] if n < len(expected) else "(end of file)"
-    out.problems.append(f"allocation.csv line {n + 1}: recorded {got!r}, the re-solved allocation "
+    n, got, want = first_difference(data, expected)
+    out.problems.append(f"allocation.csv line {n}: recorded {got!r}, the re-solved allocation "
                         f"writes {want!r}")
 
 
@@ -258,21 +255,30 @@ def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification,
     out = Verification(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
+        out.problems.extend(link_problems(folder))
         out.problems.append(f"{manifest_path} is missing: not a decision record")
         return out, None
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_manifest(folder)
         files = dict(manifest["files"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        out.problems.append(f"manifest.json is not readable ({exc})")
+    except ManifestError as exc:  # (a linked manifest is named by the error itself)
+        out.problems.extend(p for p in link_problems(folder) if not p.startswith("manifest.json"))
+        out.problems.append(str(exc))
+        return out, None
+    except (ValueError, KeyError, TypeError) as exc:
+        out.problems.extend(link_problems(folder))
+        out.problems.append(f"manifest.json is not readable ({type(exc).__name__}: {exc})")
         return out, None
     check_digests(folder, files, out)
     check_signature(folder, trusted_keys, out)
+    check_place(folder, manifest, out)
     kind = manifest.get("kind")
     if kind is None:
         out.notes.append("older-format record (no kind, previous or signature in its manifest): "
                          "checked as a decision record")
-    elif kind != "decision":
+    if kind in (None, "decision"):
+        _check_decision_files(folder, manifest, files, out)
+    else:
         # a decision record relabelled to escape the re-solve is still a decision record
         # (the solver's own files: a settlement may well hold round.json or an allocation)
         decision_files = sorted(n for n in ("objectives.json",) if (folder / n).exists()) \
@@ -286,6 +292,34 @@ def _check_files(folder: Path, trusted_keys: list | None) -> tuple[Verification,
             out.notes.append(f"a {kind} record: only its files and signature were checked (it is "
                              "not a decision record, so nothing is re-solved)")
     return out, manifest
+
+
+# What every decision record holds. versions.json decides whether amounts must agree exactly,
+# so a record without it would choose its own leniency; records written before `kind` are
+# taken as they are (the committed example has them all).
+DECISION_FILES = ("round.json", "allocation.csv", "objectives.json", "settings.json",
+                  "versions.json")
+
+
+def _check_decision_files(folder: Path, manifest: dict, files: dict, out: Verification) -> None:
+    """A decision record's own files are listed, and round.json's round_id is the manifest's.
+
+    Also read without a re-solve (`verify --chain`): a foreign round's record whose manifest
+    was given this round's id still holds the other round.
+    """
+    if manifest.get("kind") == "decision":
+        for name in DECISION_FILES:
+            if name not in files:
+                out.problems.append(f"{name} is missing: every decision record holds it (removed "
+                                    "from the record and its manifest?)")
+    try:
+        settings = json.loads((folder / "round.json").read_text(encoding="utf-8"))["settings"]
+        round_id = settings["round_id"]
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return  # the full verify names an unreadable round.json
+    if manifest.get("round_id") != round_id:
+        out.problems.append(f"manifest.json: round_id {manifest.get('round_id')!r} differs from "
+                            f"round.json's {round_id!r}")
 
 
 def _check_output_digest(folder: Path, manifest: dict, out: Verification) -> None:
@@ -522,20 +556,58 @@ def _check_workbook_copy(folder: Path, rnd: Round | None, out: Verification) -> 
         out.problems.append("workbook.xlsx: the round it holds differs from round.json")
 
 
-def _check_versions(folder: Path, out: Verification) -> bool:
-    """Warn about changed versions; True when the engine, solver and runtime are all the same."""
+# The versions that decide which allocation a solve returns. Another openpyxl (the workbook
+# copy) or pydantic (reading round.json, checked against its digest) cannot move an amount, nor
+# can the kernel build in "platform".
+SOLVE_VERSIONS = ("allocator", "highs", "highspy", "pyomo", "numpy", "scipy", "pandas", "python")
+
+
+def _versions_differ(folder: Path, manifest: dict, out: Verification) -> bool:
+    """Whether the record was written by other solve versions, which may break a tie the other
+    way (warned about): then amounts are compared within one rounding unit, else exactly.
+
+    Older-format records (before `kind`) keep the contract's one-unit tolerance whatever their
+    versions.json says. A record with `kind` must hold a readable versions.json (its absence is
+    a problem, `_check_decision_files`): otherwise deleting the file would choose leniency.
+    """
+    older = manifest.get("kind") is None
+    path = folder / "versions.json"
     try:
-        recorded = json.loads((folder / "versions.json").read_text(encoding="utf-8"))
-    except Exception:
-        return False
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if older:
+            out.warnings.append("versions.json is missing: the versions the record was written "
+                                "with are unknown")
+        return older
+    except (OSError, ValueError, UnicodeDecodeError):
+        recorded = None
     if not isinstance(recorded, dict):
-        return False
+        out.problems.append("versions.json is not readable (an object of versions)")
+        return older
     now = versions()
     for key in ("allocator", "pyomo", "highspy", "highs", "python"):
         if recorded.get(key) != now.get(key):
             out.warnings.append(f"{key} was {recorded.get(key)} when recorded, is {now.get(key)} now")
-    # the kernel build (in "platform") does not change what HiGHS computes
-    return all(recorded.get(k) == v for k, v in now.items() if k != "platform")
+    return older or any(recorded.get(k) != now.get(k) for k in SOLVE_VERSIONS)
+
+
+def _check_outcome_value(recorded: pd.DataFrame, solution: Solution, out: Verification) -> None:
+    """Amounts may differ by a unit only as another tie: the same outcome value as the re-run.
+
+    Another solver version can break a tie between equally good allocations the other way;
+    it cannot make the allocation worth less (objectives.json's rounded_objective is compared
+    with the re-run's too). A unit moved between programs of different value is a change.
+    """
+    rnd = solution.round
+    per_money = {p.program_id: rnd.value_per_trainee(p) / p.round_cost_per_trainee
+                 for p in rnd.programs if p.round_cost_per_trainee > 0}
+    value = float(sum(per_money.get(p, 0.0) * a
+                      for p, a in zip(recorded["program_id"], recorded["amount"], strict=True)))
+    if not _close(value, solution.objective):
+        out.problems.append(f"allocation.csv: the recorded amounts are worth {value:,.6f} in "
+                            f"outcome value, the re-solved allocation {solution.objective:,.6f}: "
+                            "money was moved between programs of different value (not a tie "
+                            "another solver version could break the other way)")
 
 
 def _compare_allocations(recorded: pd.DataFrame, solution: Solution, out: Verification, *,

@@ -24,8 +24,10 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -41,9 +43,14 @@ from allocator.errors import InputError
 from allocator.excel import Formats, Table, row_kinds
 from allocator.manifest import (
     ALLOCATION_COLUMNS,
+    ManifestError,
     Verification,
     check_digests,
+    check_place,
+    first_difference,
     id_stamp,
+    plain_name,
+    read_manifest,
     sha256_file,
 )
 from allocator.report import (
@@ -132,13 +139,17 @@ def load_decision(folder: str | Path) -> Decision:
     if not manifest_path.is_file():
         raise RecordError(f"{folder} is not a decision record (it has no {chain.MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_manifest(folder)
         files = dict(manifest["files"])
+    except ManifestError as exc:
+        raise RecordError(f"{folder} is not a usable decision record: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise RecordError(f"{manifest_path} is not readable ({exc})") from None
     if manifest.get("kind") == "settlement":
-        raise RecordError(f"{folder} is a settlement record; give the decision record it settles "
-                          f"({manifest.get('settles', {}).get('run_id', '?')})")
+        settles = manifest.get("settles")
+        run_id = settles.get("run_id", "?") if isinstance(settles, dict) else "?"
+        raise RecordError(f"{folder} is a settlement record, not a decision record; give the "
+                          f"decision record it settles ({run_id})")
     for name in ("round.json", "allocation.csv"):
         path = folder / name
         if name not in files or not path.is_file():
@@ -532,18 +543,26 @@ def write_settlement_record(s: Settlement, results_workbook: Path | None, *,
 # --- verification ---------------------------------------------------------------------------------
 def verify_settlement(folder: Path) -> Verification:
     """Digests, the settled decision record and its digest, the chain, and every amount re-computed."""
-    folder = Path(folder)
-    out = Verification(folder)
+    out = Verification(Path(folder))
+    folder = Path(os.path.abspath(folder))  # `verify .` inside the record: its round's folder
     try:
-        manifest = json.loads((folder / chain.MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_manifest(folder)
         files = dict(manifest["files"])
         settles = dict(manifest["settles"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         out.problems.append(f"manifest.json is not a readable settlement manifest ({exc})")
         return out
     check_digests(folder, files, out)
+    check_place(folder, manifest, out)
+    _check_output_digest(folder, manifest, out)
     _check_chain(folder, manifest, out)
-    decision_folder = folder.parent / str(settles.get("run_id"))
+    if not plain_name(settles.get("run_id")):
+        # the settled record is the round's own: a path would make verify settle another
+        # round's record, or one outside the records folder
+        out.problems.append(f"settles.run_id {settles.get('run_id')!r} is not the name of a "
+                            "record folder of this round")
+        return out
+    decision_folder = folder.parent / settles["run_id"]
     if not (decision_folder / chain.MANIFEST).is_file():
         out.problems.append(f"the decision record it settles ({settles.get('run_id')}) is missing "
                             f"from {folder.parent}")
@@ -565,6 +584,10 @@ def verify_settlement(folder: Path) -> Verification:
     if results.digest() != manifest.get("input_digest"):
         out.problems.append(f"{RESULTS_JSON}: its canonical digest differs from the manifest's "
                             "input_digest (the results were changed)")
+    if decision.round.settings.round_id != manifest.get("round_id"):
+        out.problems.append(f"manifest.json: round_id {manifest.get('round_id')!r}, but the "
+                            f"decision record it settles is of round "
+                            f"{decision.round.settings.round_id!r}")
     _check_results_copy(folder, decision, results, out)
     remainder = manifest.get("tranche_remainder", OLDER_TRANCHE_REMAINDER)
     if remainder not in (TRANCHE_REMAINDER, OLDER_TRANCHE_REMAINDER):
@@ -587,10 +610,21 @@ def _check_chain(folder: Path, manifest: dict[str, Any], out: Verification) -> N
             "the round was removed, inserted or rewritten)")
 
 
+def _check_output_digest(folder: Path, manifest: dict[str, Any], out: Verification) -> None:
+    path = folder / SETTLEMENT_CSV
+    if path.is_file() and not path.is_symlink() \
+            and sha256_file(path) != manifest.get("output_digest"):
+        out.problems.append(f"{SETTLEMENT_CSV}: its SHA-256 differs from the manifest's "
+                            "output_digest (the settlement was changed)")
+
+
 def _check_results_copy(folder: Path, decision: Decision, results: Results,
                         out: Verification) -> None:
     path = folder / RESULTS_XLSX
     if not path.is_file():
+        # as a decision record without workbook.xlsx: allowed (written from code), but said
+        out.warnings.append(f"the record holds no copy of the results workbook ({RESULTS_XLSX}): "
+                            f"{RESULTS_JSON} alone is the evidence of the results")
         return
     try:
         copy = load_results(path, decision.round, decision.funded())
@@ -605,9 +639,12 @@ def _check_results_copy(folder: Path, decision: Decision, results: Results,
 
 
 def _compare_lines(folder: Path, s: Settlement, out: Verification) -> None:
+    """settlement.csv against the re-computed settlement: each tranche's amounts and texts
+    named, then the file byte for byte (a line given twice, an amount typed another way or
+    another line end is a change: whoever sums the file pays what it says)."""
     try:
-        df = pd.read_csv(folder / SETTLEMENT_CSV, dtype=str, keep_default_na=False,
-                         na_filter=False)
+        data = (folder / SETTLEMENT_CSV).read_bytes()
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False)
     except Exception as exc:
         out.problems.append(f"{SETTLEMENT_CSV} is not readable ({type(exc).__name__}: {exc})")
         return
@@ -615,9 +652,14 @@ def _compare_lines(folder: Path, s: Settlement, out: Verification) -> None:
         out.problems.append(f"{SETTLEMENT_CSV}: expected columns {SETTLEMENT_COLUMNS}, got "
                             f"{list(df.columns)}")
         return
-    expected = pd.read_csv(io.StringIO(settlement_csv(s)), dtype=str, keep_default_na=False,
-                           na_filter=False)
+    text = settlement_csv(s)
+    expected = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     key = ["program_id", "fund_id", "period", "tranche"]
+    before = len(out.problems)
+    counts = Counter(tuple(r[k] for k in key) for r in df.to_dict("records"))
+    for k in sorted(k for k, n in counts.items() if n > 1):
+        out.problems.append(f"settlement {'/'.join(k)}: {counts[k]} lines in {SETTLEMENT_CSV}, "
+                            "the decision has one such tranche")
     old = {tuple(r[k] for k in key): r for r in df.to_dict("records")}
     new = {tuple(r[k] for k in key): r for r in expected.to_dict("records")}
     for k in [k for k in old if k not in new]:
@@ -635,6 +677,10 @@ def _compare_lines(folder: Path, s: Settlement, out: Verification) -> None:
             if not same:
                 out.problems.append(f"settlement {'/'.join(k)} {column}: recorded {a}, "
                                     f"re-computed {b}")
+    if len(out.problems) == before and data != text.encode("utf-8"):
+        n, got, want = first_difference(data, text.encode("utf-8"))
+        out.problems.append(f"{SETTLEMENT_CSV} line {n}: recorded {got!r}, the re-computed "
+                            f"settlement writes {want!r}")
 
 
 def _as_decimal(text: str) -> Decimal | None:

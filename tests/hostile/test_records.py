@@ -203,7 +203,7 @@ def test_chain_accepts_a_settlement_record(genuine: Path, tmp_path: Path) -> Non
     settlement = round_dir / "29991231T000000000000Z-settle"
     settlement.mkdir()
     (settlement / "payments.csv").write_text("fund_id,amount\nJIF,1\n")
-    manifest = {"kind": "settlement",
+    manifest = {"kind": "settlement", "round_id": "T1", "run_id": settlement.name,
                 "settles": {"run_id": last.name, "record_digest": sha(last / "manifest.json")},
                 "previous": sha(last / "manifest.json"),
                 "files": {"payments.csv": sha(settlement / "payments.csv")}}
@@ -349,11 +349,12 @@ def test_sign_record_signs_any_kind_of_record(keys: Path, tmp_path: Path) -> Non
     from allocator.record import check_files
     from allocator.signing import load_trusted, sign_record
 
-    folder = tmp_path / "settlement"
-    folder.mkdir()
+    folder = tmp_path / "T1" / "settlement"
+    folder.mkdir(parents=True)
     (folder / "payments.csv").write_text("x\n")
     (folder / "manifest.json").write_text(json.dumps(
-        {"kind": "settlement", "files": {"payments.csv": sha(folder / "payments.csv")}}))
+        {"kind": "settlement", "round_id": "T1", "run_id": "settlement",
+         "files": {"payments.csv": sha(folder / "payments.csv")}}))
     sign_record(folder, keys / "Upper-Rhine-JIF.key")
     out = check_files(folder, trusted_keys=load_trusted([keys / "Upper-Rhine-JIF.pub"]))
     assert out.verified, out.problems
