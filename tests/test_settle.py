@@ -359,3 +359,105 @@ def test_a_settlement_after_the_clock_went_back_is_named_after_its_decision(
     run = api.settle(decided, results_book(tmp_path / "r.xlsx"), report=tmp_path / "s.xlsx")
     assert round_records(decided.parent) == [decided, run.record.folder]
     assert walk_chain(decided.parent).verified
+
+
+# --- verify holds a settlement record to what settle wrote, as a decision record ---------------
+def _settled(decided: Path, tmp_path: Path) -> Path:
+    run = api.settle(decided, results_book(tmp_path / "res.xlsx"), report=tmp_path / "s.xlsx")
+    return run.record.folder
+
+
+def _rehash(folder: Path, *, output: bool = False, **changes: object) -> None:
+    """What a forger does after an edit: the manifest's digests made to match again."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {n: sha256_file(folder / n) for n in manifest["files"]
+                         if (folder / n).is_file()}
+    if output:
+        manifest["output_digest"] = sha256_file(folder / "settlement.csv")
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _verify(folder: Path, code: int = 5) -> str:
+    result = runner.invoke(app, ["verify", str(folder)])
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_a_settlement_line_given_twice_is_named(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    path = folder / "settlement.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1], *lines[1:]]) + "\n")
+    _rehash(folder, output=True)
+    key = "/".join(lines[1].split(",")[:4])
+    assert f"settlement {key}: 2 lines in settlement.csv" in _verify(folder)
+
+
+def test_settlement_amounts_typed_another_way_are_named(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    path = folder / "settlement.csv"
+    text = path.read_text()
+    path.write_text(text.replace(",5000,5000,0,", ",5E+3,5000.000,-0,", 1))
+    _rehash(folder, output=True)
+    out = _verify(folder)
+    assert "settlement.csv line " in out and "5E+3,5000.000,-0" in out
+    assert "the re-computed settlement writes" in out
+
+
+def test_a_settlement_with_crlf_line_ends_is_named(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    path = folder / "settlement.csv"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    _rehash(folder, output=True)
+    assert "settlement.csv line 1: recorded 'program_id" in _verify(folder)
+
+
+def test_settlement_output_digest_is_checked(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    _rehash(folder, output_digest="0" * 64)
+    assert "settlement.csv: its SHA-256 differs from the manifest's output_digest" in _verify(folder)
+
+
+def test_settlement_round_id_and_run_id_are_checked(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    round_id = decided.parent.name
+    _rehash(folder, round_id="another-round", run_id="19990101T000000000000Z-settle-00000000")
+    out = _verify(folder)
+    assert f"manifest.json: round_id 'another-round', but the record lies in the round folder " \
+           f"'{round_id}'" in out
+    assert f"the decision record it settles is of round '{round_id}'" in out
+    assert "its manifest says run '19990101T000000000000Z-settle-00000000'" in out
+
+
+def test_a_settlement_without_its_results_workbook_is_verified_with_a_warning(
+        decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    (folder / "results.xlsx").unlink()
+    _rehash(folder)
+    out = _verify(folder, 0)
+    assert "warning: the record holds no copy of the results workbook (results.xlsx)" in out
+
+
+def test_settles_run_id_must_be_a_record_of_the_same_round(decided: Path, tmp_path: Path):
+    """Not `../<other round>/<run>` nor an absolute path: verify would settle another round's
+    record, or one outside the records folder."""
+    folder = _settled(decided, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    away = tmp_path / "far" / decided.name
+    shutil.copytree(decided, away)
+    for run_id in (f"../{decided.parent.name}/{decided.name}", str(away)):
+        _rehash(folder, settles={**manifest["settles"], "run_id": run_id})
+        out = _verify(folder)
+        assert f"settles.run_id {run_id!r} is not the name of a record folder of this round" in out
+
+
+def test_settling_a_record_whose_settles_is_a_list_is_refused(decided: Path, tmp_path: Path):
+    folder = _settled(decided, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "settles": ["x"]}))
+    result = runner.invoke(app, ["settle", str(folder), str(results_book(tmp_path / "r.xlsx")),
+                                 "--report", str(tmp_path / "x.xlsx")])
+    assert result.exit_code == 1, result.output
+    assert "is a settlement record, not a decision record" in result.output

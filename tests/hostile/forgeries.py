@@ -179,6 +179,69 @@ def remove_workbook(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def remove_versions(folder: Path) -> None:
+    """versions.json gone (rehash drops it from the manifest): exact or lenient, who says?"""
+    (folder / "versions.json").unlink()
+
+
+def unit_to_other_program(folder: Path) -> None:
+    """One unit from P1/A1/JIF to P2/B1/JIF (same fund and period): less outcome value."""
+    path = folder / "allocation.csv"
+    lines = path.read_text().splitlines()
+    for i, delta in ((1, -1), (4, +1)):
+        cells = lines[i].split(",")
+        cells[-1] = str(int(cells[-1]) + delta)
+        lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def unlisted_folder(folder: Path) -> None:
+    (folder / "amended").mkdir()
+    (folder / "amended" / "allocation.csv").write_text("program_id,region_id,fund_id,period,amount\n")
+
+
+def unlisted_dangling_link(folder: Path) -> None:
+    import os
+
+    os.symlink(folder.parent / "nowhere" / "approval.pdf", folder / "approval.pdf")
+
+
+def unlisted_fifo(folder: Path) -> None:
+    import os
+
+    os.mkfifo(folder / "notes")
+
+
+def linked(name: str) -> Callable[[Path], None]:
+    """`name` replaced by a link to a copy outside the record (the same bytes)."""
+    def edit(folder: Path) -> None:
+        import os
+
+        outside = folder.parent / f"outside-{name}"
+        outside.write_bytes((folder / name).read_bytes() if (folder / name).exists() else b"{}")
+        (folder / name).unlink(missing_ok=True)
+        os.symlink(outside, folder / name)
+
+    return edit
+
+
+def duplicate_manifest_key(folder: Path) -> None:
+    """A second `files` key listing two files only: which one counts depends on the reader."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    short = {k: manifest["files"][k] for k in ("round.json", "allocation.csv")}
+    text = path.read_text().replace('"files": {', '"files": ' + json.dumps(short) + ',\n  "files": {', 1)
+    path.write_text(text)
+
+
+def crlf(name: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        path = folder / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+    return edit
+
+
 @dataclass
 class Forgery:
     name: str
@@ -398,6 +461,45 @@ def forgeries() -> list[Forgery]:
             "signature.json is not a readable signature",
             rehash=False,
         ),
+        Forgery("versions_json_removed_and_unit_moved",
+                lambda f: (remove_versions(f), allocation_amount(f)),
+                "versions.json is missing: every decision record holds it", output=True),
+        Forgery("versions_json_removed", remove_versions, "versions.json is missing"),
+        Forgery(
+            # another version may break a tie the other way, not make the allocation worth less
+            "other_version_claimed_and_unit_moved_between_programs",
+            lambda f: (edit_json("versions.json", lambda d: d.update(allocator="0.0.1"))(f),
+                       unit_to_other_program(f)),
+            "allocation.csv: the recorded amounts are worth 34.799940 in outcome value, the "
+            "re-solved allocation 34.800000: money was moved between programs of different value",
+            output=True,
+        ),
+        Forgery("unlisted_sub_folder", unlisted_folder,
+                "amended: not listed in the manifest (added after the run) (a folder)", rehash=False),
+        Forgery("unlisted_dangling_link", unlisted_dangling_link,
+                "approval.pdf: not listed in the manifest (added after the run) (a symbolic link "
+                "to nothing)", rehash=False),
+        Forgery("unlisted_fifo", unlisted_fifo,
+                "notes: not listed in the manifest (added after the run) (not a regular file",
+                rehash=False),
+        Forgery("manifest_is_a_link", linked("manifest.json"),
+                "manifest.json is a symbolic link, not a file of the record", rehash=False),
+        Forgery("signature_is_a_link", linked("signature.json"),
+                "signature.json: a symbolic link, not a file of the record", rehash=False),
+        Forgery("manifest_duplicate_key", duplicate_manifest_key,
+                "manifest.json gives the key 'files' twice", rehash=False),
+        Forgery("manifest_duplicate_kind", edit_text("manifest.json", lambda t: t.replace(
+                    '"kind": "decision"', '"kind": "settlement",\n  "kind": "decision"', 1)),
+                "manifest.json gives the key 'kind' twice", rehash=False),
+        Forgery("allocation_crlf", crlf("allocation.csv"),
+                "allocation.csv line 1: recorded 'program_id,region_id,fund_id,period,amount\\r\\n', "
+                "the re-solved allocation writes 'program_id,region_id,fund_id,period,amount\\n'",
+                output=True),
+        Forgery("manifest_round_id_and_round_json", lambda f: (
+                    edit_json("round.json", lambda d: d["settings"].update(round_id="T2"))(f),
+                    edit_json("manifest.json", lambda d: d.update(round_id="T2"))(f)),
+                "manifest.json: round_id 'T2', but the record lies in the round folder 'T1'",
+                input_=True),
     ]
     names = [f.name for f in out]
     assert len(names) == len(set(names))

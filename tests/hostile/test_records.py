@@ -474,3 +474,152 @@ def test_a_record_written_after_the_clock_went_back_still_chains_in_order(
     assert json.loads((second / "manifest.json").read_text())["previous_run"] == first.name
     result = cli("verify", "--chain", tmp_path / "records" / "T1")
     assert result.exit_code == 0, result.output
+
+
+# --- a record's place: its round folder, links, and what the chain reads -----------------------
+def test_a_record_copied_into_another_round_folder_is_named(genuine: Path, tmp_path: Path) -> None:
+    """An old decision replayed as the first decision of a new round: verify and the chain
+    name the round folder the record does not belong to."""
+    first = records_of(genuine)[0]
+    replayed = tmp_path / "records" / "T2" / first.name
+    shutil.copytree(first, replayed)
+    said = "manifest.json: round_id 'T1', but the record lies in the round folder 'T2'"
+    for args in (("verify", replayed), ("verify", "--chain", replayed.parent)):
+        result = cli(*args)
+        assert result.exit_code == 5, result.output
+        assert said in result.output and "Traceback" not in result.output
+
+
+def test_a_foreign_rounds_record_chained_in_is_named(genuine: Path, tmp_path: Path) -> None:
+    """A record of another round, its previous rewritten to follow this round's latest."""
+    round_dir = chain_of_three(genuine, tmp_path)
+    last = dirs(round_dir)[-1]
+    base(lambda sheets: sheets["Round"].update(round_id="OTHER"))(tmp_path / "other.xlsx")
+    result = cli("run", tmp_path / "other.xlsx", "--report", tmp_path / "o.xlsx",
+                 "--records", tmp_path / "other", "-q")
+    assert result.exit_code == 0, result.output
+    foreign = dirs(tmp_path / "other" / "OTHER")[0]
+    moved = round_dir / ("2999" + foreign.name[4:])
+    shutil.copytree(foreign, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest.update(previous=sha(last / "manifest.json"), previous_run=last.name, run_id=moved.name)
+    (moved / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    result = cli("verify", "--chain", round_dir)
+    assert result.exit_code == 5, result.output
+    assert f"{moved.name}: manifest.json: round_id 'OTHER', but the record lies in the round " \
+           "folder 'T1'" in result.output
+
+
+def test_a_record_folder_that_is_a_link_is_refused(genuine: Path, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    shutil.copytree(genuine, records)
+    last = records_of(records)[-1]
+    outside = tmp_path / "outside" / last.name
+    shutil.move(last, outside)
+    os.symlink(outside, last)
+    said = f"the record folder {last.name} is a symbolic link (to {outside})"
+    for args in (("verify", last), ("verify", "--chain", records / "T1")):
+        result = cli(*args)
+        assert result.exit_code == 5, result.output
+        assert said in result.output
+
+
+@pytest.mark.parametrize("previous", [["list"], {"sha256": "x"}, 7], ids=["list", "object", "number"])
+def test_chain_names_a_previous_that_is_not_a_digest(previous: object, genuine: Path,
+                                                     tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    shutil.copytree(genuine, records)
+    last = records_of(records)[-1]
+    manifest = json.loads((last / "manifest.json").read_text())
+    if isinstance(previous, list):
+        previous = [manifest["previous"]]
+    (last / "manifest.json").write_text(json.dumps({**manifest, "previous": previous}))
+    result = cli("verify", "--chain", records / "T1")
+    assert result.exit_code == 5, result.output
+    assert f"{last.name}: previous is a" in result.output
+    assert "not a record's digest: the link is broken" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_chain_names_a_manifest_with_a_key_given_twice(genuine: Path, tmp_path: Path) -> None:
+    from tests.hostile.forgeries import duplicate_manifest_key
+
+    records = tmp_path / "records"
+    shutil.copytree(genuine, records)
+    duplicate_manifest_key(records_of(records)[-1])
+    result = cli("verify", "--chain", records / "T1")
+    assert result.exit_code == 5, result.output
+    assert "manifest.json gives the key 'files' twice" in result.output
+
+
+def test_chain_names_an_unlisted_fifo(genuine: Path, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    shutil.copytree(genuine, records)
+    first = records_of(records)[0]
+    os.mkfifo(first / "notes")
+    result = cli("verify", "--chain", records / "T1")
+    assert result.exit_code == 5, result.output
+    assert f"{first.name}: notes: not listed in the manifest" in result.output
+
+
+# --- the one-unit tolerance: only a tie another solver version could break otherwise ----------
+def _committed_copy(tmp_path: Path) -> Path:
+    """The committed older-format record (compared within one unit, whatever its versions)."""
+    models = Path(__file__).resolve().parents[2] / "models"
+    committed = dirs(models / "upper-rhine-2026")[0]
+    copy = tmp_path / "models" / "upper-rhine-2026" / committed.name
+    shutil.copytree(committed, copy)
+    return copy
+
+
+def _rule_keeping_move(record: Path, *, same_program: bool) -> tuple[str, str]:
+    """One unit moved between two allocation rows of one fund and period, keeping every rule:
+    rows of one program (the same outcome value), or of two programs of different value.
+    Writes the moved allocation.csv and returns the two rows' keys."""
+    import pandas as pd
+
+    from allocator.checker import check_allocation
+    from allocator.round import Round
+
+    rnd = Round.model_validate_json((record / "round.json").read_text())
+    value = {p.program_id: rnd.value_per_trainee(p) / p.round_cost_per_trainee for p in rnd.programs}
+    unit = int(rnd.settings.rounding_unit)
+    df = pd.read_csv(record / "allocation.csv", dtype={"period": str})
+    for i, a in df.iterrows():
+        for j, b in df.iterrows():
+            if i == j or (a.fund_id, a.period) != (b.fund_id, b.period) or a.amount <= unit:
+                continue
+            if (a.program_id == b.program_id) != same_program or \
+                    (not same_program and abs(value[a.program_id] - value[b.program_id]) < 1e-6):
+                continue
+            moved = df.copy()
+            moved.loc[i, "amount"] -= unit
+            moved.loc[j, "amount"] += unit
+            if not check_allocation(rnd, moved.astype({"amount": float})):
+                moved.to_csv(record / "allocation.csv", index=False, lineterminator="\n")
+                rehash(record, output=True)
+                return ("/".join(map(str, a.iloc[:4])), "/".join(map(str, b.iloc[:4])))
+    raise AssertionError("no move keeps every rule")
+
+
+def test_a_unit_moved_between_programs_of_different_value_is_not_a_tie(tmp_path: Path) -> None:
+    """On an older-format record (one-unit tolerance), a move that keeps every rule and stays
+    within a unit per line still makes the allocation worth less: NOT VERIFIED."""
+    record = _committed_copy(tmp_path)
+    _rule_keeping_move(record, same_program=False)
+    result = cli("verify", record)
+    assert result.exit_code == 5, result.output
+    assert "money was moved between programs of different value" in result.output
+
+
+def test_a_tie_moved_the_other_way_is_verified_with_each_line_named(tmp_path: Path) -> None:
+    """A unit moved between two amounts of one program keeps the outcome value: as another
+    solver version breaking a tie, it is accepted on an older-format record, but each moved
+    line is a warning."""
+    record = _committed_copy(tmp_path)
+    a, b = _rule_keeping_move(record, same_program=True)
+    result = cli("verify", record)
+    assert result.exit_code == 0, result.output
+    for key in (a, b):
+        assert f"warning: allocation {key}: recorded" in result.output
+    assert "(within one rounding unit, accepted because the versions differ)" in result.output
