@@ -3,8 +3,9 @@
 Stage 6 of the data flow. `models/<round_id>/<run_id>/` holds the canonical round (JSON), a copy
 of the original workbook, solver settings and versions, the MPS file of every solved stage, the
 allocation as CSV, the objective values per stage, and a manifest of SHA-256 digests.
-`verify_record` re-solves the canonical round, compares allocations within one rounding unit and
-re-checks every rule with the solver-free checker.
+`verify_record` re-solves the canonical round, compares allocations (exactly on the recording's
+versions, else within one rounding unit at the same outcome value) and re-checks every rule with
+the solver-free checker.
 """
 
 from __future__ import annotations
