@@ -493,8 +493,9 @@ def _verify_settlement(out: Verification) -> Verification:
     from allocator.settle import verify_settlement
 
     settled = verify_settlement(out.record)
+    # both check the files and the record's place: each finding said once
     out.problems.extend(p for p in settled.problems if p not in out.problems)
-    out.warnings.extend(settled.warnings)
+    out.warnings.extend(w for w in settled.warnings if w not in out.warnings)
     out.notes[:] = [n for n in out.notes if not n.startswith("a settlement record")]
     return out
 
