@@ -203,6 +203,10 @@ def parse_id_list(value: object, notes: list[str]) -> list[str]:
         raise CellValueError(f"expected a comma-separated list, got {describe(value)}{advice}")
     parts = [clean_text(p) for p in clean_text(value, notes).split(",")]
     items = [not_formula(p) for p in parts if p]
+    odd = next((p for p in items if ";" in p or "|" in p), None)
+    if odd is not None:  # filters use ; and |, so no id or tag can hold them
+        raise CellValueError(f"expected a comma-separated list, got {odd!r}: separate the items "
+                             "with commas (an id or tag cannot hold ; or |)")
     if len(items) != len(set(items)):
         seen: set[str] = set()
         dupes = sorted({p for p in items if p in seen or seen.add(p)})  # type: ignore[func-returns-value]
@@ -257,11 +261,37 @@ def _number_from_text(raw: str, notes: list[str]) -> Decimal:
     value = _decimal_from_separators(compact, raw)
     if value == 0:
         value = Decimal(0)  # drop a huge exponent such as 0e999999999
-    elif not -30 <= value.adjusted() <= 30:
-        raise CellValueError(f"expected a number, got {raw!r}, which is out of any sensible range")
+    elif not -20 <= value.adjusted() <= 20:  # before any arithmetic on a huge exponent
+        raise CellValueError(out_of_range(raw))
     if percent:
         value = value / 100
+    in_range(value, raw)
     notes.append(f"read the text {raw!r} as the number {_plain(value)}")
+    return value
+
+
+# The sizes a number cell may hold, typed as a number or as text alike (docs/limits.md): 0, or
+# from MIN_NUMBER up to below MAX_NUMBER. HiGHS, the solver, drops coefficients below 1e-9 and
+# refuses those of 1e15 or more; Excel keeps 15 significant digits, so a figure of 1e15 or more
+# cannot be typed exactly anyway.
+MIN_NUMBER = Decimal("1e-9")
+MAX_NUMBER = Decimal("1e15")
+MAX_SHOWN = f"1e{MAX_NUMBER.adjusted()}"
+NUMBER_RANGE = (f"0, or a size from 0.000000001 (1e{MIN_NUMBER.adjusted()}) up to below "
+                f"1,000,000,000,000,000 ({MAX_SHOWN})")
+
+
+def out_of_range(raw: object) -> str:
+    """The message for a number cell outside NUMBER_RANGE."""
+    shown = f"{raw!r}" if isinstance(raw, str) else f"{raw:g}" if isinstance(raw, float) else str(raw)
+    return (f"expected a number, got {shown}, which is out of range: a number cell holds "
+            f"{NUMBER_RANGE} (see docs/limits.md)")
+
+
+def in_range(value: Decimal, raw: object) -> Decimal:
+    """`value`, refused when it lies outside NUMBER_RANGE."""
+    if value != 0 and not MIN_NUMBER <= abs(value) < MAX_NUMBER:
+        raise CellValueError(out_of_range(raw))
     return value
 
 
@@ -331,15 +361,15 @@ def parse_decimal(value: object, notes: list[str]) -> Decimal | None:
         raise CellValueError(f"expected a number, got {describe(value)}; the cell is formatted "
                              "as a date or time: format it as a number and type the value again")
     if isinstance(value, int):
-        return Decimal(value)
+        return in_range(Decimal(value), value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise CellValueError(f"expected a finite number, got {value}")
-        return Decimal(repr(value))
+        return in_range(Decimal(repr(value)), value)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise CellValueError(f"expected a finite number, got {value}")
-        return value
+        return in_range(value, value)
     try:
         return _number_from_text(str(value), notes)
     except ArithmeticError as exc:  # InvalidOperation, Overflow: regexes should prevent both

@@ -24,7 +24,14 @@ from pydantic.fields import FieldInfo
 
 from allocator import cells
 from allocator.errors import CellRef, InputError, InputIssue, Normalisation
-from allocator.filters import Filter, FilterSyntaxError, check_filter, parse_filter, resolve_key
+from allocator.filters import (
+    BUILTIN_KEYS,
+    Filter,
+    FilterSyntaxError,
+    check_filter,
+    parse_filter,
+    resolve_key,
+)
 from allocator.paths import unsafe_name_reason
 from allocator.round import (
     OUTCOME_COLUMNS,
@@ -55,6 +62,10 @@ REQUIRED_SHEETS = ("round", "regions", "funds", "budgets", "programs", "objectiv
 OPTIONAL_SHEETS = ("contributions", "performance", "tranches", "rules", "variants")
 SHEET_TITLES = {s: s.capitalize() for s in REQUIRED_SHEETS + OPTIONAL_SHEETS}
 ROUND_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+# Allocations are whole multiples of the rounding unit. HiGHS keeps limits to about 1e-7 of
+# their size: with units of 0.0001 on a round of millions, rounding could no longer tell whether
+# a limit holds (docs/limits.md). A thousandth is the smallest subunit any currency has.
+MIN_ROUNDING_UNIT = Decimal("0.001")
 
 
 _ENUM_VALUES: dict[Parser, frozenset[str]] = {}
@@ -320,6 +331,8 @@ def _round_and_notes(tables: dict[str, Table], fast: bool) -> tuple[Round, list[
     if col.issues:
         raise InputError(col.issues)
     settings = _settings(tables["round"], col)
+    for name in ("regions", "funds", "programs"):  # the sheets whose extra columns are attributes
+        _check_extra_headers(tables[name], SPECS[name], col)
     rows: dict[str, list[Located]] = {}
     for name, spec in SPECS.items():
         if name in tables:
@@ -335,6 +348,19 @@ def _round_and_notes(tables: dict[str, Table], fast: bool) -> tuple[Round, list[
         raise InputError(col.issues)
     assert rnd is not None
     return rnd, col.notes
+
+
+def _check_extra_headers(table: Table, spec: list[Column], col: Collector) -> None:
+    """Refuse an extra column named as a built-in filter key (`region` on Programs, `stage` on
+    Funds): a filter or `each` naming it means the built-in key, never this column."""
+    own = {c.name for c in spec}
+    for header, letter in table.headers.items():
+        if header in BUILTIN_KEYS and header not in own:
+            dimension, attribute, _ = BUILTIN_KEYS[header]
+            col.error(CellRef(table.sheet, table.header_row, letter, header),
+                      f"the column name {header!r} is reserved for the built-in filter key "
+                      f"{header} (the {dimension}'s {attribute.replace('_', ' ')}): a rule "
+                      f"naming {header} would never read this column; rename the column")
 
 
 # --- the Round sheet -------------------------------------------------------------------------
@@ -367,7 +393,11 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
         elif parsed is not None and parsed != []:
             values[key] = tuple(parsed) if key == "periods" else parsed
     if "round_id" not in values:
-        col.error(CellRef(table.sheet, None, None, "round_id"), "the key round_id is required")
+        if "round_id" in where:  # the row is there, its value cell blank
+            col.error(where["round_id"], "round_id is required, but the cell is blank; type "
+                      "the round's id (letters, digits, '.', '_' and '-')")
+        else:
+            col.error(CellRef(table.sheet, None, None, "round_id"), "the key round_id is required")
         return None
     if any(v is _INVALID for v in values.values()):
         return None
@@ -383,7 +413,10 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
         if dupes:
             col.error(where["periods"], f"period {dupes[0]!r} is listed twice")
     checks = {
-        "rounding_unit": (lambda v: v > 0, "must be greater than 0"),
+        "rounding_unit": (lambda v: v >= MIN_ROUNDING_UNIT,
+                          f"must be at least {MIN_ROUNDING_UNIT} (a thousandth of the currency "
+                          "unit, the smallest subunit any currency has; the solver cannot keep "
+                          "every limit in smaller units; see docs/limits.md)"),
         "outcome_tolerance": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
         "time_limit_s": (lambda v: v > 0, "must be greater than 0"),
         "mip_gap": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
@@ -394,7 +427,9 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
     }
     for key, (ok, message) in checks.items():
         if key in values and not ok(values[key]):
-            col.error(where[key], f"{message}, got {values[key]}")
+            value = values[key]
+            shown = format(value, "f") if isinstance(value, Decimal) else value
+            col.error(where[key], f"{key} {message}, got {shown}")
     if "currency" in values and not re.fullmatch(r"[A-Za-z]{3}", values["currency"]):
         col.error(where["currency"], f"expected a 3-letter currency code such as EUR, "
                   f"got {values['currency']!r}")
@@ -721,14 +756,24 @@ def _plain_floats(raws: list[object], blank: Any) -> list[Any]:
     if types <= {float, int} and (int not in types or all(
             abs(v) <= _EXACT_INT for v in raws if type(v) is int)):  # type: ignore[arg-type]
         values = np.array(raws, dtype=float)
-        if np.isfinite(values).all():  # floats kept as the very objects read: nothing to free
+        size = np.abs(values)  # NaN and infinity fail the test below
+        if ((size < _MAX_NUMBER) & ((size >= _MIN_NUMBER) | (size == 0))).all():
+            # floats kept as the very objects read: nothing to free
             return list(raws) if int not in types else values.tolist()
     return [blank if v is None or v == "" else float(v)  # type: ignore[arg-type]
-            if (type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= _EXACT_INT)
+            if ((type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= _EXACT_INT))
+            and _in_number_range(v)  # type: ignore[arg-type]
             else _NOT_PLAIN for v in raws]
 
 
 _EXACT_INT = 2**53  # up to here float(n) == float(Decimal(n)), what parse_float returns
+# cells.NUMBER_RANGE as floats: a value outside goes through parse_float, which refuses it.
+# _MAX_NUMBER also bounds amounts and objective coefficients made of two cells.
+_MIN_NUMBER, _MAX_NUMBER = float(cells.MIN_NUMBER), float(cells.MAX_NUMBER)
+
+
+def _in_number_range(v: float) -> bool:
+    return v == 0 or _MIN_NUMBER <= abs(v) < _MAX_NUMBER
 
 
 def _short_id(text: str) -> str:
@@ -973,12 +1018,21 @@ def _assemble(settings: RoundSettings, rows: dict[str, list[Located]],
         return None
     _check_filters(rnd, rows, t, col)
     _check_rules(rnd, rows["rules"], t.get("rules"), col)
+    _check_values_size(rnd, rows["objective"], rows["programs"], t, col)
     if settings.equity_objective == EquityObjective.maxmin_contribution and not any(
             c.amount > 0 for c in rnd.contributions):
-        col.error(CellRef("Round", None, None, "equity_objective"),
+        col.error(_round_value_ref(t["round"], "equity_objective"),
                   "maxmin_contribution needs contributions: the Contributions sheet has no "
                   "row with an amount")
     return rnd
+
+
+def _round_value_ref(table: Table, key: str) -> CellRef:
+    """The value cell of `key` on the Round sheet (validated: the key is on exactly one row)."""
+    for excel_row, raw in table.rows:
+        if str(raw.get("key") or "").strip().lower().replace(" ", "_") == key:
+            return table.ref(excel_row, "value")
+    return CellRef(table.sheet, None, None, key)  # pragma: no cover - a default is never wrong
 
 
 def _known(rows: dict[str, list[Located]], tables: dict[str, Table], col: Collector,
@@ -1146,6 +1200,7 @@ def _programs_to_check(programs: list[Located], regions: set[str],
                 or (start is not None and end is not None)
                 or (pilot is not None and (pilot not in ids or pilot == p.program_id))
                 or p.min_trainees > p.max_trainees
+                or p.max_trainees * p.cost_per_trainee >= _MAX_NUMBER
                 or not 0 <= p.outcomes.get(rate_a, 0) <= 1
                 or not 0 <= p.outcomes.get(rate_b, 0) <= 1):
             out.append(loc)
@@ -1169,6 +1224,11 @@ def _check_program(loc: Located, table: Table, known: dict[str, Collection[str]]
     if p.min_trainees > p.max_trainees:
         col.error(ref(loc.excel_row, "min_trainees"),
                   f"must be at most max_trainees ({p.max_trainees:g}), got {p.min_trainees:g}")
+    if p.max_trainees * p.cost_per_trainee >= _MAX_NUMBER:  # the program-period's most money
+        col.error(ref(loc.excel_row, "max_trainees"),
+                  f"{p.max_trainees:g} trainees at {p.cost_per_trainee:g} each cost "
+                  f"{p.max_trainees * p.cost_per_trainee:.3g} currency units in a period; "
+                  f"amounts must stay below {cells.MAX_SHOWN} (see docs/limits.md)")
     if p.pilot_of is not None:
         if p.pilot_of not in known["program"]:
             _check_reference(known, "pilot", p.pilot_of, ref(loc.excel_row, "pilot_of"), col)
@@ -1206,7 +1266,7 @@ def _check_tranches(rows: list[Located], table: Table | None, known: dict[str, C
     for key, total in totals.items():
         if abs(total - 1) > 1e-9:
             col.error(table.ref(first_row[key], "share"),
-                      f"the tranche shares of {key[0]} {key[1]!r} add up to {total:g}, not 1")
+                      f"the tranche shares of {key[0]} {key[1]!r} add up to {total:.15g}, not 1")
 
 
 def _check_objective(objective: list[Located], programs: list[Located],
@@ -1234,6 +1294,12 @@ def _check_objective(objective: list[Located], programs: list[Located],
             col.error(table.ref(loc.excel_row, "metric"),
                       f"{metric!r} is not an outcome; use an outcome column or a numeric column")
             continue
+        if metric in PROGRAM_SIZE_COLUMNS:
+            col.error(table.ref(loc.excel_row, "metric"),
+                      f"{metric!r} is the program's cost or size, which the engine already "
+                      f"weighs against its outcomes, not an outcome to maximise; use an outcome "
+                      f"column ({', '.join(OUTCOME_COLUMNS)}) or a numeric column of your own")
+            continue
         out[metric] = "outcome" if metric in OUTCOME_COLUMNS else "extra"
         if loc.row.weight == 0:  # type: ignore[attr-defined]
             continue
@@ -1259,6 +1325,42 @@ def _check_objective(objective: list[Located], programs: list[Located],
     return out
 
 
+def _check_values_size(rnd: Round, objective: list[Located], programs: list[Located],
+                       t: dict[str, Table], col: Collector) -> None:
+    """A trainee's value, and its value per currency unit (the objective's coefficients), below
+    cells.MAX_NUMBER: HiGHS refuses larger coefficients or cannot solve with them."""
+    largest = {o.metric: max((abs(p.outcomes.get(o.metric, 0.0)) for p in rnd.programs),
+                             default=0.0) for o in rnd.objective}
+    too_big = False
+    for loc in objective:
+        o: ObjectiveRow = loc.row  # type: ignore[assignment]
+        if abs(o.weight) * largest.get(o.metric, 0.0) >= _MAX_NUMBER:
+            col.error(t["objective"].ref(loc.excel_row, "weight"),
+                      f"{o.weight:g} times {o.metric} of up to {largest[o.metric]:g} is "
+                      f"{abs(o.weight) * largest[o.metric]:.3g} per trainee; a trainee's value "
+                      f"must stay below {cells.MAX_SHOWN} (see docs/limits.md)")
+            too_big = True
+    cheapest = min((p.round_cost_per_trainee for p in rnd.programs), default=1.0)
+    bound = sum(abs(o.weight) * largest.get(o.metric, 0.0) for o in rnd.objective)
+    if too_big or bound / cheapest < _MAX_NUMBER:  # the common case: no program can come near
+        return
+    rows = {loc.row.program_id: loc.excel_row for loc in programs}  # type: ignore[attr-defined]
+    for p in rnd.programs:
+        value = abs(rnd.value_per_trainee(p))
+        if value / p.round_cost_per_trainee >= _MAX_NUMBER:
+            col.error(t["programs"].ref(rows[p.program_id], "cost_per_trainee"),
+                      f"a trainee worth {value:.3g} (the Objective's weights times the "
+                      f"program's outcomes) at a cost of {p.round_cost_per_trainee:g} is worth "
+                      f"{value / p.round_cost_per_trainee:.3g} per currency unit; this must stay "
+                      f"below {cells.MAX_SHOWN} (see docs/limits.md): is the cost in currency "
+                      "units?")
+
+
+# Numeric columns of Programs with a meaning of their own (cost, capacity, outside money): not
+# metrics; the model already uses them, and as a metric their value per trainee would be read
+# from the program's attributes, where they are not.
+PROGRAM_SIZE_COLUMNS = frozenset({"cost_per_trainee", "max_trainees", "min_trainees",
+                                  "external_match"})
 SPECS_PROGRAM_NON_METRIC = {
     "program_id", "name", "sector", "stage", "regions", "start_period", "end_period",
     "targets", "pilot_of",
@@ -1291,7 +1393,8 @@ def _spread_columns(ptable: Table, objective: list[Located], col: Collector) -> 
             continue
         metric = header[: -len(SE_SUFFIX)]
         where = CellRef(ptable.sheet, ptable.header_row, ptable.headers.get(header), header)
-        if metric not in ptable.headers or metric in SPECS_PROGRAM_NON_METRIC:
+        if (metric not in ptable.headers or metric in SPECS_PROGRAM_NON_METRIC
+                or metric in PROGRAM_SIZE_COLUMNS):
             col.error(where, f"a standard error column names its metric: expected a Programs "
                       f"column {metric!r} beside {header!r}, got none")
             continue
@@ -1361,8 +1464,24 @@ def _check_rules(rnd: Round, rows: list[Located], table: Table | None, col: Coll
         if rule.measure in (Measure.share, Measure.share_within, Measure.contribution_share) \
                 and rule.value < 0:
             col.error(ref(loc.excel_row, "value"), f"a share must be at least 0, got {rule.value:g}")
+        if rule.measure in (Measure.share, Measure.share_within) and rule.value > 1:
+            # (contribution_share compares with value times a share: a value above 1 is allowed)
+            col.error(ref(loc.excel_row, "value"), f"a share must be at most 1 (type 20% or 0.2 "
+                      f"for a fifth), got {rule.value:g}")
+        if rule.measure == Measure.per_capita and not incomplete:
+            _check_per_capita_size(rnd, rule, ref(loc.excel_row, "value"), col)
         if rule.measure == Measure.contribution_share and not incomplete:
             _check_contribution_rule(rnd, rule, ref(loc.excel_row, "select"), col)
+
+
+def _check_per_capita_size(rnd: Round, rule: RuleRow, where: CellRef, col: Collector) -> None:
+    """A per-capita value times the round's inhabitants is an amount of money: below the
+    limit of every amount (cells.MAX_NUMBER), or the solver cannot hold the rule."""
+    people = sum(r.population for r in rnd.regions)
+    if abs(rule.value) * people >= cells.MAX_NUMBER:
+        col.error(where, f"{rule.value:g} per inhabitant over the round's {people:,.0f} "
+                  f"inhabitants is {abs(rule.value) * people:.3g} currency units; amounts must "
+                  f"stay below {cells.MAX_SHOWN} (see docs/limits.md)")
 
 
 def _check_contribution_rule(rnd: Round, rule: RuleRow, where: CellRef, col: Collector) -> None:

@@ -310,6 +310,7 @@ class _SheetScan:
         self._value: list[str] = []
         self._formula: list[str] = []
         self._has_formula = False
+        self._has_value = False
         self.hidden_rows: set[int] = set()  # rows Excel does not show
         self.hidden_cols: list[tuple[int, int]] = []  # (first, last) 1-based column ranges
         self._rows_seen: set[int] = set()
@@ -347,8 +348,10 @@ class _SheetScan:
             self._cell = (max(self.row, 1), self.col)
             self._type = attrs.get("t")
             self._value, self._formula, self._has_formula = [], [], False
+            self._has_value = False
         elif self._cell is not None and local == "v":
             self._capture = self._value
+            self._has_value = True
         elif self._cell is not None and local == "f":
             self._has_formula = True
             self._capture = self._formula
@@ -364,6 +367,8 @@ class _SheetScan:
         if local in ("v", "f"):
             self._capture = None
         elif local == "c" and self._cell is not None:
+            if self._type == "s" and self._has_value:
+                _check_shared_index("".join(self._value), self.sheet, *self._cell)
             value = "".join(self._value).strip()
             if self._type == "e":
                 self.special[self._cell] = ErrorCell(value or "#ERROR")
@@ -399,6 +404,15 @@ class _SheetScan:
 
 
 _TRUE_XML = ("1", "true")
+
+
+def _check_shared_index(text: str, sheet: str, row: int, col: int) -> None:
+    """A shared-string cell (t="s") holds the index of its text in xl/sharedStrings.xml, a
+    whole number; calamine reads any other value as index 0, another cell's text."""
+    if not (text.isascii() and text.isdigit()):
+        raise _fail(f"the cell's XML says it holds a shared text, but its index is "
+                    f"{text[:40]!r}, not a whole number (a damaged or hand-edited file); save "
+                    "the workbook again from Excel", sheet, row, column_letter(col - 1))
 
 
 def _twice(sheet: str, row: int, column: str | None = None) -> InputError:
@@ -471,8 +485,8 @@ _ROW_REFS = re.compile(rb'<(?:\w+:)?row\s[^>]*?\br="(\d+)"')
 def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
     """Parse a wanted sheet strictly, and measure it (fast path) or scan it cell by cell."""
     data = b"".join(_part_chunks(fh, info))
-    if _has_slow_signs(data):
-        _parse_chunks([data], info, scan)
+    if _has_slow_signs(data) or (b't="s"' in data and _BAD_SHARED_INDEX.search(data)):
+        _parse_chunks([data], info, scan)  # a bad shared-string index: the scan names the cell
         return
     _parse_chunks([data], info, None)  # well-formed, no DTD: checked at C speed
     n_refs = data.count(b'<c r="')
@@ -509,6 +523,8 @@ def _scan_sheet(fh: BinaryIO, info: zipfile.ZipInfo, scan: _SheetScan) -> None:
 
 
 _WIDE_CELL = re.compile(rb'<c r="[A-Z]{2}')
+# A shared-string cell whose <v> is not a whole number (see _check_shared_index).
+_BAD_SHARED_INDEX = re.compile(rb't="s"[^>]*>\s*<(?:\w+:)?v>(?![0-9]+</)')  # literal first: fast
 _CELL_REFS = re.compile(rb'<c r="([A-Z]{1,3}\d+)"')
 _PADDED_REF = re.compile(rb'<c r="[A-Z]{1,3}0')
 _HIDDEN_ROW = re.compile(rb'<(?:\w+:)?row\s[^>]*?\b(?:hidden="(?:1|true)"|ht="0)[^>]*>')
@@ -731,10 +747,19 @@ def _hidden_notes(sheet: SheetInfo, table: Table) -> list[Notice]:
     return out
 
 
+# calamine picks its reader by the file's extension. The content is known to be an .xlsx
+# (sniff_container), so a file named as another kind (a valid .xlsx saved as round.xls) is read
+# from its content instead; other names, .xlsx among them, keep the path (no copy in memory).
+_OTHER_KIND_SUFFIXES = frozenset({".xls", ".xla", ".xlsb", ".ods"})
+
+
 def _calamine(path: Path):  # -> CalamineWorkbook
     from python_calamine import CalamineWorkbook
 
     try:
+        if path.suffix.lower() in _OTHER_KIND_SUFFIXES:
+            with path.open("rb") as fh:
+                return CalamineWorkbook.from_filelike(fh)
         return CalamineWorkbook.from_path(str(path))
     except BaseException as exc:  # calamine raises pyo3 PanicException (a BaseException) too
         if isinstance(exc, KeyboardInterrupt | SystemExit):

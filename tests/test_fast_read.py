@@ -132,7 +132,25 @@ DIRTY: list[list[Change]] = [
      ("budgets", "period", 3, 2026.0)],
     [("tranches", "due", 1, 1.5), ("tranches", "share", 2, 2.0)],
     [("funds", "cofinancing_cap", 1, 1.5), ("funds", "carry_over", 2, "Yes")],
+    # sizes outside cells.NUMBER_RANGE, as numbers and as text, and its edges
+    [("programs", "cost_per_trainee", 69, 1e308), ("programs", "cost_per_trainee", 70, 1e-300),
+     ("programs", "max_trainees", 71, 10**15), ("programs", "max_trainees", 72, "1e15"),
+     ("budgets", "amount", 5, 6e19), ("budgets", "amount", 6, -1e15)],
+    [("programs", "wage_gain", 73, 1e-9), ("programs", "wage_gain", 74, 9.99e-10),
+     ("programs", "learning_gain", 75, 999_999_999_999_999), ("programs", "npv", 76, 1e300)],
 ]
+
+
+def test_number_range_is_the_same_on_both_paths(clean: dict[str, Table]) -> None:
+    """A float column of only numbers is checked at once (numpy) by the fast path: a size out of
+    range must be refused there as parse_float refuses it, at the same cells."""
+    changes = [("programs", "cost_per_trainee", 3, 1e308), ("programs", "max_trainees", 4, 1e-12),
+               ("regions", "population", 1, 1e15)]
+    result = assert_same(with_cells(clean, changes))
+    assert result[0] == "refused"
+    assert [(i.where.sheet, i.where.header) for i in result[1]] == [
+        ("Programs", "cost_per_trainee"), ("Programs", "max_trainees"), ("Regions", "population")]
+    assert all("out of range" in i.message for i in result[1])
 
 
 @pytest.mark.parametrize("changes", DIRTY, ids=lambda c: f"{c[0][0]}.{c[0][1]}")

@@ -531,7 +531,7 @@ def cases() -> list[Case]:
         Case("text_minus_infinity", setcell("Budgets", 2, "amount", "-Infinity"), ("Budgets", 4, "amount"),
              "finite"),
         Case("huge_exponent", setcell("Budgets", 2, "amount", "1e999"), ("Budgets", 4, "amount"),
-             "sensible range"),
+             "out of range"),
         Case("superscript_digits", setcell("Programs", 0, "max_trainees", "10²"),
              ("Programs", 2, "max_trainees"), "expected a number"),
         Case("bad_space_grouping", setcell("Budgets", 0, "amount", "12 50"), ("Budgets", 2, "amount"),
@@ -606,6 +606,7 @@ def cases() -> list[Case]:
              check=_round_check(lambda r: r.budget("JIF", "2026") == 100000, "cached value used")),
     ]
     out += _path_and_formula_cases()
+    out += _review_cases()
     names = [c.name for c in out]
     assert len(names) == len(set(names)), "case names must be unique"
     return out
@@ -786,6 +787,121 @@ def _path_and_formula_cases() -> list[Case]:
         Case("program_name_formula", setcell("Programs", 0, "name", '=HYPERLINK("http://x","click")'),
              None, "", accepted=True,
              check=_round_check(lambda r: r.programs[0].name.startswith("=HYPERLINK"), "name kept as text")),
+    ]
+
+
+# --- sizes, shares, lists and names a hostile review found unchecked ---------------------------
+def _mutated(fn: Callable[[dict[str, Any]], None]) -> Build:
+    return base(fn)
+
+
+def _tranche_shares(*shares: float) -> Build:
+    return base(lambda s: s.update(Tranches=[
+        {"fund_id": "JIF", "tranche": f"T{i}", "share": v, "due": i} for i, v in enumerate(shares)]))
+
+
+def _no_contributions_maxmin(s: dict[str, Any]) -> None:
+    s["Round"]["equity_objective"] = "maxmin_contribution"  # Excel row 5 of the Round sheet
+    s["Contributions"] = []
+
+
+def _extra_column(sheet: str, header: str) -> Build:
+    return base(lambda s: [row.update({header: "x"}) for row in s[sheet]])
+
+
+def _bad_shared_index(xml: str) -> str:
+    """Programs!A2 as a shared-string cell whose index is text (calamine read it as index 0)."""
+    out, n = re.subn(r'<c r="A2"[^>]*>.*?</c>', '<c r="A2" t="s"><v>abc</v></c>', xml, count=1,
+                     flags=re.S)
+    assert n == 1
+    return out
+
+
+def _review_cases() -> list[Case]:
+    size = "out of range"
+    return [
+        # numbers typed as numbers are held to the same range as numbers typed as text
+        Case("number_1e308_budget", setcell("Budgets", 0, "amount", 1e308), ("Budgets", 2, "amount"), size),
+        Case("number_6e19_budget", setcell("Budgets", 0, "amount", 6e19), ("Budgets", 2, "amount"), size),
+        Case("number_1e15_budget", setcell("Budgets", 1, "amount", 10**15), ("Budgets", 3, "amount"), size),
+        Case("text_1e15_budget", setcell("Budgets", 1, "amount", "1e15"), ("Budgets", 3, "amount"), size),
+        Case("number_1e308_cost", setcell("Programs", 0, "cost_per_trainee", 1e308),
+             ("Programs", 2, "cost_per_trainee"), size),
+        Case("number_1e-300_cost", setcell("Programs", 1, "cost_per_trainee", 1e-300),
+             ("Programs", 3, "cost_per_trainee"), size),
+        Case("number_1e308_max_trainees", setcell("Programs", 2, "max_trainees", 1e308),
+             ("Programs", 4, "max_trainees"), size),
+        Case("number_1e308_population", setcell("Regions", 0, "population", 1e308),
+             ("Regions", 2, "population"), size),
+        Case("number_1e308_weight", setcell("Objective", 0, "weight", 1e308), ("Objective", 2, "weight"),
+             size),
+        Case("number_minus_1e308_rule", setcell("Rules", 1, "value", -1e308), ("Rules", 3, "value"), size),
+        Case("number_1e308_penalty", setcell("Rules", 0, "penalty", 1e308), ("Rules", 2, "penalty"), size),
+        # products of two cells that reach the solver as one number
+        Case("capacity_money_1e15", setcell("Programs", 0, "max_trainees", 10**12),
+             ("Programs", 2, "max_trainees"), "amounts must stay below 1e15"),
+        Case("per_capita_money_1e15", setcell("Rules", 1, "value", 10**12), ("Rules", 3, "value"),
+             "amounts must stay below 1e15"),
+        Case("weight_times_metric_1e15", _mutated(lambda s: (
+            s["Programs"][0].update(wage_gain=10**8), s["Objective"][1].update(weight=10**8))),
+             ("Objective", 3, "weight"), "a trainee's value must stay below 1e15"),
+        Case("value_per_currency_unit_1e15", _mutated(lambda s: s["Programs"][0].update(
+            wage_gain=10**8, cost_per_trainee=1e-8)), ("Programs", 2, "cost_per_trainee"),
+             "per currency unit"),
+        # the smallest rounding unit
+        Case("rounding_unit_0_0001", round_key("rounding_unit", 0.0001), ("Round", 4, "value"),
+             "rounding_unit must be at least 0.001"),
+        Case("rounding_unit_1e-9", round_key("rounding_unit", 1e-9), ("Round", 4, "value"),
+             "rounding_unit must be at least 0.001"),
+        # shares above 1 (a percentage typed as 20)
+        Case("share_20", setcell("Rules", 0, "value", 20), ("Rules", 2, "value"),
+             "a share must be at most 1"),
+        Case("share_within_1_5", _mutated(lambda s: s["Rules"][0].update(
+            measure="share_within", each="jurisdiction", value=1.5)), ("Rules", 2, "value"),
+             "a share must be at most 1"),
+        # lists: ; and | are filter syntax, never part of a tag or an id
+        Case("targets_semicolon", setcell("Programs", 0, "targets", "rural; youth"),
+             ("Programs", 2, "targets"), "separate the items with commas"),
+        Case("targets_pipe", setcell("Programs", 1, "targets", "rural|youth"),
+             ("Programs", 3, "targets"), "separate the items with commas"),
+        Case("regions_semicolon", setcell("Programs", 1, "regions", "A1; B1"),
+             ("Programs", 3, "regions"), "separate the items with commas"),
+        # the Objective cannot weigh a program's cost or size
+        Case("objective_cost_per_trainee", setcell("Objective", 0, "metric", "cost_per_trainee"),
+             ("Objective", 2, "metric"), "the program's cost or size"),
+        Case("objective_max_trainees", setcell("Objective", 1, "metric", "max_trainees"),
+             ("Objective", 3, "metric"), "the program's cost or size"),
+        # messages that name their cell and show the difference
+        Case("tranche_shares_1_0000001", _tranche_shares(0.4000001, 0.6), ("Tranches", 2, "share"),
+             "add up to 1.0000001, not 1"),
+        Case("round_id_spaces", round_id("   "), ("Round", 2, "value"), "round_id is required"),
+        Case("maxmin_contribution_without_contributions", base(_no_contributions_maxmin),
+             ("Round", 5, "value"), "maxmin_contribution needs contributions"),
+        # a shared-string cell whose index is not a number
+        Case("shared_string_index_text", patched(in_sheet("Programs", _bad_shared_index)),
+             ("Programs", 2, "A"), "not a whole number"),
+        # extra columns named as a built-in filter key
+        Case("programs_extra_region", _extra_column("Programs", "region"), ("Programs", 1, "region"),
+             "reserved for the built-in filter key"),
+        Case("programs_extra_period", _extra_column("Programs", "period"), ("Programs", 1, "period"),
+             "reserved for the built-in filter key"),
+        Case("funds_extra_stage", _extra_column("Funds", "stage"), ("Funds", 1, "stage"),
+             "reserved for the built-in filter key"),
+        Case("regions_extra_sector", _extra_column("Regions", "sector"), ("Regions", 1, "sector"),
+             "reserved for the built-in filter key"),
+        Case("programs_extra_target", _extra_column("Programs", "target"), ("Programs", 1, "target"),
+             "reserved for the built-in filter key"),
+        # what stays allowed
+        Case("contribution_share_above_1", base(lambda s: s["Rules"].append(
+            {"rule_id": "R-JR", "measure": "contribution_share", "select": "fund=JIF", "op": ">=",
+             "value": 1.1})), None, "", accepted=True,
+             check=_round_check(lambda r: any(x.value == 1.1 for x in r.rules), "value 1.1 kept")),
+        Case("number_range_edges", base(lambda s: (
+            s["Budgets"][0].update(amount=999_999_999_999_999),
+            s["Programs"][0].update(learning_gain=1e-9),
+            s["Round"].update(rounding_unit=0.001))), None, "", accepted=True,
+             check=_round_check(lambda r: r.budget("JIF", "2026") == 999_999_999_999_999
+                                and r.programs[0].outcomes["learning_gain"] == 1e-9, "edges kept")),
     ]
 
 
