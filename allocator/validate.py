@@ -429,7 +429,7 @@ def _settings(table: Table, col: Collector) -> RoundSettings | None:
         if key in values and not ok(values[key]):
             value = values[key]
             shown = format(value, "f") if isinstance(value, Decimal) else value
-            col.error(where[key], f"{key} {message}, got {shown}")
+            col.error(where[key], f"{message}, got {shown}")
     if "currency" in values and not re.fullmatch(r"[A-Za-z]{3}", values["currency"]):
         col.error(where["currency"], f"expected a 3-letter currency code such as EUR, "
                   f"got {values['currency']!r}")

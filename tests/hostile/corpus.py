@@ -850,9 +850,9 @@ def _review_cases() -> list[Case]:
              "per currency unit"),
         # the smallest rounding unit
         Case("rounding_unit_0_0001", round_key("rounding_unit", 0.0001), ("Round", 4, "value"),
-             "rounding_unit must be at least 0.001"),
+             "must be at least 0.001 (a thousandth"),
         Case("rounding_unit_1e-9", round_key("rounding_unit", 1e-9), ("Round", 4, "value"),
-             "rounding_unit must be at least 0.001"),
+             "must be at least 0.001 (a thousandth"),
         # shares above 1 (a percentage typed as 20)
         Case("share_20", setcell("Rules", 0, "value", 20), ("Rules", 2, "value"),
              "a share must be at most 1"),
