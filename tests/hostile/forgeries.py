@@ -119,15 +119,20 @@ def swap_stages(folder: Path) -> None:
     b.write_bytes(ta)
 
 
-def allocation_amount(folder: Path) -> None:
-    """Move one rounding unit from the first allocation row to the second."""
+def _move_unit(folder: Path, source: int, target: int) -> None:
+    """Move one rounding unit from allocation.csv's line `source` to line `target`."""
     path = folder / "allocation.csv"
     lines = path.read_text().splitlines()
-    for i, delta in ((1, -1), (2, +1)):
+    for i, delta in ((source, -1), (target, +1)):
         cells = lines[i].split(",")
         cells[-1] = str(int(cells[-1]) + delta)
         lines[i] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
+
+
+def allocation_amount(folder: Path) -> None:
+    """Move one rounding unit from the first allocation row to the second."""
+    _move_unit(folder, 1, 2)
 
 
 def allocation_big(folder: Path) -> None:
@@ -186,13 +191,7 @@ def remove_versions(folder: Path) -> None:
 
 def unit_to_other_program(folder: Path) -> None:
     """One unit from P1/A1/JIF to P2/B1/JIF (same fund and period): less outcome value."""
-    path = folder / "allocation.csv"
-    lines = path.read_text().splitlines()
-    for i, delta in ((1, -1), (4, +1)):
-        cells = lines[i].split(",")
-        cells[-1] = str(int(cells[-1]) + delta)
-        lines[i] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
+    _move_unit(folder, 1, 4)
 
 
 def unlisted_folder(folder: Path) -> None:
