@@ -21,8 +21,7 @@ from pathlib import Path
 
 from allocator.atomic import is_leftover
 from allocator.manifest import ManifestError, read_manifest
-
-MANIFEST = "manifest.json"
+from allocator.signing import MANIFEST
 
 
 def record_digest(folder: Path) -> str:

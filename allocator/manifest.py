@@ -138,6 +138,17 @@ def check_digests(folder: Path, files: dict[str, str], out: Verification) -> Non
         out.problems.append(f"{name}: not listed in the manifest (added after the run){what}")
 
 
+def check_output_digest(folder: Path, name: str, manifest: dict, out: Verification,
+                        what: str) -> None:
+    """The record's output file (`allocation.csv`, `settlement.csv`) against the manifest's
+    output_digest; `what` names its content in the message ("the allocation")."""
+    path = folder / name
+    if path.is_file() and not path.is_symlink() \
+            and sha256_file(path) != manifest.get("output_digest"):
+        out.problems.append(f"{name}: its SHA-256 differs from the manifest's output_digest "
+                            f"({what} was changed)")
+
+
 def link_problems(folder: Path) -> list[str]:
     """The record folder, its manifest.json or its signature.json given as a symbolic link.
 

@@ -33,6 +33,7 @@ from allocator.manifest import (
     ManifestError,
     Verification,
     check_digests,
+    check_output_digest,
     check_place,
     first_difference,
     link_problems,
@@ -194,7 +195,7 @@ def verify_record(folder: Path, *, threads: int | None = None,
         return out
     rnd = _load_canonical(folder, manifest, out)
     recorded = _load_allocation(folder, out)
-    _check_output_digest(folder, manifest, out)
+    check_output_digest(folder, "allocation.csv", manifest, out, "the allocation")
     _check_workbook_copy(folder, rnd, out)
     same_versions = not _versions_differ(folder, manifest, out)
     if rnd is None:
@@ -321,13 +322,6 @@ def _check_decision_files(folder: Path, manifest: dict, files: dict, out: Verifi
     if manifest.get("round_id") != round_id:
         out.problems.append(f"manifest.json: round_id {manifest.get('round_id')!r} differs from "
                             f"round.json's {round_id!r}")
-
-
-def _check_output_digest(folder: Path, manifest: dict, out: Verification) -> None:
-    path = folder / "allocation.csv"
-    if path.is_file() and sha256_file(path) != manifest.get("output_digest"):
-        out.problems.append("allocation.csv: its SHA-256 differs from the manifest's output_digest "
-                            "(the allocation was changed)")
 
 
 def _check_settings(folder: Path, rnd: Round, out: Verification) -> None:

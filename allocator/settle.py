@@ -46,6 +46,7 @@ from allocator.manifest import (
     ManifestError,
     Verification,
     check_digests,
+    check_output_digest,
     check_place,
     first_difference,
     id_stamp,
@@ -554,7 +555,7 @@ def verify_settlement(folder: Path) -> Verification:
         return out
     check_digests(folder, files, out)
     check_place(folder, manifest, out)
-    _check_output_digest(folder, manifest, out)
+    check_output_digest(folder, SETTLEMENT_CSV, manifest, out, "the settlement")
     _check_chain(folder, manifest, out)
     if not plain_name(settles.get("run_id")):
         # the settled record is the round's own: a path would make verify settle another
@@ -608,14 +609,6 @@ def _check_chain(folder: Path, manifest: dict[str, Any], out: Verification) -> N
             f"previous: the manifest chains to {manifest.get('previous')}, but the record before "
             f"it ({before[-1].name if before else 'none'}) has digest {expected} (a record of "
             "the round was removed, inserted or rewritten)")
-
-
-def _check_output_digest(folder: Path, manifest: dict[str, Any], out: Verification) -> None:
-    path = folder / SETTLEMENT_CSV
-    if path.is_file() and not path.is_symlink() \
-            and sha256_file(path) != manifest.get("output_digest"):
-        out.problems.append(f"{SETTLEMENT_CSV}: its SHA-256 differs from the manifest's "
-                            "output_digest (the settlement was changed)")
 
 
 def _check_results_copy(folder: Path, decision: Decision, results: Results,
